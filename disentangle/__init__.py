@@ -1,0 +1,7 @@
+"""disentangle: a disentanglement benchmarking toolkit (beta-VAE on dSprites, the
+published metrics, rate/distortion estimates, reports and figures).
+
+Heavy modules (torch, sklearn, seaborn) are imported lazily by the functions that need
+them, so ``import disentangle`` is cheap and works without them.
+"""
+__version__ = "0.1.0"
