@@ -122,3 +122,162 @@ def environment_info() -> dict:
         import sklearn
         info["scikit-learn"] = sklearn.__version__
     return info
+
+
+# --------------------------------------------------------------------------- collecting runs
+# Configuration fields that become table columns, in display order (config.json["config"]).
+CONFIG_COLUMNS = ("objective", "beta", "gamma", "capacity_max", "capacity_steps", "likelihood",
+                  "latent_dim", "batch_size", "lr", "steps", "seed")
+# Columns describing the run itself rather than its scores.
+RUN_COLUMNS = ("run", "path", "status", "data_source", "data_label", "data_sha256",
+               "num_images", "package_version") + CONFIG_COLUMNS
+
+
+class ResultsWarning(UserWarning):
+    """A run directory whose files could not be read completely; its row has NaN there."""
+
+
+def data_label(provenance: dict | None) -> str:
+    """Short name of a run's data source for tables and captions.
+
+    Matches ``DSpritesData.source_label`` ('official' / 'rendered (<renderer version>)'),
+    and appends the image count when the file holds a sub-grid, so that a table never
+    shows two different datasets under one name."""
+    if not provenance:
+        return "unknown"
+    source = provenance.get("source") or "unknown"
+    if source == "official":
+        label = "official"
+    elif source == "rendered":
+        label = f"rendered ({provenance.get('renderer_version')})"
+    else:
+        label = str(source)
+    n = provenance.get("num_images")
+    full = 737_280  # the complete dSprites grid; anything else is a sub-grid
+    if isinstance(n, int) and n != full:
+        label += f", {n:,} images"
+    return label
+
+
+def _scalar_or_none(value: Any):
+    # scores hold floats, ints, bools, short strings; lists/dicts (per-factor detail) are
+    # not table cells
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return _NOT_SCALAR
+
+
+_NOT_SCALAR = object()
+
+
+def score_columns(scores: dict) -> dict:
+    """Flatten a scores.json dict into {"<metric>.<key>": value} (scalars only)."""
+    flat = {}
+    for metric, entry in scores.items():
+        if not isinstance(entry, dict):
+            continue
+        values = entry.get("values", {})
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            value = _scalar_or_none(value)
+            if value is _NOT_SCALAR:
+                continue
+            flat[f"{metric}.{key}"] = float("nan") if value is None else value
+    return flat
+
+
+def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
+    row: dict[str, Any] = {"run": run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name,
+                           "path": str(run_dir)}
+    problems = []
+    try:
+        cfg_file = read_json(run_dir / CONFIG_FILE)
+        if not isinstance(cfg_file, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{run_dir / CONFIG_FILE}: unreadable ({exc})")
+        cfg_file = {}
+    config = cfg_file.get("config") or {}
+    provenance = cfg_file.get("data") or {}
+    package = cfg_file.get("package") or {}
+    for key in CONFIG_COLUMNS:
+        row[key] = config.get(key)
+    row["data_source"] = provenance.get("source")
+    row["data_label"] = data_label(provenance)
+    row["data_sha256"] = provenance.get("content_sha256")
+    row["num_images"] = provenance.get("num_images")
+    row["package_version"] = package.get("disentangle") if isinstance(package, dict) else None
+
+    try:
+        status = read_json(run_dir / STATUS_FILE)
+        row["status"] = status.get("state", "unknown") if isinstance(status, dict) else "unknown"
+    except FileNotFoundError:
+        row["status"] = "unknown"
+    except (OSError, ValueError):
+        row["status"] = "unknown"
+        problems.append(f"{run_dir / STATUS_FILE}: unreadable")
+
+    scores_path = run_dir / SCORES_FILE
+    try:
+        scores = read_json(scores_path)
+        if not isinstance(scores, dict):
+            raise ValueError("not a JSON object")
+        row.update(score_columns(scores))
+    except FileNotFoundError:
+        problems.append(f"{scores_path}: missing (run not evaluated yet?)")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{scores_path}: unreadable ({exc})")
+    return row, problems
+
+
+def find_runs(results_dir: str | os.PathLike) -> list[Path]:
+    """Every directory under ``results_dir`` (itself included) holding a config.json."""
+    root = Path(results_dir)
+    runs = sorted({p.parent for p in root.rglob(CONFIG_FILE) if p.is_file()})
+    # a run directory never contains another run: skip anything nested inside one
+    return [r for r in runs if not any(parent in runs for parent in r.parents)]
+
+
+def collect(results_dir: str | os.PathLike):
+    """One row per run directory under ``results_dir`` (a directory with config.json).
+
+    Columns: run (path relative to results_dir), path, status, data_source ('official' |
+    'rendered'), data_label (for captions), data_sha256, num_images, package_version,
+    the configuration (objective, beta, gamma, capacity_max, capacity_steps, likelihood,
+    latent_dim, batch_size, lr, steps, seed) and one column per score, named
+    "<metric>.<key>" as in scores.json. A run whose scores are missing or unreadable gets
+    NaN there and ONE ResultsWarning naming the file; nothing raises for a bad run.
+    """
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from disentangle.errors import UserError
+
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise UserError(f"results directory not found: {root}")
+    rows = []
+    for run_dir in find_runs(root):
+        row, problems = _read_run(run_dir, root)
+        if problems:
+            warnings.warn(f"run {row['run']}: " + "; ".join(problems), ResultsWarning, stacklevel=2)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    if rows:
+        df = pd.DataFrame(rows)
+    score_cols = sorted(c for c in df.columns if c not in RUN_COLUMNS)
+    df = df.reindex(columns=list(RUN_COLUMNS) + score_cols)
+    for col in score_cols:
+        # a key missing from some runs -> NaN, numeric columns stay float
+        converted = pd.to_numeric(df[col], errors="coerce")
+        if converted.notna().sum() == df[col].notna().sum():
+            df[col] = converted.astype(float)
+    for col in ("beta", "gamma", "capacity_max", "lr"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in ("latent_dim", "steps", "seed", "batch_size", "capacity_steps", "num_images"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    df.attrs["results_dir"] = str(root)
+    return df.reset_index(drop=True).replace({None: np.nan})

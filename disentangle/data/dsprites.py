@@ -23,6 +23,7 @@ Finding the dataset (:func:`resolve_data_path`): an explicit path, else the
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import urllib.error
@@ -222,7 +223,10 @@ def download(url: str, out: str | os.PathLike, progress: Callable[[int, int | No
                     raise DataError(f"{url}: download truncated ({got} of {total} bytes); nothing was written")
     except DataError:
         raise
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except http.client.IncompleteRead as exc:
+        raise DataError(f"{url}: download truncated ({len(exc.partial)} bytes read before the connection "
+                        f"closed); nothing was written") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DataError(f"{url}: download failed ({reason}); nothing was written") from None
     return out
