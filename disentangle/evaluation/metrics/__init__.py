@@ -1,0 +1,98 @@
+"""The metric registry: CLI name -> :class:`MetricSpec`.
+
+Every metric is a plain function ``fn(codes, ground_truth, rng, **params) -> dict[str,
+float]`` with disentanglement_lib's protocol parameters as defaults (PROTOCOLS.md).
+``codes`` is an (N, D) array-like in dataset index order that the metric reads only as
+``codes[idx]`` (1-D int64 index) plus ``codes.shape``; so a user can score any
+representation laid out in index order, and the protocol-encode path can pass a lazy
+object that encodes images on demand.
+
+Callers record ``spec.record_params(overrides)`` next to the values: the protocol
+parameters actually used plus what the environment decides (e.g. the installed sklearn's
+version and LogisticRegression solver), so readers can tell which numbers are comparable.
+
+Importing this module is cheap: sklearn and friends are imported inside the metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from disentangle.errors import UserError
+from disentangle.evaluation.metrics import beta_vae, factor_vae, mig
+from disentangle.evaluation.metrics.utils import sklearn_version
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One registered metric.
+
+    ``defaults``: the protocol parameters (the function's keyword defaults).
+    ``headline``: the key of the score that tables report by default.
+    ``provenance``: returns environment-dependent settings worth recording with the
+    params (called at evaluation time; may import sklearn).
+    """
+
+    name: str
+    fn: Callable[..., dict]
+    defaults: Mapping[str, Any]
+    headline: str
+    description: str
+    provenance: Callable[[dict], dict] = field(default=lambda params: {})
+
+    def params(self, overrides: Mapping[str, Any] | None = None) -> dict:
+        """The protocol parameters with ``overrides`` applied; unknown names -> UserError."""
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise UserError(f"metric {self.name!r} has no parameter(s) {unknown}; "
+                            f"known: {sorted(self.defaults)}")
+        return {**self.defaults, **overrides}
+
+    def record_params(self, overrides: Mapping[str, Any] | None = None) -> dict:
+        """What to store as the score's "params": :meth:`params` plus :attr:`provenance`."""
+        params = self.params(overrides)
+        return {**params, **self.provenance(params)}
+
+    def __call__(self, codes, ground_truth, rng, **overrides) -> dict[str, float]:
+        return self.fn(codes, ground_truth, rng, **self.params(overrides))
+
+
+def _logistic_regression_provenance(params: dict) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    model = LogisticRegression()
+    return {"classifier": "sklearn.linear_model.LogisticRegression (installed defaults)",
+            "solver": str(model.solver), "C": float(model.C), "max_iter": int(model.max_iter),
+            "sklearn_version": sklearn_version()}
+
+
+METRICS: dict[str, MetricSpec] = {
+    "beta_vae": MetricSpec(
+        name="beta_vae", fn=beta_vae.beta_vae_score, defaults=dict(beta_vae.DEFAULTS),
+        headline="eval_accuracy",
+        description="β-VAE metric (Higgins et al. 2017): logistic regression predicts the "
+                    "fixed factor from mean |z1 - z2| over 64 pairs; chance 1/K",
+        provenance=_logistic_regression_provenance),
+    "factor_vae": MetricSpec(
+        name="factor_vae", fn=factor_vae.factor_vae_score, defaults=dict(factor_vae.DEFAULTS),
+        headline="eval_accuracy",
+        description="FactorVAE score (Kim & Mnih 2018): majority vote of the least-variable "
+                    "normalised dimension per fixed factor; chance 1/K",
+        provenance=lambda params: {"classifier": "majority vote"}),
+    "mig": MetricSpec(
+        name="mig", fn=mig.mig_score, defaults=dict(mig.DEFAULTS), headline="discrete_mig",
+        description="Mutual Information Gap (Chen et al. 2018) as disentanglement_lib computes "
+                    "it: 20-bin histogram of the codes, plug-in MI, normalised by H(factor)",
+        provenance=lambda params: {"discretizer": "histogram", "mi_estimator": "plug-in (nats)"}),
+}
+
+
+def get_metric(name: str) -> MetricSpec:
+    """The registered metric called ``name``; UserError listing the known names otherwise."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UserError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+
+
+__all__ = ["METRICS", "MetricSpec", "get_metric"]
