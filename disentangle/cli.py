@@ -101,5 +101,38 @@ def data_info(path):
 # (train, evaluate, sweep, report, plot are added below by their layers)
 
 
+# --------------------------------------------------------------------------- train
+@main.command("train")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: results/<objective>-b<beta>-s<seed>).")
+@click.option("--preset", type=click.Choice(["cpu-short", "dlib"]), default=None,
+              help="cpu-short: 10k steps (the defaults); dlib: the disentanglement_lib study, 300k steps.")
+@click.option("--objective", type=click.Choice(["beta-h", "beta-b"]), default=None,
+              help="beta-h: recon + beta*KL (default); beta-b: recon + gamma*|KL - C| (Burgess et al.).")
+@click.option("--beta", type=float, default=None, help="KL weight of beta-h (default 1).")
+@click.option("--gamma", type=float, default=None, help="Weight of |KL - C| in beta-b (default 1000).")
+@click.option("--capacity-max", type=float, default=None, help="Final capacity C in nats, beta-b (default 25).")
+@click.option("--capacity-steps", type=int, default=None, help="Steps over which C rises from 0 (preset's).")
+@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian"]), default=None,
+              help="bernoulli (default; binary pixels) or gaussian (sum of squared errors).")
+@click.option("--latent-dim", type=int, default=None, help="Latent dimensions (default 10).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default 64).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-4).")
+@click.option("--steps", type=int, default=None, help="Training steps (preset's).")
+@click.option("--seed", type=int, default=None, help="Seed of weights, batches and noise (default 0).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None, help="Dataset file (default: the dataset rule).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="auto picks a GPU when present.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints (preset's).")
+@click.option("--log-every", type=int, default=None, help="Steps between train_log.csv rows (preset's).")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the training step.")
+def train_cmd(out, preset, compile_, **options):
+    """Train one beta-VAE run (resumes an interrupted run; a finished one is skipped)."""
+    from disentangle.config import TrainConfig
+    from disentangle.train import train
+    config = TrainConfig.from_preset(preset, compile=compile_, **options).validate()
+    train(config, out, progress=True, echo=lambda msg: click.echo(msg, err=True))
+
+
 if __name__ == "__main__":
     main()
