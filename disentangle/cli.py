@@ -134,5 +134,139 @@ def train_cmd(out, preset, compile_, **options):
     train(config, out, progress=True, echo=lambda msg: click.echo(msg, err=True))
 
 
+# --------------------------------------------------------------------------- report and plot
+class _WarningsToStderr:
+    """Show library warnings (unreadable scores, mixed groups) as one 'warning:' line each."""
+
+    def __enter__(self):
+        import warnings
+        self._ctx = warnings.catch_warnings(record=True)
+        self._caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        for w in self._caught:
+            click.echo(f"warning: {w.message}", err=True)
+        return False
+
+
+@main.command("report")
+@click.argument("results", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
+              show_default=True, help="Table format (LaTeX: booktabs, drops into a paper).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here (default: print).")
+@click.option("--group-by", default=None,
+              help="Aggregate over seeds: comma-separated columns, e.g. objective,beta (always split by data source).")
+@click.option("--metric", "metrics", multiple=True,
+              help="Metric (mig) or score column (info.rate_nats) to show; repeat for several. Default: headline scores.")
+def report_cmd(results, fmt, out, group_by, metrics):
+    """Table of the runs under RESULTS: one row per run, or mean ± std over seeds."""
+    from disentangle.report import write_report
+    with _WarningsToStderr():
+        text = write_report(results, fmt, out, group_by, list(metrics) or None)
+    if out:
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.group("plot", cls=_Group)
+def plot():
+    """Figures (PNG and vector PDF side by side): rate-distortion, metric-vs-beta, traversal,
+    reconstructions, training."""
+
+
+def _save(fig, out):
+    from disentangle.plots import save_figure
+    for path in save_figure(fig, out):
+        click.echo(f"wrote {path}")
+
+
+_out_option = click.option("--out", type=click.Path(dir_okay=False), default=None,
+                           help="Figure path; .png and .pdf are both written (default: DIR/figures/NAME.png).")
+_device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",
+                              show_default=True, help="Where the decoder runs.")
+
+
+def _device(name: str) -> str:
+    from disentangle.train import resolve_device
+    return str(resolve_device(name))
+
+
+@plot.command("rate-distortion")
+@click.argument("results", type=click.Path(file_okay=False))
+@_out_option
+def plot_rate_distortion(results, out):
+    """Every run on the rate-distortion plane (nats), coloured by beta, with D = H(X) - R."""
+    from disentangle import plots
+    from disentangle.results import collect
+    with _WarningsToStderr():
+        fig = plots.rate_distortion(collect(results))
+    _save(fig, out or plots.default_out(results, "rate_distortion.png"))
+
+
+@plot.command("metric-vs-beta")
+@click.argument("results", type=click.Path(file_okay=False))
+@click.option("--metric", "metrics", multiple=True, required=True,
+              help="Metric (mig) or score column (dci.completeness); repeat for facets.")
+@click.option("--x", "x", type=click.Choice(["beta", "gamma", "capacity_max"]), default="beta", show_default=True,
+              help="Hyperparameter on the (log) x axis; gamma and capacity_max plot the beta-b runs.")
+@_out_option
+def plot_metric_vs_beta(results, metrics, x, out):
+    """Scores against beta (log axis): mean and ±1 std band over seeds, a line per objective."""
+    from disentangle import plots
+    from disentangle.results import collect
+    with _WarningsToStderr():
+        fig = plots.metric_vs_beta(collect(results), list(metrics), x=x)
+    _save(fig, out or plots.default_out(results, f"metric_vs_{x}.png"))
+
+
+@plot.command("traversal")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file (default: the one the run recorded; its checksum must match).")
+@click.option("--images", "n_images", type=click.IntRange(1, 12), default=3, show_default=True, help="Base images.")
+@click.option("--steps", type=click.IntRange(2, 21), default=9, show_default=True, help="Values per sweep.")
+@click.option("--span", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+              help="Sweep z_d over [-span, span] prior standard deviations.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the base images.")
+@_device_option
+@_out_option
+def plot_traversal(run, data, n_images, steps, span, seed, device, out):
+    """Latent traversals of RUN, dimensions sorted by KL, each row labelled with its KL."""
+    from disentangle import plots
+    fig = plots.traversal(run, plots.run_data(run, data), n_images=n_images, steps=steps, span=span,
+                          seed=seed, device=_device(device))
+    _save(fig, out or plots.default_out(run, "traversal.png"))
+
+
+@plot.command("reconstructions")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file (default: the one the run recorded; its checksum must match).")
+@click.option("--images", "n_images", type=click.IntRange(1, 32), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the images.")
+@_device_option
+@_out_option
+def plot_reconstructions(run, data, n_images, seed, device, out):
+    """Originals over reconstructions of RUN, each labelled with its distortion (nats)."""
+    from disentangle import plots
+    fig = plots.reconstructions(run, plots.run_data(run, data), n_images=n_images, seed=seed,
+                                device=_device(device))
+    _save(fig, out or plots.default_out(run, "reconstructions.png"))
+
+
+@plot.command("training")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@_out_option
+def plot_training(runs, out):
+    """Loss, reconstruction and KL (total and per dimension) against step for RUNS."""
+    from disentangle import plots
+    fig = plots.training(runs)
+    _save(fig, out or plots.default_training_out(runs))
+
+
 if __name__ == "__main__":
     main()

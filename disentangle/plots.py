@@ -1,0 +1,561 @@
+"""Figures for papers: rate–distortion plane, metric against β, latent traversals,
+reconstructions, training curves.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (so no
+global figure registry, no interactive backend, nothing to close), styled with seaborn,
+and :func:`save_figure` writes it as PNG (raster, for slides and the README) and PDF
+(vector, for the paper) through the Agg/PDF canvases. matplotlib and seaborn are
+imported inside the functions: ``import disentangle.plots`` is cheap.
+
+Titles name the data source of the runs shown; axes carry units (nats).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from disentangle.errors import UserError
+
+PNG_DPI = 200
+TRAVERSAL_SPAN = 3.0      # sweep each latent over ±3 prior standard deviations (Higgins et al.)
+KL_SAMPLE_IMAGES = 8192   # images encoded to rank dimensions by KL when no codes table exists
+
+OBJECTIVE_LABELS = {"beta-h": "β-VAE (Higgins, β·KL)", "beta-b": "capacity β-VAE (Burgess, γ|KL−C|)"}
+OBJECTIVE_MARKERS = {"beta-h": "o", "beta-b": "s"}
+
+# Axis labels for score columns; anything else shows its column name.
+METRIC_LABELS = {
+    "beta_vae.eval_accuracy": "β-VAE metric (eval accuracy)",
+    "factor_vae.eval_accuracy": "FactorVAE score (eval accuracy)",
+    "mig.discrete_mig": "MIG",
+    "dci.disentanglement": "DCI disentanglement",
+    "dci.completeness": "DCI completeness",
+    "dci.informativeness_test": "DCI informativeness (test)",
+    "sap.sap_score": "SAP score",
+    "info.rate_nats": "rate R (nats)",
+    "info.distortion_nats": "distortion D (nats)",
+    "info.i_q_nats": "I_q(X;Z) (nats)",
+    "info.i_gen_lower_nats": "I_gen lower bound H(X) − D (nats)",
+    "info.total_correlation_nats": "total correlation (nats)",
+    "info.active_dims": "active dimensions",
+}
+
+
+def metric_label(column: str) -> str:
+    if column in METRIC_LABELS:
+        return METRIC_LABELS[column]
+    return column + (" (nats)" if column.endswith("_nats") and "(nats)" not in column else "")
+
+
+# --------------------------------------------------------------------------- style and saving
+@contextlib.contextmanager
+def _style():
+    """Seaborn's paper style for the figure being built, without touching global rcParams."""
+    import matplotlib
+    import seaborn as sns
+    rc = {"pdf.fonttype": 42, "ps.fonttype": 42,  # embed TrueType: editable text in the PDF
+          "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+          "legend.fontsize": 8, "figure.titlesize": 11}
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"), matplotlib.rc_context(rc):
+        yield sns
+
+
+def _new_figure(width: float, height: float, **kwargs):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), layout="constrained", **kwargs)
+
+
+def output_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """``out`` names the figure; PNG and PDF are written side by side (foo.png, foo.pdf)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf") else out
+    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
+
+
+def save_figure(fig, out: str | os.PathLike) -> list[Path]:
+    """Write ``fig`` as PNG and PDF next to each other, atomically; return both paths."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from disentangle.results import atomic_path
+    png, pdf = output_paths(out)
+    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, format="png", dpi=PNG_DPI)
+        with atomic_path(pdf) as tmp:
+            fig.savefig(tmp, format="pdf")
+    return [png, pdf]
+
+
+def _data_caption(df_or_labels) -> str:
+    labels = (sorted(df_or_labels["data_label"].dropna().unique())
+              if hasattr(df_or_labels, "columns") else sorted(set(df_or_labels)))
+    return "data: " + ("; ".join(labels) if labels else "unknown")
+
+
+# --------------------------------------------------------------------------- rate–distortion
+def rate_distortion(df):
+    """Every run with ``info`` scores on the rate–distortion plane (nats).
+
+    β-VAE runs are coloured by β (log scale), capacity runs by C_max. For Bernoulli runs
+    the line D = H(X) − R is drawn with the region below it shaded: no model can go there,
+    because H(X) − D is a lower bound on I_gen and R an upper bound on I_rep, and the line
+    is where they meet (Alemi et al. 2018). A Gaussian (squared-error) decoder's D is a
+    density, so for it the line is no bound and is not drawn. One panel per dataset."""
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.lines import Line2D
+
+    need = ["info.rate_nats", "info.distortion_nats"]
+    missing = [c for c in need if c not in df.columns]
+    runs = df.dropna(subset=need) if not missing else df.iloc[0:0]
+    if runs.empty:
+        raise UserError("no run has rate/distortion scores: run `disentangle evaluate RUN --metric info` first")
+    labels = sorted(runs["data_label"].fillna("unknown").unique())
+    with _style() as sns:
+        fig = _new_figure(4.6 * len(labels) + 1.2, 3.8)
+        axes = fig.subplots(1, len(labels), squeeze=False)[0]
+        beta_norm = _positive_norm(runs.loc[runs["objective"] != "beta-b", "beta"], LogNorm, Normalize)
+        cap_norm = _positive_norm(runs.loc[runs["objective"] == "beta-b", "capacity_max"], Normalize, Normalize)
+        cap_values = runs.loc[runs["objective"] == "beta-b", "capacity_max"].dropna().unique()
+        mappables = {}
+        for ax, label in zip(axes, labels):
+            sub = runs[runs["data_label"].fillna("unknown") == label]
+            for objective, group in sub.groupby("objective", sort=True):
+                style = dict(marker=OBJECTIVE_MARKERS.get(objective, "D"), s=38, edgecolors="black",
+                             linewidths=0.5, zorder=3)
+                if objective == "beta-b" and len(cap_values) <= 1:
+                    # one capacity for all: a colour scale would encode nothing
+                    sc = ax.scatter(group["info.rate_nats"], group["info.distortion_nats"],
+                                    color="#e69f00", **style)
+                elif objective == "beta-b":
+                    sc = ax.scatter(group["info.rate_nats"], group["info.distortion_nats"],
+                                    c=group["capacity_max"].astype(float), norm=cap_norm, cmap="magma_r", **style)
+                    mappables["C_max (nats), capacity runs"] = (sc, sorted(cap_values))
+                else:
+                    sc = ax.scatter(group["info.rate_nats"], group["info.distortion_nats"],
+                                    c=group["beta"].astype(float), norm=beta_norm, cmap="viridis", **style)
+                    mappables["β"] = (sc, sorted(runs.loc[runs["objective"] != "beta-b", "beta"].dropna().unique()))
+                sc.set_gid(f"runs:{objective}")
+            _draw_rd_bound(ax, sub)
+            ax.set_xlabel("rate R = E KL(q(z|x) ‖ p(z)) (nats)")
+            ax.set_ylabel("distortion D = −E log p(x|z) (nats)")
+            ax.set_title(f"data: {label}")
+            # legend markers in grey: colour means β (or C_max), not the objective
+            handles = [Line2D([], [], linestyle="", marker=OBJECTIVE_MARKERS.get(o, "D"), markersize=6,
+                              markerfacecolor="#e69f00" if (o == "beta-b" and len(cap_values) <= 1) else "0.75",
+                              markeredgecolor="black", label=OBJECTIVE_LABELS.get(o, o)
+                              + (f", C_max = {cap_values[0]:g}" if o == "beta-b" and len(cap_values) == 1 else ""))
+                       for o in sorted(sub["objective"].dropna().unique())]
+            handles += [h for h in ax.get_legend_handles_labels()[0] if isinstance(h, Line2D)]
+            ax.legend(handles=handles, loc="upper right", frameon=True)
+            sns.despine(ax=ax)
+        for name, (sc, ticks) in mappables.items():
+            cbar = fig.colorbar(sc, ax=list(axes), pad=0.01, fraction=0.05)
+            cbar.set_label(name)
+            cbar.set_ticks(ticks)
+            cbar.set_ticklabels([f"{t:g}" for t in ticks])
+            cbar.minorticks_off()
+        fig.suptitle("Rate–distortion plane of the trained models")
+    return fig
+
+
+def _positive_norm(values, log_norm_cls, lin_norm_cls):
+    vals = np.asarray(values, dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return lin_norm_cls(0, 1)
+    lo, hi = vals.min(), vals.max()
+    if log_norm_cls is not lin_norm_cls and lo > 0:
+        return log_norm_cls(lo, hi if hi > lo else lo * 10)
+    return lin_norm_cls(lo, hi if hi > lo else lo + 1)
+
+
+def _draw_rd_bound(ax, runs) -> None:
+    bernoulli = runs[(runs.get("likelihood") == "bernoulli")] if "likelihood" in runs.columns else runs
+    if "info.entropy_x_nats" not in runs.columns:
+        return
+    h_values = sorted(set(np.round(bernoulli["info.entropy_x_nats"].dropna().to_numpy(dtype=float), 6)))
+    r_max = float(runs["info.rate_nats"].max())
+    d_max = float(runs["info.distortion_nats"].max())
+    for h in h_values:
+        # the segment from the auto-decoding limit (R=0, D=H) to the auto-encoding limit (R=H, D=0)
+        line, = ax.plot([0.0, h], [h, 0.0], color="0.25", linestyle="--", linewidth=1.1, zorder=2,
+                        label=f"D = H(X) − R, H(X) = {h:.2f} nats")
+        line.set_gid(f"bound:{h}")
+        ax.fill_between([0.0, h], [h, 0.0], 0.0, color="0.85", zorder=1, linewidth=0)
+        ax.text(h * 0.04, h * 0.25, "infeasible", fontsize=7, color="0.35", zorder=2)
+        r_max, d_max = max(r_max, h), max(d_max, h)
+    if len(bernoulli) < len(runs):
+        ax.text(0.02, 0.02, "Gaussian decoder runs: D is a density; H(X) − R is no bound for them",
+                transform=ax.transAxes, fontsize=7, color="0.3")
+    ax.set_xlim(0, r_max * 1.06)
+    ax.set_ylim(0, d_max * 1.06)
+
+
+# --------------------------------------------------------------------------- metric against β
+def metric_vs_beta(df, metrics: Sequence[str], x: str = "beta"):
+    """Score against ``x`` (β by default, log axis): mean line and ±1 std band over seeds,
+    one line per objective, each seed as a faint dot; one facet per metric (columns) and
+    per dataset (rows). Runs of the capacity objective (beta-b) do not use β, so with
+    x="beta" they are left out (plot them with x="capacity_max" or x="gamma")."""
+    from disentangle.report import aggregate, headline_column
+
+    if not metrics:
+        raise UserError("metric-vs-beta: name at least one --metric (e.g. --metric mig)")
+    columns = [headline_column(df, m) for m in metrics]
+    if x not in ("beta", "gamma", "capacity_max"):
+        raise UserError(f"--x {x}: choose beta, gamma or capacity_max")
+    runs = df[df[x].astype(float) > 0] if x in df.columns else df.iloc[0:0]
+    if x == "beta":
+        runs = runs[runs["objective"] != "beta-b"]
+    elif x in ("gamma", "capacity_max"):
+        runs = runs[runs["objective"] == "beta-b"]
+    if runs.empty:
+        raise UserError(f"metric-vs-beta: no runs with a positive {x} for this plot")
+    labels = sorted(runs["data_label"].fillna("unknown").unique())
+    xlabel = {"beta": "β (log scale)", "gamma": "γ (log scale)", "capacity_max": "C_max (nats, log scale)"}[x]
+    with _style() as sns:
+        fig = _new_figure(3.4 * len(columns) + 0.6, 2.9 * len(labels) + 0.5)
+        axes = fig.subplots(len(labels), len(columns), squeeze=False)
+        objectives = sorted(runs["objective"].dropna().unique())
+        palette = dict(zip(objectives, sns.color_palette("colorblind", len(objectives))))
+        for i, label in enumerate(labels):
+            sub = runs[runs["data_label"].fillna("unknown") == label]
+            for j, col in enumerate(columns):
+                ax = axes[i][j]
+                agg = aggregate(sub, ["objective", x], [col]).sort_values(["objective", x])
+                for objective, g in agg.groupby("objective", sort=True):
+                    g = g[g[f"{col}.count"] > 0]
+                    if g.empty:
+                        continue
+                    color = palette[objective]
+                    xs = g[x].to_numpy(dtype=float)
+                    mean = g[f"{col}.mean"].to_numpy(dtype=float)
+                    std = np.nan_to_num(g[f"{col}.std"].to_numpy(dtype=float))
+                    line, = ax.plot(xs, mean, marker=OBJECTIVE_MARKERS.get(objective, "D"), color=color,
+                                    label=f"{OBJECTIVE_LABELS.get(objective, objective)}", zorder=3)
+                    line.set_gid(f"mean:{objective}")
+                    band = ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+                    band.set_gid(f"band:{objective}")
+                    seeds = sub[(sub["objective"] == objective)].dropna(subset=[col])
+                    dots = ax.scatter(seeds[x].astype(float), seeds[col], color=color, s=9, alpha=0.45,
+                                      linewidths=0, zorder=2)
+                    dots.set_gid(f"seeds:{objective}")
+                ax.set_xscale("log")
+                ticks = sorted(sub[x].astype(float).unique())
+                ax.set_xticks(ticks)
+                ax.set_xticklabels([f"{t:g}" for t in ticks])
+                ax.minorticks_off()
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel(metric_label(col))
+                ax.set_title(metric_label(col) if len(labels) == 1 else f"{metric_label(col)}\ndata: {label}")
+                sns.despine(ax=ax)
+        handles, names = axes[0][0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, names, loc="outside lower center", ncol=len(handles), frameon=False)
+        seeds = runs.groupby(["data_label", "objective", x], dropna=False).size()
+        n_text = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+        fig.suptitle("Scores against " + {"beta": "β", "gamma": "γ", "capacity_max": "C_max"}[x]
+                     + f": mean ± 1 std over {n_text} seeds (dots: single runs) · " + _data_caption(runs))
+    return fig
+
+
+# --------------------------------------------------------------------------- runs: model, data
+def run_data(run_dir: str | os.PathLike, data_path: str | os.PathLike | None = None):
+    """The dataset a run was trained on: ``data_path`` if given, else the path the run
+    recorded, else the dataset rule; refused (UserError) when its content checksum is not
+    the one the run recorded, so figures never show a model on data it was not trained on."""
+    from disentangle.data.dsprites import DSpritesData, load_dsprites
+    from disentangle.results import CONFIG_FILE, read_json
+
+    run_dir = Path(run_dir)
+    try:
+        provenance = read_json(run_dir / CONFIG_FILE).get("data") or {}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{run_dir / CONFIG_FILE}: cannot read the run's configuration ({exc})") from None
+    recorded = provenance.get("path")
+    if data_path is not None:
+        data = DSpritesData(data_path)
+    elif recorded and Path(recorded).is_file():
+        data = DSpritesData(recorded)
+    else:
+        data = load_dsprites(None)
+    want = provenance.get("content_sha256")
+    have = data.provenance.get("content_sha256")
+    if want and have != want:
+        raise UserError(f"{data.path}: not the dataset run {run_dir} was trained on "
+                        f"(content sha256 {str(have)[:12]}…, run recorded {str(want)[:12]}…); pass --data")
+    return data
+
+
+def _load_model(run_dir, device: str):
+    from disentangle.train import load_model
+    model, config = load_model(run_dir, device=device)
+    return model, config
+
+
+def _to_images(model, logits):
+    import torch
+    recon = getattr(model, "reconstruct_mean", None)
+    probs = recon(logits) if recon is not None else torch.sigmoid(logits)
+    return probs.detach().float().cpu().numpy()[:, 0]
+
+
+def kl_per_dimension(run_dir, model, data, device: str = "cpu", rng: np.random.Generator | None = None):
+    """Mean KL(q(z_d|x) ‖ N(0,1)) per latent dimension over the dataset (nats) and how
+    many images it averages: from the run's codes table when one exists (every image),
+    else from a random sample of ``KL_SAMPLE_IMAGES`` images encoded here."""
+    import torch
+
+    from disentangle.results import CODES_FILE
+    run_dir = Path(run_dir)
+    if (run_dir / CODES_FILE).is_file():
+        from disentangle.evaluation.codes import get_codes
+        codes = get_codes(run_dir, data, device=device, progress=False, model=model)
+        mean, logvar = np.asarray(codes.mean, dtype=np.float64), np.asarray(codes.logvar, dtype=np.float64)
+    else:
+        rng = rng or np.random.default_rng(0)
+        n = min(KL_SAMPLE_IMAGES, data.num_images)
+        idx = np.sort(rng.choice(data.num_images, size=n, replace=False))
+        means, logvars = [], []
+        with torch.no_grad():
+            for start in range(0, n, 512):
+                x = torch.from_numpy(data.images(idx[start:start + 512])).float().unsqueeze(1).to(device)
+                m, lv = model.encode(x)
+                means.append(m.double().cpu().numpy())
+                logvars.append(lv.double().cpu().numpy())
+        mean, logvar = np.concatenate(means), np.concatenate(logvars)
+    kl = 0.5 * (mean ** 2 + np.exp(logvar) - logvar - 1.0)
+    return kl.mean(axis=0), len(mean)
+
+
+def _run_title(run_dir, data) -> str:
+    return f"{Path(run_dir).name} · data: {data.source_label}"
+
+
+# --------------------------------------------------------------------------- traversal
+def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: int = 9,
+              span: float = TRAVERSAL_SPAN, seed: int = 0, device: str = "cpu", max_dims: int | None = None):
+    """Latent traversals: for ``n_images`` base images (drawn with ``seed``), each latent
+    dimension is set to ``steps`` values evenly spaced over [−span, span] (prior standard
+    deviations) while the others keep the image's posterior mean; rows are dimensions
+    sorted by their KL (most informative first) and labelled with it. One panel per base
+    image, the base image and its reconstruction at the left."""
+    import torch
+
+    data = data if data is not None else run_data(run_dir)
+    model, _ = _load_model(run_dir, device)
+    rng = np.random.default_rng(seed)
+    kl, kl_images = kl_per_dimension(run_dir, model, data, device=device, rng=np.random.default_rng(seed + 1))
+    order = np.argsort(-kl, kind="stable")
+    if max_dims is not None:
+        order = order[:max_dims]
+    idx = np.sort(rng.choice(data.num_images, size=n_images, replace=False))
+    values = np.linspace(-span, span, steps)
+    originals = data.images(idx).astype(np.float32)
+    with torch.no_grad():
+        x = torch.from_numpy(originals).unsqueeze(1).to(device)
+        mean, _ = model.encode(x)
+        recon = _to_images(model, model.decode(mean))
+        grids = []
+        for b in range(n_images):
+            z = mean[b].repeat(len(order) * steps, 1)
+            for r, d in enumerate(order):
+                z[r * steps:(r + 1) * steps, int(d)] = torch.as_tensor(values, dtype=z.dtype, device=z.device)
+            grids.append(_to_images(model, model.decode(z)).reshape(len(order), steps, 64, 64))
+
+    with _style():
+        fig = _new_figure(1.2 + n_images * (steps + 2.3) * 0.42, 0.8 + len(order) * 0.42)
+        axes = fig.subplots(1, n_images, squeeze=False)[0]
+        gap = 6
+        for b, ax in enumerate(axes):
+            # base image and its reconstruction in the first two columns, a gap, then the sweep
+            rows = []
+            for r in range(len(order)):
+                left = [originals[b] if r == 0 else np.ones((64, 64)), recon[b] if r == 0 else np.ones((64, 64))]
+                row = np.concatenate(left + [np.ones((64, gap))] + list(grids[b][r]), axis=1)
+                rows.append(np.pad(row, ((0, gap // 2), (0, 0)), constant_values=1.0))
+            montage = np.concatenate(rows, axis=0)
+            im = ax.imshow(1.0 - montage, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            im.set_gid(f"traversal:{b}")
+            row_h = 64 + gap // 2
+            ax.set_yticks([r * row_h + 32 for r in range(len(order))])
+            ax.set_yticklabels([f"z{int(d)}  KL {kl[d]:.2f}" for d in order] if b == 0 else [])
+            x0 = 2 * 64 + gap
+            ax.set_xticks([32, 96] + [x0 + 32 + 64 * k for k in range(steps)])
+            ax.set_xticklabels(["input", "recon."] + [f"{v:+.1f}" for v in values], fontsize=6, rotation=90)
+            ax.tick_params(length=0)
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            ax.set_title(f"image {int(idx[b])}", fontsize=8)
+        fig.suptitle(f"Latent traversals, z_d ∈ [−{span:g}, {span:g}] prior std; rows sorted by KL (nats, "
+                     f"mean over {kl_images:,} images)\n{_run_title(run_dir, data)}", fontsize=9)
+    fig.traversal_info = {"order": order, "kl": kl, "indices": idx, "values": values}
+    return fig
+
+
+# --------------------------------------------------------------------------- reconstructions
+def reconstructions(run_dir: str | os.PathLike, data=None, n_images: int = 10, seed: int = 0,
+                    device: str = "cpu"):
+    """Originals (top row) over reconstructions from the posterior mean (bottom row), for
+    ``n_images`` images drawn with ``seed``; each reconstruction is labelled with its
+    distortion −log p(x|z) (nats, Bernoulli) or squared error (Gaussian)."""
+    import torch
+    import torch.nn.functional as F
+
+    data = data if data is not None else run_data(run_dir)
+    model, config = _load_model(run_dir, device)
+    likelihood = getattr(model, "likelihood", None) or config.get("likelihood", "bernoulli")
+    idx = np.sort(np.random.default_rng(seed).choice(data.num_images, size=n_images, replace=False))
+    originals = data.images(idx).astype(np.float32)
+    with torch.no_grad():
+        x = torch.from_numpy(originals).unsqueeze(1).to(device)
+        mean, _ = model.encode(x)
+        logits = model.decode(mean)
+        recon = _to_images(model, logits)
+        if likelihood == "bernoulli":
+            err = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3))
+            err_label = "−log p(x|z)"
+        else:
+            err = (torch.sigmoid(logits) - x).square().sum(dim=(1, 2, 3))
+            err_label = "Σ(x − x̂)²"
+        err = err.cpu().numpy()
+    with _style():
+        fig = _new_figure(0.95 * n_images + 0.9, 2.6)
+        axes = fig.subplots(2, n_images, squeeze=False)
+        for k in range(n_images):
+            for r, img in enumerate((originals[k], recon[k])):
+                ax = axes[r][k]
+                im = ax.imshow(1.0 - img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                im.set_gid(f"{'original' if r == 0 else 'reconstruction'}:{k}")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("0.7")
+            axes[1][k].set_xlabel(f"{err[k]:.1f}", fontsize=7)
+        axes[0][0].set_ylabel("input", fontsize=8)
+        axes[1][0].set_ylabel("recon.", fontsize=8)
+        fig.suptitle(f"Reconstructions from the posterior mean; below: {err_label} (nats)"
+                     if likelihood == "bernoulli" else
+                     f"Reconstructions from the posterior mean; below: {err_label}", fontsize=9)
+        fig.supxlabel(_run_title(run_dir, data), fontsize=8)
+    fig.reconstruction_info = {"indices": idx, "distortion": err}
+    return fig
+
+
+# --------------------------------------------------------------------------- training curves
+def read_train_log(run_dir: str | os.PathLike):
+    import pandas as pd
+
+    from disentangle.results import TRAIN_LOG_FILE
+    path = Path(run_dir) / TRAIN_LOG_FILE
+    try:
+        log = pd.read_csv(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no training log (is {run_dir} a run directory?)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    if "step" not in log.columns or log.empty:
+        raise UserError(f"{path}: no logged steps yet")
+    return log
+
+
+def training(run_dirs: Iterable[str | os.PathLike]):
+    """Training curves against step: loss, reconstruction and total KL (with the capacity
+    target C for beta-b runs), one line per run; then per-dimension KL, one panel per run
+    (legend sorted by final KL)."""
+    import pandas as pd
+
+    from disentangle.results import CONFIG_FILE, data_label, read_json
+
+    run_dirs = [Path(r) for r in run_dirs]
+    if not run_dirs:
+        raise UserError("training: name at least one run directory")
+    logs, labels = [], []
+    for r in run_dirs:
+        logs.append(read_train_log(r))
+        try:
+            labels.append(data_label(read_json(r / CONFIG_FILE).get("data")))
+        except (OSError, ValueError):
+            labels.append("unknown")
+    n = len(run_dirs)
+    ncols = 3
+    nrows = 1 + math.ceil(n / ncols)
+    with _style() as sns:
+        fig = _new_figure(11.0, 3.0 * nrows + 0.4)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        palette = sns.color_palette("colorblind", n)
+        top = {"loss": grid[0][0], "reconstruction": grid[0][1], "kl": grid[0][2]}
+        for k, (r, log) in enumerate(zip(run_dirs, logs)):
+            for col, ax in top.items():
+                if col in log.columns:
+                    line, = ax.plot(log["step"], log[col], color=palette[k], label=r.name, linewidth=1.2)
+                    line.set_gid(f"{col}:{r.name}")
+            if "capacity" in log.columns and (pd.to_numeric(log["capacity"], errors="coerce").fillna(0) > 0).any():
+                cap, = top["kl"].plot(log["step"], log["capacity"], color=palette[k], linestyle="--", linewidth=1,
+                                      label=f"{r.name}: capacity C")
+                cap.set_gid(f"capacity:{r.name}")
+        titles = {"loss": ("training loss", "loss (nats per image)"),
+                  "reconstruction": ("reconstruction", "−log p(x|z) (nats per image)"),
+                  "kl": ("KL(q(z|x) ‖ p(z)), total", "KL (nats per image)")}
+        for col, ax in top.items():
+            title, ylabel = titles[col]
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            ax.set_ylabel(ylabel)
+            values = pd.concat([lg[col] for lg in logs if col in lg.columns])
+            positive = values[values > 0]
+            # early losses are orders of magnitude above late ones: log scale keeps both readable
+            if col != "kl" and len(positive) == len(values) and len(values) and positive.max() > 30 * positive.min():
+                ax.set_yscale("log")
+            sns.despine(ax=ax)
+        top["kl"].legend(fontsize=7, loc="best")
+        if n == 1:
+            top["loss"].legend(fontsize=7, loc="best")
+        for k, (r, log) in enumerate(zip(run_dirs, logs)):
+            ax = grid[1 + k // ncols][k % ncols]
+            dims = sorted((c for c in log.columns if _is_kl_dim(c)), key=lambda c: int(c.split("_")[-1]))
+            final = {c: float(log[c].iloc[-1]) for c in dims}
+            dim_palette = sns.color_palette("husl", len(dims)) if dims else []
+            for c, color in zip(sorted(dims, key=lambda c: -final[c]), dim_palette):
+                line, = ax.plot(log["step"], log[c], color=color, linewidth=1.0,
+                                label=f"z{c.split('_')[-1]} ({final[c]:.2f})")
+                line.set_gid(f"{c}:{r.name}")
+            ax.set_title(f"KL per dimension: {r.name}\ndata: {labels[k]}", fontsize=8)
+            ax.set_xlabel("step")
+            ax.set_ylabel("KL (nats)")
+            if dims:
+                ax.legend(fontsize=6, ncol=2, loc="upper left", title="dim (final KL)", title_fontsize=6)
+            sns.despine(ax=ax)
+        for k in range(n, (nrows - 1) * ncols):
+            grid[1 + k // ncols][k % ncols].set_visible(False)
+        fig.suptitle("Training curves · " + _data_caption(labels))
+    return fig
+
+
+def _is_kl_dim(column: str) -> bool:
+    head, _, tail = column.rpartition("_")
+    return head in ("kl", "kl_dim") and tail.isdigit()
+
+
+# --------------------------------------------------------------------------- one call per CLI command
+def default_out(target: str | os.PathLike, name: str) -> Path:
+    """Where a figure goes when --out is not given: <results or run dir>/figures/<name>."""
+    return Path(target) / "figures" / name
+
+
+def default_training_out(run_dirs: Sequence[str | os.PathLike]) -> Path:
+    """One run: <run>/figures/training.png; several: <their common parent>/figures/training.png."""
+    paths = [Path(r).resolve() for r in run_dirs]
+    if len(paths) == 1:
+        return default_out(paths[0], "training.png")
+    return default_out(Path(os.path.commonpath(paths)), "training.png")

@@ -1,0 +1,330 @@
+"""Result tables: pick score columns, aggregate runs over seeds, write Markdown, CSV or
+LaTeX.
+
+The input is the DataFrame of :func:`disentangle.results.collect` (one row per run).
+Aggregation always groups by the dataset as well (``data_label`` and ``data_sha256``):
+scores measured on different dataset files are never averaged together.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from disentangle.errors import UserError
+
+FORMATS = ("markdown", "csv", "latex")
+
+# The number a paper quotes for each metric (PROTOCOLS.md); `info` contributes the
+# rate-distortion quantities. Metrics not listed here show all their scalar keys.
+HEADLINE_KEYS = {
+    "beta_vae": ("eval_accuracy",),
+    "factor_vae": ("eval_accuracy",),
+    "mig": ("discrete_mig",),
+    "dci": ("disentanglement", "completeness", "informativeness_test"),
+    "sap": ("sap_score",),
+    "info": ("rate_nats", "distortion_nats", "entropy_x_nats", "i_gen_lower_nats", "i_q_nats"),
+}
+
+# Column headers for the LaTeX table (a paper wants names, not keys).
+LATEX_NAMES = {
+    "beta": r"$\beta$", "gamma": r"$\gamma$", "capacity_max": r"$C_{\max}$",
+    "capacity_steps": r"$C$ steps", "latent_dim": r"$d_z$", "data_label": "data",
+    "objective": "objective", "seed": "seed", "steps": "steps", "n": r"$n$",
+    "beta_vae.eval_accuracy": r"$\beta$-VAE score", "factor_vae.eval_accuracy": "FactorVAE score",
+    "mig.discrete_mig": "MIG", "dci.disentanglement": "DCI D", "dci.completeness": "DCI C",
+    "dci.informativeness_test": "DCI I", "sap.sap_score": "SAP",
+    "info.rate_nats": r"$R$ (nats)", "info.distortion_nats": r"$D$ (nats)",
+    "info.entropy_x_nats": r"$H(X)$ (nats)", "info.i_gen_lower_nats": r"$I_{\mathrm{gen}} \geq$ (nats)",
+    "info.i_q_nats": r"$I_q(X;Z)$ (nats)",
+}
+
+# Columns that identify a group of runs; the ones not grouped by must not vary inside a
+# group (apart from the seed), or the mean mixes different experiments.
+_SETTING_COLUMNS = ("objective", "beta", "gamma", "capacity_max", "capacity_steps", "likelihood",
+                    "latent_dim", "batch_size", "lr", "steps")
+_INT_COLUMNS = ("latent_dim", "steps", "seed", "batch_size", "capacity_steps", "num_images", "n")
+_DATA_KEYS = ("data_label", "data_sha256")
+
+
+class ReportWarning(UserWarning):
+    """A table that may mislead: e.g. a group averaging runs of different settings."""
+
+
+# --------------------------------------------------------------------------- columns
+def _per_dim_or_duplicate(column: str, columns: Sequence[str]) -> bool:
+    # per-dimension KLs and the *_bits copies of *_nats values would swamp a table
+    key = column.split(".", 1)[1] if "." in column else column
+    if re.fullmatch(r"kl_dim_\d+|kl_\d+", key):
+        return True
+    if key.endswith("_bits") and column[: -len("_bits")] + "_nats" in columns:
+        return True
+    return False
+
+
+def score_columns(df) -> list[str]:
+    """The numeric "<metric>.<key>" columns of a collect() table."""
+    import pandas as pd
+    return [c for c in df.columns if "." in c and pd.api.types.is_numeric_dtype(df[c])
+            and not pd.api.types.is_bool_dtype(df[c])]
+
+
+def metric_columns(df, metrics: Sequence[str] | None = None, headline_only: bool = True) -> list[str]:
+    """Resolve metric selections to columns.
+
+    ``metrics`` items are a metric name ("mig": all its scalar keys except per-dimension
+    and duplicate-unit ones) or a full column ("info.rate_nats"). With no selection,
+    every metric's headline keys (``headline_only``) or every score column."""
+    available = score_columns(df)
+    if not metrics:
+        if not headline_only:
+            return available
+        chosen = []
+        for metric in dict.fromkeys(c.split(".", 1)[0] for c in available):
+            keys = HEADLINE_KEYS.get(metric)
+            own = [c for c in available if c.startswith(metric + ".")]
+            picked = [f"{metric}.{k}" for k in keys if f"{metric}.{k}" in own] if keys else []
+            chosen += picked or [c for c in own if not _per_dim_or_duplicate(c, available)]
+        return chosen
+    chosen = []
+    for item in metrics:
+        if item in available:
+            chosen.append(item)
+            continue
+        own = [c for c in available if c.startswith(item + ".")]
+        if not own:
+            names = sorted({c.split(".", 1)[0] for c in available})
+            raise UserError(f"--metric {item}: no such score in the results "
+                            f"(available metrics: {', '.join(names) or 'none'})")
+        keys = HEADLINE_KEYS.get(item, ())
+        # headline keys first, then the rest in file order
+        ordered = [f"{item}.{k}" for k in keys if f"{item}.{k}" in own]
+        ordered += [c for c in own if c not in ordered and not _per_dim_or_duplicate(c, available)]
+        chosen += ordered
+    return list(dict.fromkeys(chosen))
+
+
+def headline_column(df, metric: str) -> str:
+    """The one column that stands for ``metric`` in a figure ("mig" -> "mig.discrete_mig")."""
+    cols = metric_columns(df, [metric])
+    return cols[0]
+
+
+# --------------------------------------------------------------------------- aggregation
+def parse_group_by(text: str | Sequence[str] | None) -> list[str]:
+    if not text:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [i.strip() for i in items if i.strip()]
+
+
+def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
+    """Mean, sample standard deviation (ddof=1) and count of each column over the runs
+    of each group; one row per (group, dataset). Groups are always split by dataset.
+
+    Returns a DataFrame with the group columns, data_label, data_sha256, ``n`` (runs in
+    the group) and, per score column C, "C.mean", "C.std", "C.count" (runs with a value)."""
+    import pandas as pd
+
+    unknown = [g for g in group_by if g not in df.columns]
+    if unknown:
+        raise UserError(f"--group-by: unknown column(s) {', '.join(unknown)} "
+                        f"(columns: {', '.join(c for c in df.columns if '.' not in c)})")
+    keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
+    varying = _varying_settings(df, keys)
+    if varying:
+        warnings.warn(f"groups mix runs with different {', '.join(varying)}; "
+                      f"add them to --group-by to keep them apart", ReportWarning, stacklevel=2)
+    work = df[keys + list(columns)].copy()
+    # NaN keys (e.g. gamma of a beta-h run) would silently drop rows in groupby
+    grouped = work.groupby(keys, dropna=False, sort=True)
+    out = grouped.size().rename("n").reset_index()
+    for col in columns:
+        stats = grouped[col].agg(["mean", "std", "count"]).reset_index(drop=True)
+        out[f"{col}.mean"] = stats["mean"].to_numpy()
+        out[f"{col}.std"] = stats["std"].to_numpy()
+        out[f"{col}.count"] = stats["count"].to_numpy()
+    return out.reset_index(drop=True)
+
+
+def _varying_settings(df, keys: Sequence[str]) -> list[str]:
+    rest = [c for c in _SETTING_COLUMNS if c in df.columns and c not in keys]
+    if not rest or df.empty:
+        return []
+    nunique = df.groupby(list(keys), dropna=False)[rest].nunique(dropna=False)
+    return [c for c in rest if (nunique[c] > 1).any()]
+
+
+# --------------------------------------------------------------------------- formatting
+def decimals_for(values) -> int:
+    """Digits after the point for a column: three significant digits of its largest
+    magnitude, between 0 and 3 (accuracies 0.873, rates 12.4 nats, distortions 356)."""
+    import numpy as np
+    vals = np.abs(np.asarray(values, dtype=float))
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0 or vals.max() == 0:
+        return 3
+    digits = math.floor(math.log10(vals.max())) + 1
+    return int(min(3, max(0, 3 - digits)))
+
+
+def _fmt_number(x, decimals: int) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    return f"{x:.{decimals}f}"
+
+
+def _fmt_setting(value) -> str:
+    import pandas as pd
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _display_setting_columns(df, extra: Sequence[str] = ()) -> list[str]:
+    """Per-run table: always run, data, objective, beta, seed; other settings only where
+    they vary (a constant column is noise), plus status where some run is unfinished."""
+    cols = ["run", "data_label", "objective", "beta"]
+    for c in ("gamma", "capacity_max", "likelihood", "latent_dim", "steps"):
+        if c in df.columns and df[c].nunique(dropna=False) > 1:
+            cols.append(c)
+    cols.append("seed")
+    if "status" in df.columns and (df["status"] != "finished").any():
+        cols.append("status")
+    return [c for c in cols if c in df.columns] + [c for c in extra if c not in cols]
+
+
+def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
+                pm: str = " ± "):
+    """Header and rows of strings for a report, per run or aggregated over seeds.
+
+    Aggregated cells read "mean ± std"; a group with fewer values than runs gets
+    "(k of n)" so a reader sees when a mean rests on fewer seeds."""
+    columns = metric_columns(df, metrics)
+    if group_by:
+        agg = aggregate(df, group_by, columns)
+        settings = list(dict.fromkeys([*group_by, "data_label"])) + ["n"]
+        header = settings + columns
+        rows = []
+        decimals = {c: decimals_for(agg[f"{c}.mean"]) for c in columns}
+        for _, r in agg.iterrows():
+            cells = [_fmt_setting(r[c]) if c != "n" else str(int(r["n"])) for c in settings]
+            for c in columns:
+                mean, std, count = r[f"{c}.mean"], r[f"{c}.std"], int(r[f"{c}.count"])
+                if count == 0:
+                    cells.append("")
+                    continue
+                text = _fmt_number(mean, decimals[c])
+                if count > 1:
+                    text += pm + _fmt_number(std, decimals[c])
+                if count < r["n"]:
+                    text += f" ({count} of {int(r['n'])})"
+                cells.append(text)
+            rows.append(cells)
+        return header, rows
+    settings = _display_setting_columns(df)
+    header = settings + columns
+    decimals = {c: decimals_for(df[c]) for c in columns}
+    rows = [[_fmt_setting(r[c]) for c in settings] + [_fmt_number(r[c], decimals[c]) for c in columns]
+            for _, r in df.iterrows()]
+    return header, rows
+
+
+def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    numeric = [all(_looks_numeric(r[i]) for r in rows if r[i]) and any(r[i] for r in rows)
+               for i in range(len(header))]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
+                                 for c, w, num in zip(cells, widths, numeric)) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                          for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(header), rule] + [line(r) for r in rows]) + "\n"
+
+
+def _looks_numeric(text: str) -> bool:
+    return bool(re.match(r"^-?\d", text))
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "β": r"$\beta$", "γ": r"$\gamma$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _latex_cell(text: str) -> str:
+    # "0.41 ± 0.03 (2 of 3)" -> "$0.41 \pm 0.03$ (2 of 3)": the ± lives in math mode
+    m = re.fullmatch(r"(-?[\d.]+) ± (-?[\d.]+)(.*)", text)
+    if m:
+        return f"${m.group(1)} \\pm {m.group(2)}${latex_escape(m.group(3))}"
+    return latex_escape(text)
+
+
+def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
+             label: str = "tab:disentangle") -> str:
+    numeric = [any(_looks_numeric(r[i]) for r in rows) and all(_looks_numeric(r[i]) for r in rows if r[i])
+               for i in range(len(header))]
+    spec = "".join("r" if n else "l" for n in numeric)
+    head = " & ".join(LATEX_NAMES.get(h, latex_escape(h)) for h in header)
+    body = [" & ".join(_latex_cell(c) for c in r) + r" \\" for r in rows]
+    lines = [r"% requires \usepackage{booktabs}",
+             r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head + r" \\", r"\midrule",
+             *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> str:
+    """Machine-readable: full precision; all score columns unless ``metrics`` narrows them;
+    aggregated tables have C.mean, C.std, C.count per score column."""
+    columns = metric_columns(df, metrics, headline_only=False)
+    if group_by:
+        out = aggregate(df, group_by, columns)
+    else:
+        from disentangle.results import RUN_COLUMNS
+        out = df[[c for c in RUN_COLUMNS if c in df.columns] + columns]
+    return out.to_csv(index=False)
+
+
+def caption_for(df, group_by: Sequence[str] | None) -> str:
+    labels = sorted(df["data_label"].dropna().unique()) if "data_label" in df.columns else []
+    what = (f"Mean ± standard deviation over seeds, grouped by {', '.join(group_by)}"
+            if group_by else "One row per run")
+    return f"{what}; data: {'; '.join(labels) or 'unknown'}."
+
+
+def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None = None,
+                metrics: Sequence[str] | None = None) -> str:
+    """The report text in ``fmt`` ('markdown', 'csv' or 'latex')."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    group_by = parse_group_by(group_by)
+    if df.empty:
+        raise UserError(f"no runs found in {df.attrs.get('results_dir', 'the results directory')} "
+                        f"(a run directory holds {'config.json'})")
+    if fmt == "csv":
+        return to_csv(df, group_by, metrics)
+    header, rows = table_cells(df, group_by, metrics)
+    if fmt == "markdown":
+        return to_markdown(header, rows)
+    return to_latex(header, rows, caption_for(df, group_by))
+
+
+def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str | os.PathLike | None = None,
+                 group_by: Sequence[str] | str | None = None, metrics: Sequence[str] | None = None) -> str:
+    """collect() the results, format them, write ``out`` atomically if given; return the text."""
+    from disentangle.results import collect, write_text_atomic
+    text = make_report(collect(results_dir), fmt, group_by, metrics)
+    if out is not None:
+        write_text_atomic(Path(out), text)
+    return text
