@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from disentangle.errors import UserError
-from disentangle.evaluation.metrics import beta_vae, factor_vae, mig
+from disentangle.evaluation.metrics import beta_vae, dci, factor_vae, mig, sap
 from disentangle.evaluation.metrics.utils import sklearn_version
 
 
@@ -66,6 +66,20 @@ def _logistic_regression_provenance(params: dict) -> dict:
             "sklearn_version": sklearn_version()}
 
 
+def _dci_provenance(params: dict) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    if params.get("backend") == "lightgbm":
+        try:
+            lib = {"lightgbm_version": version("lightgbm")}
+        except PackageNotFoundError:
+            lib = {"lightgbm_version": "not installed"}
+        return {"classifier": "lightgbm.LGBMClassifier mirroring GradientBoostingClassifier() "
+                              "(100 stages, lr 0.1, depth 3); importance = split gain", **lib}
+    return {"classifier": "sklearn.ensemble.GradientBoostingClassifier (installed defaults); "
+                          "importance = feature_importances_",
+            "sklearn_version": sklearn_version()}
+
+
 METRICS: dict[str, MetricSpec] = {
     "beta_vae": MetricSpec(
         name="beta_vae", fn=beta_vae.beta_vae_score, defaults=dict(beta_vae.DEFAULTS),
@@ -84,6 +98,19 @@ METRICS: dict[str, MetricSpec] = {
         description="Mutual Information Gap (Chen et al. 2018) as disentanglement_lib computes "
                     "it: 20-bin histogram of the codes, plug-in MI, normalised by H(factor)",
         provenance=lambda params: {"discretizer": "histogram", "mi_estimator": "plug-in (nats)"}),
+    "dci": MetricSpec(
+        name="dci", fn=dci.dci_score, defaults=dict(dci.DEFAULTS), headline="disentanglement",
+        description="DCI (Eastwood & Williams 2018): gradient-boosted-tree importances -> "
+                    "disentanglement, completeness; informativeness = accuracy",
+        provenance=_dci_provenance),
+    "sap": MetricSpec(
+        name="sap", fn=sap.sap_score, defaults=dict(sap.DEFAULTS), headline="sap_score",
+        description="SAP score (Kumar et al. 2018): gap between the two code dimensions that "
+                    "best predict each factor alone (LinearSVC accuracy)",
+        provenance=lambda params: {
+            "classifier": ("squared correlation" if params["continuous_factors"] else
+                           "sklearn.svm.LinearSVC(C=0.01, class_weight='balanced')"),
+            "sklearn_version": sklearn_version()}),
 }
 
 
