@@ -268,5 +268,93 @@ def plot_training(runs, out):
     _save(fig, out or plots.default_training_out(runs))
 
 
+# --------------------------------------------------------------------------- sweep
+@main.group("sweep", cls=_Group, invoke_without_command=True)
+@click.option("--results", type=click.Path(file_okay=False), default=None,
+              help="Study directory: one run directory per grid point, report.md, figures/.")
+@click.option("--spec", type=click.Path(dir_okay=False), default=None,
+              help="Study spec (TOML: [grid], [fixed], [evaluate]); options below override it.")
+@click.option("--objective", default=None, help="beta-h, beta-b, or both: beta-h,beta-b.")
+@click.option("--beta", default=None, help="β values, e.g. 1,2,4,8,16.")
+@click.option("--gamma", default=None, help="γ values (beta-b).")
+@click.option("--capacity-max", default=None, help="Final capacities C in nats (beta-b).")
+@click.option("--latent-dim", default=None, help="Latent sizes, e.g. 6,10.")
+@click.option("--lr", default=None, help="Learning rates.")
+@click.option("--seeds", default=None, help="Seeds: 0-4 or 0,1,7.")
+@click.option("--steps", type=int, default=None, help="Training steps of every run.")
+@click.option("--preset", type=click.Choice(["cpu-short", "dlib"]), default=None, help="Training preset (see train).")
+@click.option("--batch-size", type=int, default=None, help="Batch size of every run.")
+@click.option("--capacity-steps", type=int, default=None, help="Steps over which C rises (beta-b).")
+@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian"]), default=None)
+@click.option("--metric", "metrics", multiple=True, help="Metrics to evaluate (repeatable; default all, info included).")
+@click.option("--eval-seed", type=int, default=None, help="Seed of the metrics' sampling (default 0).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None, help="Dataset file (default: the dataset rule).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="local: runs at once, each in its own process.")
+@click.option("--threads-per-job", type=click.IntRange(1), default=None,
+              help="Threads of each run (local default: cores // jobs; slurm: --cpus-per-task).")
+@click.option("--retry-failed", is_flag=True, help="Run failed runs again (default: report them, skip them).")
+@click.option("--partition", default=None, help="slurm: partition.")
+@click.option("--time", "time_limit", default="120", show_default=True,
+              help="slurm: time limit per run (minutes or H:MM:SS); a run out of time requeues and resumes.")
+@click.option("--cpus-per-task", type=click.IntRange(1), default=1, show_default=True, help="slurm: CPUs per run.")
+@click.option("--mem", default="4G", show_default=True, help="slurm: memory per run (e.g. 4G).")
+@click.option("--gpus-per-task", type=click.IntRange(0), default=None, help="slurm: GPUs per run.")
+@click.option("--no-wait", is_flag=True, help="slurm: return once submitted (see `disentangle sweep status`).")
+@click.option("--no-report", is_flag=True, help="Skip writing report.md and figures/ at the end.")
+@click.option("--dry-run", is_flag=True, help="Print the runs the grid expands to, and stop.")
+@click.pass_context
+def sweep_cmd(ctx, results, spec, objective, beta, gamma, capacity_max, latent_dim, lr, seeds, steps, preset,
+              batch_size, capacity_steps, likelihood, metrics, eval_seed, data, device, executor, jobs,
+              threads_per_job, retry_failed, partition, time_limit, cpus_per_task, mem, gpus_per_task,
+              no_wait, no_report, dry_run):
+    """Train and evaluate a grid of runs, then write the study's report and figures.
+
+    \b
+      disentangle sweep --beta 1,2,4,8,16 --seeds 0-4 --steps 20000 --results results/study
+      disentangle sweep --spec benchmarks/beta_study.toml --results results/study --jobs 2
+      disentangle sweep status results/study
+
+    Run again to resume: finished runs are skipped, interrupted ones resume from their
+    checkpoints, failed ones are retried with --retry-failed."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from disentangle import sweep as sw
+    if results is None:
+        raise UserError("--results: name the study directory (e.g. --results results/study)")
+    study = sw.load_spec(spec) if spec else sw.Study()
+    grid = {"objective": objective and sw.parse_values(objective, "--objective", str),
+            "beta": beta and sw.parse_values(beta, "--beta"),
+            "gamma": gamma and sw.parse_values(gamma, "--gamma"),
+            "capacity_max": capacity_max and sw.parse_values(capacity_max, "--capacity-max"),
+            "latent_dim": latent_dim and sw.parse_values(latent_dim, "--latent-dim", int),
+            "lr": lr and sw.parse_values(lr, "--lr"),
+            "seed": seeds and sw.parse_values(seeds, "--seeds", int)}
+    fixed = {"steps": steps, "preset": preset, "batch_size": batch_size, "capacity_steps": capacity_steps,
+             "likelihood": likelihood}
+    study = study.with_overrides(grid=grid, fixed=fixed, metrics=metrics, eval_seed=eval_seed)
+    if dry_run:
+        for run in sw.expand(study):
+            click.echo(run.name)
+        return
+    slurm = sw.SlurmOptions(partition=partition, time_min=sw.parse_time(time_limit), cpus_per_task=cpus_per_task,
+                            mem=mem or None, gpus_per_task=gpus_per_task or None, wait=not no_wait)
+    result = sw.run_sweep(study, results, executor=executor, jobs=jobs, threads_per_job=threads_per_job,
+                          retry_failed=retry_failed, data=data, device=device, slurm=slurm,
+                          report=not no_report, echo=click.echo)
+    if result.count("failed"):
+        raise click.exceptions.Exit(1)
+
+
+@sweep_cmd.command("status")
+@click.argument("results", type=click.Path(file_okay=False))
+def sweep_status_cmd(results):
+    """What each run of the study in RESULTS is: queued, running, done, failed, ..."""
+    from disentangle.sweep import format_status, study_status
+    click.echo(format_status(study_status(results)))
+
+
 if __name__ == "__main__":
     main()

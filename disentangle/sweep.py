@@ -1,0 +1,1132 @@
+"""Studies: a grid of training configurations, expanded into named run directories,
+trained and evaluated by local processes or a Slurm job array (submitit), and summed up
+in a report with figures.
+
+    study = Study(grid={"beta": [1, 4, 16], "seed": [0, 1]}, fixed={"steps": 5000})
+    result = run_sweep(study, "results/study", executor="local", jobs=2)
+
+The results directory::
+
+    results/study/
+      study.json               the grid, the fixed settings, every run's configuration
+      beta-h_b4_s0/            one run directory per grid point (see disentangle.results)
+        sweep.lock             held (fcntl.flock) by the process working on the run
+        sweep.log              that process's output
+      report.md, figures/      the study's tables and figures, rewritten by every sweep
+      slurm/                   submitit's scripts and logs (Slurm executor)
+      slurm_jobs.json          run name -> Slurm job id of its latest submission
+
+Every run is independent and idempotent: a finished and evaluated run is skipped, an
+interrupted one resumes from its checkpoint (``disentangle.train.train`` does that), a
+failed one is retried only when asked (``retry_failed``). A failure is written to the
+run's status.json with its reason and never stops the other runs. A run is worked on by
+at most one process at a time: the one holding its lock; any other skips it as
+"running elsewhere". So two sweeps on one directory (the same command started twice, or
+a local sweep beside a Slurm one) share the work instead of duplicating it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import fcntl
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from disentangle.errors import UserError
+from disentangle.results import (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, SCORES_FILE, STATUS_FILE,
+                                 read_json, write_json_atomic, write_text_atomic)
+
+STUDY_FILE = "study.json"
+SLURM_JOBS_FILE = "slurm_jobs.json"
+LOCK_FILE = "sweep.lock"
+LOG_FILE = "sweep.log"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+SLURM_DIR = "slurm"
+STUDY_FORMAT = "disentangle-study-1"
+_STUDY_LOCK = ".study.lock"
+
+# Settings a grid may vary: the ones that change a run's numbers (TrainConfig identity).
+# Order = order of the parts of a run's name.
+NAME_ORDER = ("beta", "gamma", "capacity_max", "capacity_steps", "likelihood", "latent_dim",
+              "batch_size", "lr", "steps")
+ABBREVIATIONS = {"beta": "b", "gamma": "g", "capacity_max": "c", "capacity_steps": "cs",
+                 "likelihood": "", "latent_dim": "z", "batch_size": "bs", "lr": "lr", "steps": "n",
+                 "seed": "s"}
+# The settings an objective is about: always in its runs' names, swept or not, so a name
+# says what was trained ("beta-h_b4_s0", "beta-b_g1000_c25_s0").
+OBJECTIVE_KEYS = {"beta-h": ("beta",), "beta-b": ("gamma", "capacity_max")}
+
+# Run states as `sweep status` shows them.
+STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# =========================================================================== the grid
+@dataclasses.dataclass
+class Study:
+    """A grid of runs: ``grid`` maps settings to lists of values (one run per combination),
+    ``fixed`` holds the settings every run shares (TrainConfig fields, "preset" included).
+    ``metrics`` and ``eval_seed`` say how each run is evaluated."""
+
+    grid: dict[str, list] = dataclasses.field(default_factory=dict)
+    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: tuple[str, ...] = ("all",)
+    eval_seed: int = 0
+    name: str | None = None
+    source: str = "command line"   # where the study came from, for error messages
+
+    def with_overrides(self, grid: dict[str, list] | None = None, fixed: dict[str, Any] | None = None,
+                       metrics: Sequence[str] | None = None, eval_seed: int | None = None) -> "Study":
+        """A copy with the given axes/settings replaced (command-line options over a spec
+        file); None values are ignored. A setting moves between grid and fixed as given."""
+        new_grid = dict(self.grid)
+        new_fixed = dict(self.fixed)
+        for key, values in (grid or {}).items():
+            if values is not None:
+                new_grid[key] = list(values)
+                new_fixed.pop(key, None)
+        for key, value in (fixed or {}).items():
+            if value is not None:
+                new_fixed[key] = value
+                new_grid.pop(key, None)
+        return dataclasses.replace(
+            self, grid=new_grid, fixed=new_fixed,
+            metrics=tuple(metrics) if metrics else self.metrics,
+            eval_seed=self.eval_seed if eval_seed is None else int(eval_seed))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One grid point: its directory name and its full training configuration."""
+
+    name: str
+    config: dict[str, Any]          # TrainConfig.to_dict()
+
+
+def parse_values(text: str, option: str, kind: type = float) -> list:
+    """'1,2,4' -> [1.0, 2.0, 4.0]; with kind=int also ranges: '0-4' -> [0, 1, 2, 3, 4],
+    '0,3-5' -> [0, 3, 4, 5]. Kind str splits on commas only."""
+    values: list = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            if kind is int and re.fullmatch(r"\d+\s*-\s*\d+", part):
+                lo, hi = (int(x) for x in part.split("-"))
+                if hi < lo:
+                    raise ValueError
+                values.extend(range(lo, hi + 1))
+            elif kind is int:
+                values.append(int(part))
+            elif kind is float:
+                values.append(float(part))
+            else:
+                values.append(part)
+        except ValueError:
+            expected = {int: "integers or ranges like 0-4", float: "numbers"}.get(kind, "values")
+            raise UserError(f"{option} {text}: expected comma-separated {expected}, got {part!r}") from None
+    if not values:
+        raise UserError(f"{option}: no values given")
+    if len(set(values)) != len(values):
+        raise UserError(f"{option} {text}: a value is repeated")
+    return values
+
+
+def load_spec(path: str | os.PathLike) -> Study:
+    """Read a study spec (TOML)::
+
+        name = "beta_study"               # optional
+        [fixed]                           # settings every run shares (TrainConfig fields)
+        objective = "beta-h"
+        steps = 20000
+        [grid]                            # one run per combination
+        beta = [1, 2, 4, 8, 16]
+        seed = [0, 1, 2, 3, 4]
+        [evaluate]                        # optional
+        metrics = ["all"]
+        seed = 0
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            spec = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"--spec {path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"--spec {path}: not a readable TOML file ({exc})") from None
+    unknown = sorted(set(spec) - {"name", "description", "fixed", "grid", "evaluate"})
+    if unknown:
+        raise UserError(f"{path}: unknown top-level key(s) {', '.join(unknown)} "
+                        f"(expected name, description, [fixed], [grid], [evaluate])")
+    for table in ("fixed", "grid", "evaluate"):
+        if not isinstance(spec.get(table, {}), dict):
+            raise UserError(f"{path}: [{table}] must be a table")
+    grid = {k: (v if isinstance(v, list) else [v]) for k, v in spec.get("grid", {}).items()}
+    evaluate = spec.get("evaluate", {})
+    unknown = sorted(set(evaluate) - {"metrics", "seed"})
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) in [evaluate]: {', '.join(unknown)} (expected metrics, seed)")
+    metrics = evaluate.get("metrics", ["all"])
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    return Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
+                 eval_seed=int(evaluate.get("seed", 0)), name=spec.get("name"), source=str(path))
+
+
+def format_value(value: Any) -> str:
+    """A setting's value as it appears in a run name: integral numbers without '.0',
+    other floats in their shortest exact form (4 -> '4', 0.5 -> '0.5', 1e-4 -> '0.0001')."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    text = str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)
+
+
+def run_name(config: dict[str, Any], swept: Iterable[str]) -> str:
+    """'beta-h_b4_s0': the objective, its own settings, every other swept setting, the seed."""
+    swept = set(swept)
+    objective = config["objective"]
+    keys = list(OBJECTIVE_KEYS.get(objective, ()))
+    keys += [k for k in NAME_ORDER if k in swept and k not in keys]
+    parts = [format_value(objective)]
+    parts += [ABBREVIATIONS.get(k, k) + format_value(config[k]) for k in keys]
+    parts.append("s" + format_value(config["seed"]))
+    return "_".join(parts)
+
+
+def expand(study: Study, data: str | None = None, device: str | None = None,
+           threads: int | None = None) -> list[RunSpec]:
+    """Every combination of the grid as a validated run configuration, named by its
+    settings. Order: seed outermost (a study that stops early has covered its other
+    axes for the first seeds), then the axes in NAME_ORDER."""
+    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys  # noqa: F401
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in list(study.grid) + list(study.fixed):
+        if key not in known:
+            raise UserError(f"{study.source}: unknown run setting {key!r} "
+                            f"(settings: {', '.join(sorted(known - {'data'}))})")
+    for key, values in study.grid.items():
+        if key in EXECUTION_KEYS:
+            raise UserError(f"{study.source}: {key!r} says how runs execute, not what they compute; "
+                            f"it cannot be a grid axis (set it once)")
+        if not values:
+            raise UserError(f"{study.source}: grid axis {key!r} has no values")
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise UserError(f"{study.source}: grid axis {key!r} repeats a value")
+    if not study.grid:
+        raise UserError(f"{study.source}: the grid is empty: give at least one axis "
+                        f"(e.g. --beta 1,4,16 --seeds 0-2, or [grid] in a --spec file)")
+    order = ["seed"] + [k for k in NAME_ORDER if k != "seed"] + sorted(study.grid)
+    axes = [k for k in dict.fromkeys(order) if k in study.grid]
+    swept = [k for k in axes if len(study.grid[k]) > 1 and k != "seed"]
+    fixed = dict(study.fixed)
+    preset = fixed.pop("preset", None)
+    runs: list[RunSpec] = []
+    seen: dict[str, dict] = {}
+    for combo in itertools.product(*(study.grid[k] for k in axes)):
+        point = dict(zip(axes, combo))
+        try:
+            cfg = TrainConfig.from_preset(preset, **{**fixed, **point, "data": data, "device": device,
+                                                     "threads": threads})
+            # integers given where the field is a float (beta = 4) are the same setting
+            for key in ("beta", "gamma", "capacity_max", "lr"):
+                setattr(cfg, key, float(getattr(cfg, key)))
+            cfg.validate()
+        except UserError as exc:
+            raise UserError(f"{study.source}: {exc}") from None
+        except TypeError as exc:
+            raise UserError(f"{study.source}: bad run setting ({exc})") from None
+        config = cfg.to_dict()
+        name = run_name(config, swept)
+        if name in seen:
+            diff = differing_keys(seen[name], config)
+            raise UserError(f"{study.source}: two grid points get the run name {name!r} "
+                            f"(they differ in {', '.join(diff) or 'nothing'}); this is a naming bug")
+        seen[name] = config
+        runs.append(RunSpec(name, config))
+    return runs
+
+
+def swept_axes(study: Study) -> list[str]:
+    return [k for k in NAME_ORDER + ("objective",) if len(study.grid.get(k, [])) > 1]
+
+
+# =========================================================================== locks
+class RunLock:
+    """An exclusive, non-blocking ``fcntl.flock`` on ``<run>/sweep.lock``.
+
+    The kernel drops the lock when its holder dies (even by SIGKILL), so a stale lock
+    never blocks a run. The file's content (pid, host, time of the holder) is only
+    informative; it is the one file not renamed into place, because the lock belongs to
+    the file's inode."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self, tries: int = 2) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        for attempt in range(tries):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # a second try: `sweep status` probes locks for an instant
+                if attempt + 1 == tries:
+                    os.close(fd)
+                    return False
+                time.sleep(0.2)
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_locked(run_dir: str | os.PathLike) -> bool:
+    """Whether some process holds the run's lock (probed with a shared lock, for an instant)."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _study_lock(results_dir: Path):
+    """Serialises the few study-level writes (study.json, report) between sweeps."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(results_dir / _STUDY_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# =========================================================================== run state
+def _read_json_or_none(path: Path):
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def read_status(run_dir: str | os.PathLike) -> dict | None:
+    status = _read_json_or_none(Path(run_dir) / STATUS_FILE)
+    return status if isinstance(status, dict) else None
+
+
+def metric_names(metrics: Sequence[str]) -> list[str]:
+    """The metric names a selection stands for ('all' = every registered metric)."""
+    names: list[str] = []
+    for m in metrics:
+        if m == "all":
+            # every registered metric and the information estimates ("info")
+            from disentangle.evaluation.metrics import METRICS
+            names += list(METRICS) + ["info"]
+        else:
+            names.append(m)
+    return list(dict.fromkeys(names))
+
+
+def missing_metrics(run_dir: str | os.PathLike, names: Sequence[str]) -> list[str]:
+    scores = _read_json_or_none(Path(run_dir) / SCORES_FILE)
+    scores = scores if isinstance(scores, dict) else {}
+    return [m for m in names if m not in scores]
+
+
+def training_finished(run_dir: str | os.PathLike, status: dict | None = None) -> bool:
+    status = read_status(run_dir) if status is None else status
+    return bool(status and status.get("state") == "finished" and (Path(run_dir) / MODEL_FILE).is_file())
+
+
+def _write_status(run_dir: Path, state: str, reason: str | None, **changes: Any) -> None:
+    """Rewrite status.json in train()'s format, keeping its other fields (step, runtime,
+    model checksum)."""
+    status = read_status(run_dir) or {}
+    status.update({"state": state, "reason": reason, "step": int(status.get("step", 0) or 0),
+                   "updated": _now()}, **changes)
+    write_json_atomic(run_dir / STATUS_FILE, status)
+
+
+def _exception_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, UserError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# =========================================================================== one run
+def _set_thread_env(threads: int | None) -> None:
+    # before numpy/torch are imported in this process: their thread pools read these once
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(threads)
+
+
+def _eval_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def execute_run(job: dict) -> dict:
+    """Train and evaluate one run, holding its lock; never raises for a failed run.
+
+    ``job``: name, run_dir, config (TrainConfig dict), metrics, eval_seed, retry_failed.
+    Returns an outcome: {"name", "result": "done" | "failed" | "busy", "action", "reason",
+    "seconds", "threads", "pid"}."""
+    t0 = time.monotonic()
+    name, run_dir = job["name"], Path(job["run_dir"])
+    out = {"name": name, "result": "done", "action": "", "reason": None,
+           "threads": job["config"].get("threads"), "pid": os.getpid(), "host": socket.gethostname()}
+
+    def finish(result: str, action: str, reason: str | None = None) -> dict:
+        out.update(result=result, action=action, reason=reason, seconds=round(time.monotonic() - t0, 2))
+        return out
+
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        return finish("busy", "running elsewhere", lock.holder())
+    try:
+        status = read_status(run_dir)
+        state = (status or {}).get("state")
+        if state == "failed" and not job.get("retry_failed"):
+            return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
+        actions = []
+        if not training_finished(run_dir, status):
+            from disentangle.config import TrainConfig
+            from disentangle.train import TrainingDiverged, train
+            step = int((status or {}).get("step", 0) or 0)
+            has_checkpoint = (run_dir / CHECKPOINT_FILE).is_file()
+            if state == "failed":
+                actions.append(f"retried from step {step if has_checkpoint else 0}")
+            elif has_checkpoint:
+                actions.append(f"resumed from step {step}")
+            else:
+                actions.append("trained")
+            try:
+                train(TrainConfig.from_dict(job["config"]), run_dir)
+            except TrainingDiverged as exc:
+                return finish("failed", actions[0], _exception_reason(exc))  # train() recorded it
+            except Exception as exc:
+                reason = f"training failed: {_exception_reason(exc)}"
+                if (run_dir / CONFIG_FILE).is_file() or run_dir.is_dir():
+                    _write_status(run_dir, "failed", reason)
+                return finish("failed", actions[0], reason)
+        elif state == "failed":
+            actions.append("retried evaluation")
+            _write_status(run_dir, "finished", None)
+        names = metric_names(job["metrics"])
+        todo = missing_metrics(run_dir, names)
+        if todo:
+            try:
+                from disentangle.evaluation.evaluate import evaluate_run
+                evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
+                             data=job["config"].get("data"), device=_eval_device(job["config"].get("device")))
+                still = missing_metrics(run_dir, names)
+                if still:
+                    raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
+            except Exception as exc:
+                reason = f"evaluation failed: {_exception_reason(exc)}"
+                _write_status(run_dir, "failed", reason)
+                return finish("failed", "+".join(actions + ["evaluation"]), reason)
+            actions.append(f"evaluated ({', '.join(todo)})")
+        return finish("done", ", ".join(actions) or "already done")
+    finally:
+        lock.release()
+
+
+def _worker_main(job: dict, conn) -> None:
+    """Body of one local worker process: its output goes to <run>/sweep.log; the outcome
+    goes back through ``conn``."""
+    run_dir = Path(job["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    # Ctrl-C reaches the whole process group; the parent decides what an interrupt means
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"--- {_now()} pid {os.getpid()} on {socket.gethostname()}: {job['name']} "
+          f"({job['config'].get('threads')} thread(s))", flush=True)
+    _set_thread_env(job["config"].get("threads"))
+    outcome = execute_run(job)
+    print(f"--- {_now()} {outcome['result']}: {outcome['action']}"
+          + (f" ({outcome['reason']})" if outcome["reason"] else ""), flush=True)
+    conn.send(outcome)
+    conn.close()
+
+
+class SlurmRun:
+    """The callable submitit pickles for each array task. ``checkpoint`` makes a timed-out
+    or preempted task requeue itself (submitit calls it on Slurm's warning signal); the
+    requeued task resumes training from the run's last checkpoint."""
+
+    def __call__(self, job: dict) -> dict:
+        _set_thread_env(job["config"].get("threads"))
+        return execute_run(job)
+
+    def checkpoint(self, job: dict):
+        import submitit
+        return submitit.helpers.DelayedSubmission(SlurmRun(), job)
+
+
+# =========================================================================== executors
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _signal_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            sig = signal.Signals(-exitcode).name
+        except ValueError:
+            sig = f"signal {-exitcode}"
+        return f"worker process killed by {sig}"
+    return f"worker process exited with status {exitcode} without reporting"
+
+
+def _record_death(job: dict, reason: str) -> dict:
+    """A worker died without reporting (killed, out of memory): mark its run failed,
+    unless another process has taken the run over meanwhile."""
+    run_dir = Path(job["run_dir"])
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        return {"name": job["name"], "result": "busy", "action": "running elsewhere", "reason": lock.holder()}
+    try:
+        status = read_status(run_dir) or {}
+        reason = f"{reason} at step {int(status.get('step', 0) or 0)}"
+        if not training_finished(run_dir, status) or missing_metrics(run_dir, metric_names(job["metrics"])):
+            _write_status(run_dir, "failed", reason)
+            return {"name": job["name"], "result": "failed", "action": "killed", "reason": reason}
+        return {"name": job["name"], "result": "done", "action": "finished before its worker died",
+                "reason": None}
+    finally:
+        lock.release()
+
+
+def _running_progress(jobs: Iterable[dict]) -> str:
+    parts = []
+    for job in jobs:
+        status = read_status(job["run_dir"]) or {}
+        step, steps = status.get("step", 0), job["config"]["steps"]
+        phase = "evaluating" if status.get("state") == "finished" else f"{step}/{steps}"
+        parts.append(f"{job['name']} {phase}")
+    return ", ".join(parts)
+
+
+def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
+              progress_every: float = 30.0) -> list[dict]:
+    """Run ``jobs`` in at most ``n_jobs`` separate processes at once (spawned, so each
+    starts with fresh thread pools); one line per run as it starts and ends, and a
+    summary line every ``progress_every`` seconds."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")
+    pending = list(jobs)
+    running: dict[int, tuple] = {}
+    outcomes: list[dict] = []
+    total = len(jobs)
+    last_progress = time.monotonic()
+    try:
+        while pending or running:
+            while pending and len(running) < n_jobs:
+                job = pending.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker_main, args=(job, send), name=f"sweep {job['name']}",
+                                   daemon=False)
+                proc.start()
+                send.close()
+                running[proc.sentinel] = (proc, recv, job)
+                echo(f"  start   {job['name']} (pid {proc.pid}, {job['config'].get('threads')} thread(s), "
+                     f"log {Path(job['run_dir']) / LOG_FILE})")
+            ready = wait(list(running), timeout=max(1.0, progress_every))
+            for sentinel in ready:
+                proc, recv, job = running.pop(sentinel)
+                proc.join()
+                outcome = None
+                with contextlib.suppress(EOFError, OSError):
+                    if recv.poll():
+                        outcome = recv.recv()
+                recv.close()
+                if outcome is None:
+                    outcome = _record_death(job, _signal_reason(proc.exitcode))
+                outcomes.append(outcome)
+                echo(_outcome_line(outcome, len(outcomes), total))
+            if not ready or time.monotonic() - last_progress >= progress_every:
+                if running and time.monotonic() - last_progress >= progress_every:
+                    echo(f"  [{len(outcomes)}/{total}] running: "
+                         f"{_running_progress(job for _, _, job in running.values())}")
+                    last_progress = time.monotonic()
+    except KeyboardInterrupt:
+        echo("  interrupted: stopping the workers; run the same command again to resume")
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.join(timeout=30)
+        raise
+    return outcomes
+
+
+def _outcome_line(outcome: dict, k: int, total: int) -> str:
+    word = {"done": "done", "failed": "FAILED", "busy": "skip"}[outcome["result"]]
+    line = f"  [{k}/{total}] {word:6s} {outcome['name']}: {outcome['action']}"
+    if outcome.get("seconds") is not None:
+        line += f" ({_fmt_seconds(outcome['seconds'])})"
+    if outcome.get("reason"):
+        line += f" -- {outcome['reason']}"
+    return line
+
+
+def _fmt_seconds(s: float) -> str:
+    s = float(s)
+    return f"{s:.1f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+# ----------------------------------------------------------------------------- Slurm
+@dataclasses.dataclass
+class SlurmOptions:
+    partition: str | None = None
+    time_min: int = 120
+    cpus_per_task: int = 1
+    mem: str | None = "4G"
+    gpus_per_task: int | None = None
+    array_parallelism: int = 256
+    wait: bool = True
+    poll_s: float = 5.0
+
+
+def parse_time(text: str | int) -> int:
+    """Slurm time limits: 'MINUTES', 'H:MM:SS', 'MM:SS' or 'D-HH[:MM[:SS]]' -> minutes."""
+    s = str(text).strip()
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", s)
+    if not m or not s:
+        raise UserError(f"--time {text}: expected minutes, H:MM:SS or D-HH:MM:SS")
+    days, a, b, c = (int(x) if x else None for x in m.groups())
+    if days is None and b is None:
+        minutes = a                               # MINUTES
+    elif days is None and c is None:
+        minutes = a + (1 if b else 0)             # MM:SS
+    elif days is None:
+        minutes = a * 60 + b + (1 if c else 0)    # H:MM:SS
+    else:
+        minutes = days * 1440 + a * 60 + (b or 0) + (1 if c else 0)
+    if minutes < 1:
+        raise UserError(f"--time {text}: must be at least one minute")
+    return minutes
+
+
+def slurm_available() -> tuple[bool, str]:
+    """(True, '') when sbatch and squeue exist and the controller answers."""
+    for tool in ("sbatch", "squeue", "sinfo"):
+        if shutil.which(tool) is None:
+            return False, f"no `{tool}` on PATH (Slurm is not installed here)"
+    try:
+        proc = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"`sinfo` did not answer ({exc})"
+    if proc.returncode != 0:
+        return False, f"`sinfo` failed: {proc.stderr.strip() or proc.returncode}"
+    states = proc.stdout.split()
+    if not any(s.rstrip("*~#!%$@^-") in ("idle", "mix", "alloc", "comp") for s in states):
+        return False, f"no Slurm node is up (sinfo states: {', '.join(states) or 'none'})"
+    return True, ""
+
+
+def squeue_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    """{array task id ('123_4') or job id: state (PENDING, RUNNING, ...)} for the jobs
+    still known to the controller; None when squeue cannot be asked."""
+    ids = sorted({str(j).split("_")[0] for j in job_ids})
+    if not ids or shutil.which("squeue") is None:
+        return None if not ids else None
+    try:
+        proc = subprocess.run(["squeue", "--noheader", "--array", "--format=%i %T", f"--jobs={','.join(ids)}"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        # every listed job has left the queue (squeue then refuses the ids)
+        return {} if "Invalid job id" in proc.stderr else None
+    states = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            states[parts[0]] = parts[1]
+    return states
+
+
+def _write_job_ids(results_dir: Path, ids: dict[str, str]) -> None:
+    with _study_lock(results_dir):
+        known = _read_json_or_none(results_dir / SLURM_JOBS_FILE) or {}
+        known.update(ids)
+        write_json_atomic(results_dir / SLURM_JOBS_FILE, known)
+
+
+def run_slurm(jobs: list[dict], results_dir: Path, options: SlurmOptions,
+              echo: Callable[[str], None]) -> list[dict] | None:
+    """Submit ``jobs`` as one Slurm job array through submitit; wait for them (returning
+    their outcomes) or return None at once (``options.wait`` False)."""
+    ok, why = slurm_available()
+    if not ok:
+        raise UserError(f"--executor slurm: {why}")
+    import submitit
+    folder = results_dir / SLURM_DIR / "%j"
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+    params: dict[str, Any] = {"time": options.time_min, "cpus_per_task": options.cpus_per_task,
+                              "array_parallelism": options.array_parallelism, "job_name": "disentangle-sweep",
+                              "stderr_to_stdout": False}
+    if options.partition:
+        params["partition"] = options.partition
+    if options.mem:
+        params["mem"] = options.mem
+    if options.gpus_per_task:
+        params["gpus_per_task"] = options.gpus_per_task
+    executor.update_parameters(**params)
+    try:
+        submitted = executor.map_array(SlurmRun(), jobs)
+    except Exception as exc:  # sbatch refused (bad partition, time, memory): the user can fix it
+        msg = str(exc).strip().splitlines()
+        raise UserError(f"--executor slurm: sbatch refused the job array: {msg[-1] if msg else exc}") from None
+    ids = {job["name"]: sj.job_id for job, sj in zip(jobs, submitted)}
+    _write_job_ids(results_dir, ids)
+    array_id = submitted[0].job_id.split("_")[0] if submitted else "?"
+    echo(f"  submitted job array {array_id} ({len(submitted)} task(s)); logs in {results_dir / SLURM_DIR}")
+    if not options.wait:
+        return None
+    return _wait_slurm(list(zip(jobs, submitted)), options.poll_s, echo)
+
+
+def _wait_slurm(pairs: list[tuple[dict, Any]], poll_s: float, echo: Callable[[str], None]) -> list[dict]:
+    """Poll until every task has a result file or has left the queue without one.
+    (Job states come from squeue and the result files, never from sacct, which clusters
+    without accounting do not answer.)"""
+    remaining = {sj.job_id: (job, sj) for job, sj in pairs}
+    gone_once: set[str] = set()
+    outcomes: list[dict] = []
+    total = len(pairs)
+    last = None
+    while remaining:
+        states = squeue_states(remaining)
+        for job_id in list(remaining):
+            job, sj = remaining[job_id]
+            outcome = None
+            if sj.paths.result_pickle.exists():
+                try:
+                    outcome = sj.result()
+                except Exception as exc:  # the task raised (a bug, not a run failure)
+                    outcome = _record_death(job, f"slurm task {job_id} raised {_exception_reason(exc)}")
+            elif states is not None and job_id not in states:
+                # no result and not queued: give the result file one more poll to appear
+                if job_id in gone_once:
+                    outcome = _record_death(job, f"slurm task {job_id} ended without a result "
+                                                 f"(killed or out of time; log {sj.paths.stderr})")
+                gone_once.add(job_id)
+            if outcome is not None:
+                remaining.pop(job_id)
+                outcomes.append(outcome)
+                echo(_outcome_line(outcome, len(outcomes), total))
+        if remaining:
+            summary = _count_states(states or {}, remaining)
+            if summary != last:
+                echo(f"  [{len(outcomes)}/{total}] slurm: {summary}")
+                last = summary
+            time.sleep(poll_s)
+    return outcomes
+
+
+def _count_states(states: dict[str, str], remaining: dict) -> str:
+    counts: dict[str, int] = {}
+    for job_id in remaining:
+        state = states.get(job_id, "finishing").lower()
+        counts[state] = counts.get(state, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+# =========================================================================== the sweep
+@dataclasses.dataclass
+class SweepResult:
+    results_dir: Path
+    runs: list[RunSpec]
+    outcomes: list[dict]               # one per run handled (skipped runs included)
+    report: Path | None = None
+    figures: list[Path] = dataclasses.field(default_factory=list)
+    submitted: bool = False            # Slurm without waiting: outcomes are not known yet
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o["result"] == result)
+
+
+def _preflight(runs: list[RunSpec], results_dir: Path, data_sha: str | None) -> None:
+    """Refuse before anything starts when a run directory of this name holds another
+    configuration or other data: names show only the swept settings, so a second sweep
+    with, say, other --steps into the same directory would otherwise mix studies."""
+    from disentangle.config import differing_keys
+    problems = []
+    for run in runs:
+        path = results_dir / run.name / CONFIG_FILE
+        saved = _read_json_or_none(path) if path.is_file() else None
+        if saved is None:
+            if path.is_file():
+                problems.append(f"{path}: unreadable")
+            continue
+        diff = differing_keys(saved.get("config") or {}, run.config)
+        if diff:
+            shown = ", ".join(f"{k} {(saved.get('config') or {}).get(k)!r} there vs {run.config.get(k)!r}"
+                              for k in diff)
+            problems.append(f"{results_dir / run.name} holds other settings ({shown})")
+        sha = (saved.get("data") or {}).get("content_sha256")
+        if data_sha and sha and sha != data_sha:
+            problems.append(f"{results_dir / run.name} was trained on other data (sha256 {sha[:12]}...)")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise UserError(f"--results {results_dir}: {'; '.join(problems[:3])}{more}; "
+                        f"use another --results directory for a study with other fixed settings")
+
+
+def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor: dict) -> None:
+    """Merge this sweep's runs into study.json (several sweeps may share a directory)."""
+    with _study_lock(results_dir):
+        record = _read_json_or_none(results_dir / STUDY_FILE)
+        if not isinstance(record, dict) or record.get("format") != STUDY_FORMAT:
+            record = {"format": STUDY_FORMAT, "created": _now(), "runs": {}, "sweeps": []}
+        record.update({"name": study.name or record.get("name") or results_dir.name, "grid": study.grid,
+                       "fixed": study.fixed, "metrics": list(study.metrics), "eval_seed": study.eval_seed,
+                       "swept": swept_axes(study), "updated": _now()})
+        for run in runs:
+            record["runs"][run.name] = {"config": run.config, "metrics": list(study.metrics),
+                                        "eval_seed": study.eval_seed}
+        record["sweeps"] = (record.get("sweeps") or [])[-49:] + [{"started": _now(), "host": socket.gethostname(),
+                                                                  "pid": os.getpid(), **executor}]
+        write_json_atomic(results_dir / STUDY_FILE, record)
+
+
+def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "local", jobs: int = 1,
+              threads_per_job: int | None = None, retry_failed: bool = False, data: str | None = None,
+              device: str = "auto", slurm: SlurmOptions | None = None, report: bool = True,
+              echo: Callable[[str], None] = print, progress_every: float = 30.0) -> SweepResult:
+    """Expand, train, evaluate and report a study in ``results_dir``. Idempotent; see the
+    module docstring. Raises UserError only for problems found before any run starts."""
+    from disentangle.data.dsprites import DSpritesData, resolve_data_path
+    results_dir = Path(results_dir)
+    if executor not in ("local", "slurm"):
+        raise UserError(f"--executor {executor}: choose local or slurm")
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be at least 1")
+    if threads_per_job is not None and threads_per_job < 1:
+        raise UserError(f"--threads-per-job {threads_per_job}: must be at least 1")
+    # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
+    # may start in other directories)
+    data_path = resolve_data_path(data).resolve()
+    data_sha = DSpritesData(data_path, load_images=False).attrs.get("content_sha256")
+    slurm = slurm or SlurmOptions()
+    if executor == "slurm":
+        threads = threads_per_job or slurm.cpus_per_task
+    else:
+        threads = threads_per_job or max(1, cpu_count() // jobs)
+    runs = expand(study, data=str(data_path), device=device, threads=threads)
+    names = metric_names(study.metrics)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    _preflight(runs, results_dir, data_sha)
+    _record_study(results_dir, study, runs,
+                  {"executor": executor, "jobs": jobs, "threads_per_job": threads,
+                   "retry_failed": retry_failed, "data": str(data_path)})
+
+    outcomes: list[dict] = []
+    todo: list[dict] = []
+    for run in runs:
+        run_dir = results_dir / run.name
+        status = read_status(run_dir)
+        if training_finished(run_dir, status) and not missing_metrics(run_dir, names):
+            outcomes.append({"name": run.name, "result": "done", "action": "already done", "reason": None})
+        elif status and status.get("state") == "failed" and not retry_failed:
+            outcomes.append({"name": run.name, "result": "failed",
+                             "action": "not retried (--retry-failed retries it)", "reason": status.get("reason")})
+        else:
+            todo.append({"name": run.name, "run_dir": str(run_dir.resolve()), "config": run.config,
+                         "metrics": list(study.metrics), "eval_seed": study.eval_seed,
+                         "retry_failed": retry_failed})
+    echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "
+         f"{sum(o['result'] == 'done' for o in outcomes)} done, "
+         f"{sum(o['result'] == 'failed' for o in outcomes)} failed earlier"
+         + (f" (not retried; --retry-failed)" if any(o['result'] == 'failed' for o in outcomes) else ""))
+    for outcome in outcomes:
+        if outcome["result"] == "failed":
+            echo(f"  failed  {outcome['name']}: {outcome['reason']}")
+    result = SweepResult(results_dir, runs, outcomes)
+    if todo:
+        if executor == "local":
+            n = min(jobs, len(todo))
+            echo(f"  local executor: {n} process(es) at once, {threads} thread(s) each "
+                 f"({cpu_count()} core(s) here)")
+            outcomes.extend(run_local(todo, n, echo, progress_every))
+        else:
+            done = run_slurm(todo, results_dir, slurm, echo)
+            if done is None:
+                result.submitted = True
+                echo(f"  not waiting: `disentangle sweep status {results_dir}` shows progress; "
+                     f"run the sweep again (it skips finished runs) to write the report")
+                return result
+            outcomes.extend(done)
+    if report:
+        result.report, result.figures = write_study_report(results_dir, [r.name for r in runs], echo=echo)
+    echo(f"sweep {results_dir}: {result.count('done')} done, {result.count('failed')} failed, "
+         f"{result.count('busy')} running elsewhere"
+         + (f"; report {result.report}" if result.report else ""))
+    return result
+
+
+# =========================================================================== status
+def _study_runs(results_dir: Path) -> tuple[list[str], dict]:
+    record = _read_json_or_none(results_dir / STUDY_FILE)
+    record = record if isinstance(record, dict) else {}
+    names = list((record.get("runs") or {}).keys())
+    # run directories not (or no longer) in the study record still count
+    if results_dir.is_dir():
+        for child in sorted(results_dir.iterdir()):
+            if child.is_dir() and (child / CONFIG_FILE).is_file() and child.name not in names:
+                names.append(child.name)
+    return names, record
+
+
+def study_status(results_dir: str | os.PathLike) -> list[dict]:
+    """One row per run of the study: name, state (see STATES), step, steps, detail.
+
+    Sources: each run's status.json and lock, study.json for the runs' metrics, and
+    squeue for Slurm jobs still queued or running (never sacct)."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir}: no such results directory")
+    names, record = _study_runs(results_dir)
+    if not names:
+        raise UserError(f"{results_dir}: no study here (no {STUDY_FILE} and no run directories)")
+    job_ids = _read_json_or_none(results_dir / SLURM_JOBS_FILE) or {}
+    queue = squeue_states(job_ids.values()) if job_ids else {}
+    rows = []
+    for name in names:
+        run_dir = results_dir / name
+        entry = (record.get("runs") or {}).get(name) or {}
+        steps = (entry.get("config") or {}).get("steps")
+        if steps is None:
+            steps = ((_read_json_or_none(run_dir / CONFIG_FILE) or {}).get("config") or {}).get("steps")
+        status = read_status(run_dir) or {}
+        state, step = status.get("state"), status.get("step", 0)
+        job_id = job_ids.get(name)
+        slurm_state = (queue or {}).get(job_id) if job_id else None
+        locked = is_locked(run_dir)
+        detail = ""
+        if state == "failed":
+            row_state, detail = "failed", status.get("reason") or ""
+        elif locked or slurm_state in ("RUNNING", "COMPLETING"):
+            row_state = "running"
+            detail = "evaluating" if state == "finished" else ""
+            holder = RunLock(run_dir).holder() if locked else ""
+            detail = "; ".join(x for x in (detail, holder, f"slurm job {job_id}" if job_id and slurm_state else "") if x)
+        elif slurm_state:
+            row_state, detail = "queued", f"slurm job {job_id} {slurm_state.lower()}"
+        elif state == "finished" and (run_dir / MODEL_FILE).is_file():
+            missing = missing_metrics(run_dir, metric_names(entry.get("metrics") or ["all"]))
+            row_state = "trained" if missing else "done"
+            detail = f"not evaluated: {', '.join(missing)}" if missing else ""
+        elif state == "running":
+            row_state, detail = "interrupted", "resumes on the next sweep"
+        else:
+            row_state = "not started"
+        rows.append({"name": name, "state": row_state, "step": int(step or 0), "steps": steps,
+                     "detail": detail, "job_id": job_id})
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"{'run':{width}s}  {'state':11s}  {'step':>13s}  detail"]
+    for r in rows:
+        steps = f"{r['step']}/{r['steps']}" if r["steps"] is not None else str(r["step"])
+        lines.append(f"{r['name']:{width}s}  {r['state']:11s}  {steps:>13s}  {r['detail']}".rstrip())
+    counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(rows)} runs)")
+    return "\n".join(lines)
+
+
+# =========================================================================== report
+def write_study_report(results_dir: str | os.PathLike, run_names: Sequence[str] | None = None,
+                       echo: Callable[[str], None] = print) -> tuple[Path, list[Path]]:
+    """report.md (tables over seeds and per run, every failed run with its reason) and
+    figures/ (rate–distortion, metrics against β, a traversal per β) for the study."""
+    import warnings
+
+    results_dir = Path(results_dir)
+    with _study_lock(results_dir):
+        with warnings.catch_warnings():
+            # unfinished runs have no scores yet: the status table says so once
+            warnings.simplefilter("ignore")
+            from disentangle.results import collect
+            df = collect(results_dir)
+        names, record = _study_runs(results_dir)
+        status_rows = study_status(results_dir)
+        figures, figure_notes = _study_figures(results_dir, df, record)
+        text = _report_markdown(results_dir, df, record, status_rows, figures, figure_notes)
+        out = results_dir / REPORT_FILE
+        write_text_atomic(out, text)
+    for note in figure_notes:
+        echo(f"  note: {note}")
+    return out, figures
+
+
+def _scored(df):
+    cols = [c for c in df.columns if c.startswith("info.") or "." in c]
+    return df[df[cols].notna().any(axis=1)] if cols else df.iloc[0:0]
+
+
+def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], list[str]]:
+    """Each figure on its own: one that cannot be drawn (e.g. no run has info scores yet)
+    is noted in the report, the others are still written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from disentangle import plots
+    from disentangle.report import headline_column
+
+    fig_dir = results_dir / FIGURES_DIR
+    written: list[Path] = []
+    notes: list[str] = []
+
+    def attempt(label: str, make: Callable[[], Any], out: Path) -> None:
+        import matplotlib.pyplot as plt
+        try:
+            fig = make()
+            paths = plots.save_figure(fig, out)
+            plt.close(fig)
+            written.append(Path(paths[0]))
+        except Exception as exc:  # one figure's problem must not lose the report
+            notes.append(f"{label}: not drawn ({_exception_reason(exc)})")
+
+    scored = _scored(df)
+    if scored.empty:
+        return written, ["no run has scores yet: no figures"]
+    if "info.rate_nats" in scored.columns:
+        attempt("rate–distortion", lambda: plots.rate_distortion(scored), fig_dir / "rate_distortion.png")
+    metrics = []
+    for metric in ("beta_vae", "factor_vae", "mig", "dci", "sap"):
+        try:
+            if scored[headline_column(scored, metric)].notna().any():
+                metrics.append(metric)
+        except Exception:
+            continue
+    if metrics and (scored["objective"] == "beta-h").any():
+        attempt("metric vs β", lambda: plots.metric_vs_beta(scored, metrics), fig_dir / "metric_vs_beta.png")
+    # a traversal per β (first seed): what each β's latents came to encode
+    finished = df[df["status"] == "finished"].sort_values(["objective", "beta", "gamma", "capacity_max", "seed"])
+    firsts = finished.drop_duplicates(subset=["objective", "beta", "gamma", "capacity_max"])
+    for _, row in firsts.head(8).iterrows():
+        run_dir = Path(row["path"])
+        attempt(f"traversal {run_dir.name}", lambda rd=run_dir: plots.traversal(rd),
+                fig_dir / f"traversal_{run_dir.name}.png")
+    return written, notes
+
+
+def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict], figures: list[Path],
+                     notes: list[str]) -> str:
+    from disentangle.report import make_report
+    lines = [f"# Study {record.get('name') or results_dir.name}", ""]
+    grid = record.get("grid") or {}
+    fixed = record.get("fixed") or {}
+    if grid:
+        lines.append("Grid: " + "; ".join(f"{k} ∈ {{{', '.join(format_value(v) for v in vals)}}}"
+                                           for k, vals in grid.items()) + ".  ")
+    if fixed:
+        lines.append("Fixed: " + ", ".join(f"{k} = {format_value(v)}" for k, v in fixed.items()) + ".  ")
+    if "data_label" in df.columns and df["data_label"].notna().any():
+        lines.append(f"Data: {'; '.join(sorted(df['data_label'].dropna().unique()))}.  ")
+    lines.append(f"Metrics: {', '.join(record.get('metrics') or ['all'])} (evaluation seed "
+                 f"{record.get('eval_seed', 0)}). Written {_now()} by `disentangle sweep`.")
+    lines.append("")
+    counts = {s: sum(r["state"] == s for r in status_rows) for s in STATES}
+    lines += ["## Runs", "", ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(status_rows)}.", ""]
+    lines += ["| run | state | step | detail |", "|---|---|---:|---|"]
+    for r in status_rows:
+        steps = f"{r['step']}/{r['steps']}" if r["steps"] is not None else str(r["step"])
+        detail = str(r["detail"]).replace("|", "\\|")
+        lines.append(f"| {r['name']} | {r['state']} | {steps} | {detail} |")
+    lines.append("")
+    scored = _scored(df)
+    if not scored.empty:
+        swept = [k for k in (record.get("swept") or []) if k in df.columns]
+        group_by = list(dict.fromkeys(["objective"] + swept))
+        lines += ["## Scores, mean ± std over seeds", ""]
+        lines.append(_safe(lambda: make_report(scored, "markdown", group_by=group_by)))
+        lines += ["", "## Scores per run", ""]
+        lines.append(_safe(lambda: make_report(scored, "markdown")))
+        lines.append("")
+    if figures or notes:
+        lines += ["## Figures", ""]
+        for path in figures:
+            rel = path.relative_to(results_dir).as_posix()
+            pdf = Path(rel).with_suffix(".pdf").as_posix()
+            lines += [f"![{path.stem}]({rel})", f"*{path.stem.replace('_', ' ')}* ([PDF]({pdf}))", ""]
+        for note in notes:
+            lines.append(f"- {note}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _safe(make: Callable[[], str]) -> str:
+    try:
+        return make().rstrip()
+    except UserError as exc:
+        return f"(no table: {exc})"
