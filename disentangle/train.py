@@ -199,7 +199,7 @@ def _log_csv(columns: list[str], rows: list[list[float]]) -> str:
 
 
 def _save_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches, step: int,
-                     log_rows: list, elapsed: float) -> None:
+                     log_rows: list, elapsed: float, acc, acc_steps: int) -> None:
     import torch
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -210,6 +210,8 @@ def _save_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches, st
         "rng": {"batches": batches.generator.get_state(),
                 "noise": trainer.noise_generator.get_state()},
         "log_rows": [list(map(float, r)) for r in log_rows],
+        # the open log interval, so a resumed run logs the same means
+        "log_acc": acc.detach().cpu().clone(), "log_acc_steps": int(acc_steps),
         "elapsed_s": float(elapsed),
         "config": trainer.config.identity(),
     }
@@ -217,7 +219,7 @@ def _save_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches, st
         torch.save(state, tmp)
 
 
-def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) -> tuple[int, list, float]:
+def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) -> dict:
     import torch
     path = run_dir / CHECKPOINT_FILE
     try:
@@ -234,7 +236,9 @@ def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) ->
     trainer.optimizer.load_state_dict(state["optimizer"])
     batches.generator.set_state(state["rng"]["batches"])
     trainer.noise_generator.set_state(state["rng"]["noise"])
-    return int(state["step"]), [list(r) for r in state["log_rows"]], float(state["elapsed_s"])
+    return {"step": int(state["step"]), "log_rows": [list(r) for r in state["log_rows"]],
+            "elapsed_s": float(state["elapsed_s"]), "log_acc": state["log_acc"],
+            "log_acc_steps": int(state["log_acc_steps"])}
 
 
 # --------------------------------------------------------------------------- train
@@ -297,25 +301,31 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
             write_json_atomic(run_dir / CONFIG_FILE, {
                 "config": config.to_dict(), "data": data.provenance, "package": environment_info(),
                 "created": _now()})
-        start, log_rows, elapsed = 0, [], 0.0
+        resumed = None
         if (run_dir / CHECKPOINT_FILE).is_file():
-            start, log_rows, elapsed = _load_checkpoint(run_dir, trainer, batches)
-            say(f"{run_dir}: resuming at step {start} of {config.steps}")
+            resumed = _load_checkpoint(run_dir, trainer, batches)
+            say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
+        start = resumed["step"] if resumed else 0
         runtime = {"device": str(device), "threads": threads, "compile": config.compile}
         write_status(run_dir, "running", start, runtime=runtime)
-        _loop(config, run_dir, trainer, batches, start, log_rows, elapsed, progress, runtime)
+        _loop(config, run_dir, trainer, batches, resumed, progress, runtime)
     say(f"{run_dir}: finished ({config.steps} steps)")
     return run_dir
 
 
-def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedBatches, start: int,
-          log_rows: list, elapsed: float, progress: bool, runtime: dict) -> None:
+def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedBatches,
+          resumed: dict | None, progress: bool, runtime: dict) -> None:
     import torch
     from disentangle.models.objectives import capacity
     columns = _log_columns(config.latent_dim)
     per_step_check = trainer.device.type == "cpu"  # free on CPU; a GPU sync per step is not
     acc = torch.zeros(3 + config.latent_dim, dtype=torch.float64, device=trainer.device)
-    acc_steps, interval_start, last_good = 0, time.perf_counter(), start
+    start, log_rows, elapsed, acc_steps = 0, [], 0.0, 0
+    if resumed is not None:
+        start, log_rows, elapsed = resumed["step"], resumed["log_rows"], resumed["elapsed_s"]
+        acc.copy_(resumed["log_acc"])
+        acc_steps = resumed["log_acc_steps"]
+    interval_start, last_good, timed_steps = time.perf_counter(), start, 0
     bar = None
     if progress:
         import sys
@@ -328,6 +338,7 @@ def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedB
             stats = trainer.step(batches.sample(config.batch_size), cap)
             acc += stats
             acc_steps += 1
+            timed_steps += 1
             done = t + 1
             log_now = done % config.log_every == 0 or done == config.steps
             ckpt_now = done % config.checkpoint_every == 0 or done == config.steps
@@ -341,15 +352,15 @@ def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedB
                 elapsed += seconds
                 mean = (acc / acc_steps).tolist()
                 log_rows.append([done, mean[0], mean[1], mean[2], cap] + mean[3:]
-                                + [acc_steps * config.batch_size / max(seconds, 1e-9), elapsed])
+                                + [timed_steps * config.batch_size / max(seconds, 1e-9), elapsed])
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean[0]:.1f}", kl=f"{mean[2]:.2f}",
                                     img_s=f"{log_rows[-1][-2]:.0f}", refresh=False)
                     bar.update(done - bar.n)
                 acc.zero_()
-                acc_steps, interval_start = 0, time.perf_counter()
+                acc_steps, timed_steps, interval_start = 0, 0, time.perf_counter()
             if ckpt_now:
-                _save_checkpoint(run_dir, trainer, batches, done, log_rows, elapsed)
+                _save_checkpoint(run_dir, trainer, batches, done, log_rows, elapsed, acc, acc_steps)
                 write_text_atomic(run_dir / TRAIN_LOG_FILE, _log_csv(columns, log_rows))
                 last_good = done
                 if done < config.steps:

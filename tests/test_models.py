@@ -1,0 +1,135 @@
+"""The β-VAE network, its objectives and the run configuration (no training loop)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from disentangle.config import PRESETS, TrainConfig, differing_keys
+from disentangle.errors import UserError
+from disentangle.models import objectives
+from disentangle.models.vae import BetaVAE, build_model
+
+
+def test_shapes_and_architecture():
+    model = BetaVAE(latent_dim=7)
+    x = torch.zeros(3, 1, 64, 64)
+    mean, logvar = model.encode(x)
+    assert mean.shape == (3, 7) and logvar.shape == (3, 7)
+    assert model.decode(mean).shape == (3, 1, 64, 64)
+    convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [(32, (4, 4), (2, 2))] * 4
+    fcs = [m.out_features for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert fcs == [256, 256, 14]
+    deconvs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [d.out_channels for d in deconvs] == [32, 32, 32, 1]
+
+
+def test_forward_without_noise_decodes_the_mean():
+    model = build_model(4, "bernoulli", seed=0)
+    x = (torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    logits, mean, _ = model(x)
+    torch.testing.assert_close(logits, model.decode(mean))
+
+
+def test_build_model_depends_only_on_seed_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    a, b, c = build_model(10, "bernoulli", 3), build_model(10, "bernoulli", 3), build_model(10, "bernoulli", 4)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert not all(torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_bernoulli_reconstruction_is_summed_nats_per_image():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 1, 64, 64, generator=g)
+    x = (torch.rand(5, 1, 64, 64, generator=g) > 0.7).float()
+    p = torch.sigmoid(logits.double())
+    by_hand = -(x * p.log() + (1 - x) * (1 - p).log()).sum(dim=(1, 2, 3)).mean()
+    got = objectives.reconstruction(logits, x, "bernoulli")
+    assert got.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    # logits 0 = coin flips: exactly 4096·log 2 nats per image, whatever the batch size
+    assert objectives.reconstruction(torch.zeros(3, 1, 64, 64), x[:3], "bernoulli").item() == \
+        pytest.approx(4096 * math.log(2), rel=1e-6)
+
+
+def test_gaussian_reconstruction_is_squared_error_and_a_shifted_nll():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 1, 64, 64, generator=g)
+    x = (torch.rand(4, 1, 64, 64, generator=g) > 0.5).float()
+    sse = objectives.reconstruction(logits, x, "gaussian")
+    mu = torch.sigmoid(logits).double()
+    assert sse.item() == pytest.approx(((mu - x) ** 2).sum(dim=(1, 2, 3)).mean().item(), rel=1e-5)
+    nll = -torch.distributions.Normal(mu, math.sqrt(0.5)).log_prob(x.double()).sum(dim=(1, 2, 3)).mean()
+    assert nll.item() - sse.item() == pytest.approx(objectives.GAUSSIAN_NLL_OFFSET, rel=1e-6)
+
+
+def test_kl_per_dimension_matches_torch_distributions_and_sums_to_total():
+    g = torch.Generator().manual_seed(2)
+    mean, logvar = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    kl_dims = objectives.kl_per_dim(mean, logvar)
+    q = torch.distributions.Normal(mean, (0.5 * logvar).exp())
+    ref = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).mean(dim=0)
+    torch.testing.assert_close(kl_dims, ref)
+    loss, recon, kl, dims = objectives.vae_loss(torch.zeros(6, 1, 64, 64), torch.ones(6, 1, 64, 64), mean, logvar,
+                                                "bernoulli", "beta-h", beta=4.0)
+    assert kl.item() == pytest.approx(dims.sum().item())
+    assert loss.item() == pytest.approx(recon.item() + 4.0 * kl.item(), rel=1e-6)
+    assert objectives.kl_per_dim(torch.zeros(2, 3), torch.zeros(2, 3)).abs().max().item() == 0.0
+
+
+def test_capacity_schedule():
+    cap = objectives.capacity
+    assert cap(0, 25.0, 1000) == 0.0
+    assert cap(250, 25.0, 1000) == pytest.approx(6.25)
+    assert cap(500, 25.0, 1000) == pytest.approx(12.5)
+    assert cap(1000, 25.0, 1000) == 25.0
+    assert cap(5000, 25.0, 1000) == 25.0   # held after the ramp
+
+
+def test_beta_b_objective_penalises_distance_from_capacity():
+    mean, logvar = torch.full((2, 1), 2.0), torch.zeros(2, 1)   # KL = 2 nats
+    x, logits = torch.ones(2, 1, 64, 64), torch.zeros(2, 1, 64, 64)
+    for cap, expected in ((0.0, 2000.0), (2.0, 0.0), (5.0, 3000.0)):
+        loss, recon, kl, _ = objectives.vae_loss(logits, x, mean, logvar, "bernoulli", "beta-b",
+                                                 beta=0.0, gamma=1000.0, cap=cap)
+        assert kl.item() == pytest.approx(2.0)
+        assert (loss - recon).item() == pytest.approx(expected, abs=1e-3)
+
+
+def test_config_round_trip_presets_and_identity():
+    c = TrainConfig.from_preset("dlib", beta=4, seed=3, threads=None)
+    assert c.steps == PRESETS["dlib"]["steps"] == 300_000 and c.beta == 4.0 and isinstance(c.beta, float)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    d = c.to_dict()
+    assert differing_keys(d, {**d, "threads": 2, "device": "cpu", "data": "x.h5", "log_every": 7}) == []
+    assert differing_keys(d, {**d, "beta": 8.0, "steps": 10}) == ["beta", "steps"]
+
+
+@pytest.mark.parametrize("change, option", [
+    ({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"), ({"steps": -5}, "--steps"),
+    ({"objective": "beta-x"}, "--objective"), ({"likelihood": "poisson"}, "--likelihood"),
+    ({"lr": 0.0}, "--lr"), ({"batch_size": 0}, "--batch-size"), ({"device": "tpu"}, "--device"),
+    ({"beta": float("nan")}, "--beta"), ({"threads": 0}, "--threads"),
+])
+def test_config_validation_names_the_option(change, option):
+    with pytest.raises(UserError, match=option):
+        TrainConfig(**change).validate()
+
+
+def test_unknown_config_key_and_preset_are_refused():
+    with pytest.raises(UserError, match="unknown training configuration key"):
+        TrainConfig.from_dict({"beta": 1.0, "betta": 2.0})
+    with pytest.raises(UserError, match="--preset"):
+        TrainConfig.from_preset("paper")
+
+
+def test_bce_matches_plain_formula_used_by_the_benchmark_baseline():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 1, 64, 64, generator=g)
+    x = (torch.rand(4, 1, 64, 64, generator=g) > 0.5).float()
+    plain = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 4
+    assert objectives.reconstruction(logits, x, "bernoulli").item() == pytest.approx(plain.item())

@@ -1,0 +1,277 @@
+"""The training loop on the tiny rendered dataset: learning, logs, determinism, exact
+resume after SIGKILL, refusals, divergence, and loading models back."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from disentangle.config import TrainConfig
+from disentangle.errors import UserError
+from disentangle.results import read_json
+from disentangle.train import PackedBatches, TrainingDiverged, is_finished, load_model, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small(tiny_data_path, **kw) -> TrainConfig:
+    """A short, one-thread run on the tiny dataset; batch 16 keeps steps cheap."""
+    base = dict(beta=4.0, steps=20, batch_size=16, seed=0, data=str(tiny_data_path), device="cpu",
+                threads=1, log_every=5, checkpoint_every=10)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(run_dir) -> dict:
+    return torch.load(Path(run_dir) / "model.pt", weights_only=True)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def read_log(run_dir) -> list[dict]:
+    with open(Path(run_dir) / "train_log.csv") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_data_path):
+    out = tmp_path_factory.mktemp("runs") / "b4"
+    return train(small(tiny_data_path), out), small(tiny_data_path)
+
+
+# --------------------------------------------------------------------------- data path
+def test_batches_unpack_exactly_the_dataset_images(tiny_data):
+    batches = PackedBatches(tiny_data.packed, "cpu", seed=5)
+    idx = batches.indices(32)
+    got = batches.images(idx)
+    assert got.dtype == torch.float32 and got.shape == (32, 1, 64, 64)
+    np.testing.assert_array_equal(got[:, 0].numpy().astype(np.uint8), tiny_data.images(idx.numpy()))
+    again = PackedBatches(tiny_data.packed, "cpu", seed=5).indices(32)
+    assert torch.equal(idx, again)
+    assert int(idx.max()) < tiny_data.num_images
+
+
+# --------------------------------------------------------------------------- learning and logs
+def test_loss_decreases_and_kl_per_dimension_sums_to_kl(tmp_path, tiny_data_path):
+    run = train(small(tiny_data_path, steps=60, log_every=20, checkpoint_every=60, lr=3e-3, beta=1.0),
+                tmp_path / "learn")
+    log = read_log(run)
+    assert [r["step"] for r in log] == [20, 40, 60]
+    first, last = log[0], log[-1]
+    # from ~2,000 nats (mostly pixels near chance) to a third of that within 60 steps
+    assert last["reconstruction"] < 0.5 * first["reconstruction"]
+    assert last["loss"] < first["loss"]
+    for row in log:
+        kl_dims = [row[f"kl_{i}"] for i in range(10)]
+        assert min(kl_dims) >= 0
+        assert sum(kl_dims) == pytest.approx(row["kl"], rel=1e-6, abs=1e-9)
+        assert row["loss"] == pytest.approx(row["reconstruction"] + 1.0 * row["kl"], rel=1e-6)
+        assert row["img_per_s"] > 0
+
+
+def test_run_directory_contract(finished_run):
+    run, config = finished_run
+    assert {"config.json", "checkpoint.pt", "model.pt", "train_log.csv", "status.json"} <= \
+        {p.name for p in run.iterdir()}
+    saved = read_json(run / "config.json")
+    assert saved["config"] == config.to_dict()
+    assert saved["data"]["source"] == "rendered" and saved["data"]["renderer_version"]
+    assert saved["package"]["disentangle"]
+    status = read_json(run / "status.json")
+    assert status["state"] == "finished" and status["step"] == 20 and status["reason"] is None
+    assert is_finished(run)
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]   # no temp files left
+
+
+def test_beta_b_logs_the_capacity_schedule(tmp_path, tiny_data_path):
+    config = small(tiny_data_path, objective="beta-b", gamma=100.0, capacity_max=10.0, capacity_steps=10,
+                   steps=15, log_every=5, checkpoint_every=15)
+    log = read_log(train(config, tmp_path / "bb"))
+    # logged C is the value used at the last step of the interval (0-based step 4, 9, 14)
+    assert [r["capacity"] for r in log] == pytest.approx([4.0, 9.0, 10.0])
+    for r in log:
+        assert r["loss"] == pytest.approx(r["reconstruction"] + 100.0 * abs(r["kl"] - r["capacity"]), rel=1e-3) \
+            or r["loss"] >= r["reconstruction"]   # (interval means: |KL − C| averages ≥ |mean KL − C|)
+
+
+def test_gaussian_likelihood_trains(tmp_path, tiny_data_path):
+    run = train(small(tiny_data_path, likelihood="gaussian", steps=10, checkpoint_every=10), tmp_path / "g")
+    model, cfg = load_model(run)
+    assert cfg["likelihood"] == "gaussian" and model.likelihood == "gaussian"
+    log = read_log(run)
+    assert all(0 < r["reconstruction"] < 4096 for r in log)   # squared errors of values in [0, 1]
+
+
+# --------------------------------------------------------------------------- determinism and resume
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path, tiny_data_path, finished_run):
+    run, config = finished_run
+    again = train(small(tiny_data_path), tmp_path / "again")
+    assert same_weights(weights(run), weights(again))
+    assert read_log(run)[-1]["loss"] == read_log(again)[-1]["loss"]
+    other = train(small(tiny_data_path, seed=1), tmp_path / "other")
+    assert not same_weights(weights(run), weights(other))
+
+
+def test_sigkill_mid_run_then_rerun_gives_bit_identical_weights(tmp_path, tiny_data_path):
+    steps = 60
+    reference = train(small(tiny_data_path, steps=steps, checkpoint_every=7), tmp_path / "ref")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "disentangle", "train", "--beta", "4", "--steps", str(steps),
+           "--batch-size", "16", "--seed", "0", "--data", str(tiny_data_path), "--device", "cpu",
+           "--threads", "1", "--log-every", "5", "--checkpoint-every", "7", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        # kill once a checkpoint beyond the first exists, while the run is still going
+        while time.monotonic() < deadline and proc.poll() is None:
+            status = out / "status.json"
+            if status.is_file() and read_json(status).get("step", 0) >= 14:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    killed_at = read_json(out / "status.json")
+    assert killed_at["state"] == "running" and 14 <= killed_at["step"] < steps
+    assert not (out / "model.pt").exists()
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert f"resuming at step {killed_at['step']}" in done.stderr
+    assert same_weights(weights(reference), weights(out))
+    ref_log, log = read_log(reference), read_log(out)
+    assert [r["step"] for r in log] == [r["step"] for r in ref_log]
+    assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
+    # a finished run, run again, says so and does nothing
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "already finished" in again.stderr
+    assert same_weights(weights(reference), weights(out))
+
+
+# --------------------------------------------------------------------------- refusals
+def test_finished_run_is_not_retrained(finished_run):
+    run, config = finished_run
+    before = (run / "model.pt").stat().st_mtime_ns
+    messages = []
+    assert train(config, run, echo=messages.append) == run
+    assert "already finished" in messages[0]
+    assert (run / "model.pt").stat().st_mtime_ns == before
+
+
+def test_different_configuration_is_refused_naming_the_keys(finished_run, tiny_data_path):
+    run, _ = finished_run
+    with pytest.raises(UserError, match=r"beta \(4.0 there, 8.0 asked\).*seed"):
+        train(small(tiny_data_path, beta=8.0, seed=2), run)
+    # execution settings may differ: same run, already finished
+    assert train(small(tiny_data_path, threads=2, checkpoint_every=3, log_every=1), run) == run
+
+
+def test_bad_options_are_one_line_user_errors(tmp_path, tiny_data_path):
+    for kw, pattern in (({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"),
+                        ({"objective": "beta-z"}, "--objective"),
+                        ({"data": str(tmp_path / "missing.h5")}, "missing.h5: no such dataset file")):
+        with pytest.raises(UserError, match=pattern) as info:
+            train(small(tiny_data_path, **kw), tmp_path / "bad")
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_reports_bad_options_in_one_line(tmp_path):
+    from click.testing import CliRunner
+    from disentangle.cli import main
+    result = CliRunner().invoke(main, ["train", "--beta", "-2", "--steps", "5", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == ["Error: --beta: must be >= 0, got -2.0"]
+
+
+def test_cuda_without_gpu_is_a_user_error(tmp_path, tiny_data_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="--device cuda: no CUDA GPU"):
+        train(small(tiny_data_path, device="cuda"), tmp_path / "cuda")
+
+
+# --------------------------------------------------------------------------- divergence
+def test_huge_learning_rate_fails_with_status_and_message(tmp_path, tiny_data_path):
+    out = tmp_path / "lr"
+    with pytest.raises(TrainingDiverged, match=r"diverged: loss is (nan|inf)"):
+        train(small(tiny_data_path, lr=100.0), out)
+    status = read_json(out / "status.json")
+    assert status["state"] == "failed" and "lr 100" in status["reason"]
+    assert not (out / "model.pt").exists()
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, tiny_data_path, monkeypatch):
+    from disentangle.models import objectives
+    real, calls = objectives.vae_loss, {"n": 0}
+
+    def poisoned(*args, **kw):   # the 13th step produces an infinite loss
+        calls["n"] += 1
+        loss, *rest = real(*args, **kw)
+        return (loss * float("inf") if calls["n"] == 13 else loss), *rest
+
+    monkeypatch.setattr(objectives, "vae_loss", poisoned)
+    out = tmp_path / "inf"
+    with pytest.raises(TrainingDiverged, match="at step 13.*last good checkpoint \\(step 10\\)"):
+        train(small(tiny_data_path, steps=30), out)
+    status = read_json(out / "status.json")
+    assert status == {**status, "state": "failed", "step": 10}
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 10
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert [r["step"] for r in read_log(out)] == [5, 10]
+    assert not (out / "model.pt").exists()
+
+
+# --------------------------------------------------------------------------- loading
+def test_load_model_returns_eval_model_and_config(finished_run):
+    run, config = finished_run
+    model, cfg = load_model(run)
+    assert not model.training and model.latent_dim == 10 and cfg == config.to_dict()
+    x = torch.zeros(2, 1, 64, 64)
+    mean, logvar = model.encode(x)
+    assert mean.shape == (2, 10) and model.decode(mean).shape == (2, 1, 64, 64)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("damage", ["truncate", "flip", "pickle", "missing"])
+def test_damaged_model_file_is_refused(tmp_path, finished_run, damage):
+    import shutil
+    run, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    path = copy / "model.pt"
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        mid = len(data) // 2
+        path.write_bytes(data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:])
+    elif damage == "pickle":
+        import pickle
+        path.write_bytes(pickle.dumps({"encoder": print}))
+    else:
+        path.unlink()
+    with pytest.raises(UserError, match="model.pt"):
+        load_model(copy)
+    # without the recorded checksum, torch.load(weights_only=True) itself must refuse it
+    if damage in ("truncate", "pickle"):
+        status = read_json(copy / "status.json")
+        status.pop("model_sha256")
+        (copy / "status.json").write_text(__import__("json").dumps(status))
+        with pytest.raises(UserError, match="model.pt: unreadable model file"):
+            load_model(copy)
