@@ -356,5 +356,34 @@ def sweep_status_cmd(results):
     click.echo(format_status(study_status(results)))
 
 
+# --------------------------------------------------------------------------- evaluate
+@main.command("evaluate")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--metric", "metrics", multiple=True, default=("all",), show_default=True,
+              help="beta_vae, factor_vae, mig, dci, sap, info or all; repeatable.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of each metric's numpy Generator.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file (default: the one the run trained on, else the dataset rule).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--protocol-encode", is_flag=True,
+              help="Encode sampled images on the fly as the published protocols do (slow; same scores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch/BLAS threads.")
+@click.option("--param", "param_texts", multiple=True, metavar="METRIC.KEY=VALUE",
+              help="Override a protocol parameter, e.g. mig.num_train=1000; repeatable.")
+def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, param_texts):
+    """Score RUN directories (paths or globs) and merge the scores into their scores.json."""
+    from disentangle.evaluation.evaluate import (echo_stderr, evaluate_runs, expand_runs, parse_param,
+                                                 score_table)
+    params: dict = {}
+    for text in param_texts:
+        metric, key, value = parse_param(text)
+        params.setdefault(metric, {})[key] = value
+    results = evaluate_runs(expand_runs(runs), metrics=metrics, seed=seed, data=data, device=device,
+                            protocol_encode=protocol_encode, params=params, threads=threads,
+                            echo=echo_stderr)
+    click.echo(score_table(results))
+
+
 if __name__ == "__main__":
     main()

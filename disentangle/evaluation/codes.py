@@ -1,0 +1,345 @@
+"""Encode the dataset once: the codes table of a run (``codes.h5``).
+
+A trained encoder's mean is a deterministic function of the image and dSprites is a
+finite grid, so every metric can draw its samples *by image index* from a table holding
+the encoder mean and log-variance of every dataset image, instead of re-encoding the
+~3 million images the published protocols sample per model.
+
+``codes.h5`` layout::
+
+    /mean     (N, D) float32   encoder mean, dataset index order
+    /logvar   (N, D) float32   encoder log-variance
+    attrs: format, model_sha256 (of model.pt), data_content_sha256, data_provenance (JSON),
+           latent_dim, num_images, batch_size, device, torch, created, encode_seconds
+
+The table is reused while both stamps match the run's model.pt and the dataset's
+content checksum, and rebuilt (never silently reused) when either changed.
+
+:class:`ProtocolCodes` is the same array seen the protocol's way: ``codes[idx]`` renders
+(unpacks) and encodes exactly the requested images on the fly. The metrics read codes
+only through ``codes.shape`` and ``codes[idx]``, so both give the same samples.
+
+Bit-exactness: every image is encoded in a batch of exactly ``batch_size`` rows (the
+last partial batch is padded with blank images and the padding dropped). With the same
+batch shape the same kernels run on each image, so a table and a protocol encode with
+the same batch size and device agree bit for bit (tested); different batch *shapes* can
+differ in the last float32 bit (seen here: batch 1 vs 256 differ by 1.5e-8).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from disentangle.errors import UserError
+from disentangle.results import CODES_FILE, MODEL_FILE, atomic_path
+
+CODES_FORMAT = "disentangle-codes-1"
+
+# Encoder throughput on this machine's CPU (2 cores, BetaVAE of DESIGN.md) is best at
+# small batches: larger ones fall out of the CPU caches (measured by
+# benchmarks/bench_evaluate.py --batch-sizes; 64 beat 256 and 1024 by 1.3-3x).
+DEFAULT_CPU_BATCH = 64
+# A GPU is limited by kernel launches at batch 64; a larger batch amortises them.
+DEFAULT_CUDA_BATCH = 1024
+
+
+# --------------------------------------------------------------------------- helpers
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_device(device: str | None = "cpu") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without one is a UserError."""
+    import torch
+    device = (device or "cpu").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available (use --device cpu or auto)")
+        return device
+    if device != "cpu":
+        raise UserError(f"--device {device!r}: expected cpu, cuda or auto")
+    return device
+
+
+def default_batch_size(device: str) -> int:
+    return DEFAULT_CUDA_BATCH if str(device).startswith("cuda") else DEFAULT_CPU_BATCH
+
+
+def model_path(run_dir: str | os.PathLike) -> Path:
+    """The run's model.pt; UserError naming the directory when the run has none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no {MODEL_FILE} (the run has not finished training)")
+    return path
+
+
+def load_run_model(run_dir: str | os.PathLike, device: str = "cpu"):
+    """The run's trained model on ``device``, in eval mode (via the training layer)."""
+    from disentangle.train import load_model
+    model_path(run_dir)
+    model, _config = load_model(Path(run_dir), device=device)
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------- encoding
+class BatchEncoder:
+    """Encodes bit-packed images in fixed-size batches: unpack a batch, encode it under
+    ``torch.inference_mode``, copy mean and log-variance back as float32 numpy.
+
+    Every batch has exactly ``batch_size`` rows (the last one padded with blank images),
+    so an image's code does not depend on how many images were requested with it.
+    """
+
+    def __init__(self, model, device: str = "cpu", batch_size: int | None = None):
+        import torch
+        self.model = model
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size or default_batch_size(device))
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        self.latent_dim = int(model.latent_dim)
+        self.images_encoded = 0
+        self._buffer = np.zeros((self.batch_size, 512), dtype=np.uint8)
+
+    def encode_packed(self, packed: np.ndarray, progress=None, want_logvar: bool = True):
+        """(n, 512) packed images -> mean (n, D) float32 [, logvar (n, D) float32]."""
+        import torch
+        n = len(packed)
+        mean = np.empty((n, self.latent_dim), dtype=np.float32)
+        logvar = np.empty((n, self.latent_dim), dtype=np.float32) if want_logvar else None
+        bs = self.batch_size
+        with torch.inference_mode():
+            for start in range(0, n, bs):
+                rows = packed[start:start + bs]
+                m = len(rows)
+                if m < bs:
+                    self._buffer[:m] = rows
+                    self._buffer[m:] = 0
+                    rows = self._buffer
+                pixels = np.unpackbits(rows, axis=1)                       # (bs, 4096) uint8
+                x = torch.from_numpy(pixels).to(self.device).view(bs, 1, 64, 64).to(torch.float32)
+                mu, lv = self.model.encode(x)
+                mean[start:start + m] = mu[:m].float().cpu().numpy()
+                if want_logvar:
+                    logvar[start:start + m] = lv[:m].float().cpu().numpy()
+                if progress is not None:
+                    progress(m)
+        self.images_encoded += n
+        return (mean, logvar) if want_logvar else mean
+
+
+def encode_dataset(model, data, device: str = "cpu", batch_size: int | None = None,
+                   progress: bool = True):
+    """Encoder mean and log-variance of every image of ``data``, in index order."""
+    encoder = BatchEncoder(model, device, batch_size)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=data.num_images, desc="encode", unit="img", unit_scale=True,
+                   dynamic_ncols=True, mininterval=0.5)
+    try:
+        # feed the encoder in slices so only one slice of packed rows is copied at a time
+        chunk = encoder.batch_size * 256
+        means, logvars = [], []
+        for start in range(0, data.num_images, chunk):
+            m, lv = encoder.encode_packed(data.packed[start:start + chunk],
+                                          progress=bar.update if bar is not None else None)
+            means.append(m)
+            logvars.append(lv)
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.concatenate(means), np.concatenate(logvars), encoder.batch_size
+
+
+# --------------------------------------------------------------------------- the table
+@dataclass
+class Codes:
+    """A run's codes table in memory: ``mean`` and ``logvar`` (N, D) float32, dataset
+    index order. ``built`` says whether this call encoded the dataset (and
+    ``encode_seconds`` how long that took) or reused codes.h5."""
+
+    mean: np.ndarray
+    logvar: np.ndarray
+    model_sha256: str
+    data_content_sha256: str
+    data_provenance: dict = field(default_factory=dict)
+    path: Path | None = None
+    built: bool = False
+    encode_seconds: float = 0.0
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.mean.shape[1])
+
+    @property
+    def num_images(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.mean.shape)
+
+    def __getitem__(self, indices) -> np.ndarray:
+        """Encoder means of the given images (so a Codes can be passed as a metric's codes)."""
+        return self.mean[indices]
+
+
+def _data_sha(data) -> str:
+    sha = data.provenance.get("content_sha256")
+    if not sha:
+        raise UserError(f"{data.path}: dataset file has no content_sha256 attribute "
+                        f"(re-create it with `disentangle data render` or `data fetch`)")
+    return str(sha)
+
+
+def codes_state(run_dir: str | os.PathLike, data) -> str:
+    """'fresh', 'missing', or 'stale: <reason>' for the run's codes.h5 against its
+    current model.pt and ``data``."""
+    run_dir = Path(run_dir)
+    path = run_dir / CODES_FILE
+    if not path.is_file():
+        return "missing"
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            shape = f["mean"].shape if "mean" in f else None
+            has_logvar = "logvar" in f and f["logvar"].shape == shape
+    except (OSError, KeyError, ValueError) as exc:
+        return f"stale: unreadable ({exc})"
+    if attrs.get("format") != CODES_FORMAT:
+        return f"stale: format {attrs.get('format')!r}"
+    if attrs.get("model_sha256") != file_sha256(model_path(run_dir)):
+        return "stale: model.pt changed"
+    if attrs.get("data_content_sha256") != _data_sha(data):
+        return "stale: dataset changed"
+    if shape is None or not has_logvar or shape[0] != data.num_images:
+        return "stale: wrong shape"
+    return "fresh"
+
+
+def read_codes(path: str | os.PathLike) -> Codes:
+    import h5py
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+        mean = f["mean"][...]
+        logvar = f["logvar"][...]
+    return Codes(mean=mean, logvar=logvar, model_sha256=str(attrs["model_sha256"]),
+                 data_content_sha256=str(attrs["data_content_sha256"]),
+                 data_provenance=json.loads(attrs.get("data_provenance", "{}")), path=path,
+                 built=False, encode_seconds=float(attrs.get("encode_seconds", 0.0)))
+
+
+def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *, model_sha256: str,
+                data, batch_size: int, device: str, encode_seconds: float) -> Path:
+    import h5py
+    import torch
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("mean", data=np.asarray(mean, dtype=np.float32))
+            f.create_dataset("logvar", data=np.asarray(logvar, dtype=np.float32))
+            f.attrs.update({
+                "format": CODES_FORMAT,
+                "model_sha256": model_sha256,
+                "data_content_sha256": _data_sha(data),
+                "data_provenance": json.dumps(data.provenance, default=str),
+                "latent_dim": int(mean.shape[1]),
+                "num_images": int(mean.shape[0]),
+                "batch_size": int(batch_size),
+                "device": str(device),
+                "torch": str(torch.__version__),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "encode_seconds": float(encode_seconds),
+            })
+    return path
+
+
+def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size: int | None = None,
+              progress: bool = True, model=None) -> Codes:
+    """The run's codes table for ``data``: read codes.h5 when it is fresh, else encode
+    every image once (batched, no grad, progress bar) and write codes.h5 atomically.
+
+    ``model`` skips loading model.pt when the caller already holds it. A stale table
+    (model.pt or the dataset changed) is always rebuilt, never reused.
+    """
+    run_dir = Path(run_dir)
+    model_file = model_path(run_dir)
+    state = codes_state(run_dir, data)
+    if state == "fresh":
+        return read_codes(run_dir / CODES_FILE)
+    device = resolve_device(device)
+    model_sha = file_sha256(model_file)
+    if model is None:
+        model = load_run_model(run_dir, device)
+    t0 = time.perf_counter()
+    mean, logvar, used_batch = encode_dataset(model, data, device, batch_size, progress)
+    seconds = time.perf_counter() - t0
+    # the model file must not have changed under us while we encoded
+    if file_sha256(model_file) != model_sha:
+        raise UserError(f"{model_file}: changed while encoding; run evaluate again")
+    path = write_codes(run_dir / CODES_FILE, mean, logvar, model_sha256=model_sha, data=data,
+                       batch_size=used_batch, device=device, encode_seconds=seconds)
+    return Codes(mean=mean, logvar=logvar, model_sha256=model_sha,
+                 data_content_sha256=_data_sha(data), data_provenance=data.provenance,
+                 path=path, built=True, encode_seconds=seconds)
+
+
+# --------------------------------------------------------------------------- protocol encode
+class ProtocolCodes:
+    """The codes array seen the published protocols' way: nothing is precomputed;
+    ``codes[idx]`` unpacks and encodes exactly the requested images with the model and
+    returns their encoder means, float32 (len(idx), D).
+
+    Same interface as an (N, D) table for the metrics (``shape``, ``codes[idx]``), so a
+    metric run with the same Generator draws the same samples either way.
+    ``images_encoded`` and ``calls`` count the work done (the benchmark reports them).
+    """
+
+    def __init__(self, model, data, device: str = "cpu", batch_size: int | None = None):
+        self.data = data
+        self._encoder = BatchEncoder(model, device, batch_size)
+        self.shape = (int(data.num_images), self._encoder.latent_dim)
+        self.calls = 0
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    @property
+    def images_encoded(self) -> int:
+        return self._encoder.images_encoded
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, indices) -> np.ndarray:
+        if isinstance(indices, slice):
+            indices = np.arange(self.shape[0])[indices]
+        idx = np.asarray(indices)
+        if idx.dtype == bool or not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError("ProtocolCodes takes integer image indices")
+        flat = idx.reshape(-1).astype(np.int64)
+        if flat.size and (flat.min() < -self.shape[0] or flat.max() >= self.shape[0]):
+            raise IndexError(f"image index out of range for {self.shape[0]} images")
+        self.calls += 1
+        mean = self._encoder.encode_packed(self.data.packed[flat], want_logvar=False)
+        return mean.reshape(idx.shape + (self.shape[1],))
