@@ -11,13 +11,15 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 setup: $(STAMP)
 
-# torch 2.13.0 first, from local wheels only (--no-index): where the CPU wheel lies on
-# disk it installs in seconds; elsewhere this step is skipped and pip resolves torch
-# from the open range in pyproject.toml.
+# torch 2.13.0 first, where its wheel is on local disk (a find-links folder): the
+# --no-index --no-deps probe installs only from there, then a normal install adds torch's
+# own dependencies from the index. Elsewhere the probe fails, is skipped, and pip resolves
+# torch from the open range in pyproject.toml.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --no-index torch==2.13.0 2>/dev/null \
-	  || echo "note: no local torch 2.13.0 wheel; pip will resolve torch from pyproject.toml"
+	if $(BIN)/pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then \
+	  $(BIN)/pip install -q torch==2.13.0; \
+	else echo "note: no local torch 2.13.0 wheel; pip resolves torch from pyproject.toml"; fi
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
