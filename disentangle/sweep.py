@@ -232,7 +232,7 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
                             f"it cannot be a grid axis (set it once)")
         if not values:
             raise UserError(f"{study.source}: grid axis {key!r} has no values")
-        if len({json.dumps(v) for v in values}) != len(values):
+        if len({_value_key(v) for v in values}) != len(values):
             raise UserError(f"{study.source}: grid axis {key!r} repeats a value")
     if not study.grid:
         raise UserError(f"{study.source}: the grid is empty: give at least one axis "
@@ -266,6 +266,13 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
         seen[name] = config
         runs.append(RunSpec(name, config))
     return runs
+
+
+def _value_key(value: Any) -> str:
+    # 1 and 1.0 are the same setting
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    return json.dumps(value, sort_keys=True)
 
 
 def swept_axes(study: Study) -> list[str]:
@@ -367,15 +374,8 @@ def read_status(run_dir: str | os.PathLike) -> dict | None:
 
 def metric_names(metrics: Sequence[str]) -> list[str]:
     """The metric names a selection stands for ('all' = every registered metric)."""
-    names: list[str] = []
-    for m in metrics:
-        if m == "all":
-            # every registered metric and the information estimates ("info")
-            from disentangle.evaluation.metrics import METRICS
-            names += list(METRICS) + ["info"]
-        else:
-            names.append(m)
-    return list(dict.fromkeys(names))
+    from disentangle.evaluation.evaluate import metric_names as expand_metrics
+    return expand_metrics(metrics)
 
 
 def missing_metrics(run_dir: str | os.PathLike, names: Sequence[str]) -> list[str]:
@@ -473,7 +473,8 @@ def execute_run(job: dict) -> dict:
             try:
                 from disentangle.evaluation.evaluate import evaluate_run
                 evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
-                             data=job["config"].get("data"), device=_eval_device(job["config"].get("device")))
+                             data=job["config"].get("data"), device=_eval_device(job["config"].get("device")),
+                             threads=job["config"].get("threads"), progress=False)
                 still = missing_metrics(run_dir, names)
                 if still:
                     raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")

@@ -1,0 +1,294 @@
+"""Sweeps: grid expansion and naming, run locks, and real tiny training runs through the
+local executor: a finished run skipped, a worker killed by SIGKILL recorded as failed
+and retried only when asked, an interrupted sweep resumed from its checkpoint, and two
+sweep processes on one directory sharing the work without training a run twice."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from disentangle import sweep as sw
+from disentangle.errors import UserError
+
+RUN_B1, RUN_B4 = "beta-h_b1_s0", "beta-h_b4_s0"
+
+
+# --------------------------------------------------------------------------- grid and names
+def test_parse_values():
+    assert sw.parse_values("1,2,4", "--beta") == [1.0, 2.0, 4.0]
+    assert sw.parse_values("0-4", "--seeds", int) == [0, 1, 2, 3, 4]
+    assert sw.parse_values("0,3-5, 9", "--seeds", int) == [0, 3, 4, 5, 9]
+    assert sw.parse_values("beta-h,beta-b", "--objective", str) == ["beta-h", "beta-b"]
+    for bad, kind in (("1,x", float), ("4-2", int), ("1,1", float), ("", float), ("1.5", int)):
+        with pytest.raises(UserError):
+            sw.parse_values(bad, "--opt", kind)
+
+
+def test_format_value_is_short_and_exact():
+    assert [sw.format_value(v) for v in (4.0, 4, 0.5, 1e-4, 3e-4, 25.0, "bernoulli")] == \
+        ["4", "4", "0.5", "0.0001", "0.0003", "25", "bernoulli"]
+    assert sw.format_value(0.1) != sw.format_value(0.1000001)
+
+
+def test_expand_names_order_and_configs():
+    study = sw.Study(grid={"beta": [1, 4, 16], "seed": [0, 1]}, fixed={"steps": 300})
+    runs = sw.expand(study, data="/d.h5", threads=3)
+    # seed outermost: a study stopped early has every β of its first seed
+    assert [r.name for r in runs] == ["beta-h_b1_s0", "beta-h_b4_s0", "beta-h_b16_s0",
+                                      "beta-h_b1_s1", "beta-h_b4_s1", "beta-h_b16_s1"]
+    cfg = runs[4].config
+    assert (cfg["beta"], cfg["seed"], cfg["steps"], cfg["objective"]) == (4.0, 1, 300, "beta-h")
+    assert (cfg["data"], cfg["threads"]) == ("/d.h5", 3)
+    # a swept setting other than the objective's own joins the name; fixed ones do not
+    runs = sw.expand(sw.Study(grid={"beta": [4], "lr": [1e-4, 3e-4]}, fixed={"latent_dim": 6}))
+    assert [r.name for r in runs] == ["beta-h_b4_lr0.0001_s0", "beta-h_b4_lr0.0003_s0"]
+    # the capacity objective is named by its own settings (γ, C), both objectives mixed
+    runs = sw.expand(sw.Study(grid={"objective": ["beta-h", "beta-b"], "capacity_max": [5, 25]},
+                              fixed={"beta": 4, "gamma": 100}))
+    names = [r.name for r in runs]
+    assert names == ["beta-h_b4_c5_s0", "beta-b_g100_c5_s0", "beta-h_b4_c25_s0", "beta-b_g100_c25_s0"]
+    assert len(set(names)) == len(names)
+    # every name a directory name, every config a valid TrainConfig round trip
+    from disentangle.config import TrainConfig
+    for run in runs:
+        assert "/" not in run.name and " " not in run.name
+        assert TrainConfig.from_dict(run.config).validate().to_dict() == run.config
+
+
+def test_expand_refuses_bad_grids():
+    cases = [
+        (sw.Study(grid={}), "grid is empty"),
+        (sw.Study(grid={"beta": [1], "wobble": [1]}), "unknown run setting 'wobble'"),
+        (sw.Study(grid={"threads": [1, 2]}), "cannot be a grid axis"),
+        (sw.Study(grid={"beta": [1, 1.0]}), "repeats a value"),
+        (sw.Study(grid={"beta": [1, -2]}), "--beta: must be >= 0"),
+        (sw.Study(grid={"beta": [1]}, fixed={"objective": "beta-x"}), "--objective"),
+    ]
+    for study, message in cases:
+        with pytest.raises(UserError, match=message.replace("(", r"\(")):
+            sw.expand(study)
+
+
+def test_spec_file_and_command_line_overrides(tmp_path):
+    spec = tmp_path / "study.toml"
+    spec.write_text('name = "s"\n[fixed]\nsteps = 50\nlatent_dim = 6\n'
+                    '[grid]\nbeta = [1, 4]\nseed = [0, 1]\n[evaluate]\nmetrics = ["mig", "sap"]\nseed = 3\n')
+    study = sw.load_spec(spec)
+    assert (study.grid, study.fixed, study.metrics, study.eval_seed) == (
+        {"beta": [1, 4], "seed": [0, 1]}, {"steps": 50, "latent_dim": 6}, ("mig", "sap"), 3)
+    # options override the file: a new β axis, a fixed seed taking the seed axis's place
+    study = study.with_overrides(grid={"beta": [2.0, 8.0], "gamma": None}, fixed={"seed": 7, "steps": None})
+    assert [r.name for r in sw.expand(study)] == ["beta-h_b2_s7", "beta-h_b8_s7"]
+    assert all(r.config["steps"] == 50 and r.config["latent_dim"] == 6 for r in sw.expand(study))
+    # the shipped study specs expand
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    assert len(sw.expand(sw.load_spec(bench / "beta_study.toml"))) == 25
+    for text, message in (("[grid]\nbeta = [1\n", "not a readable TOML"), ("colour = 1\n", "unknown top-level"),
+                          ("[evaluate]\nmetric = 'mig'\n", r"unknown key\(s\) in \[evaluate\]")):
+        spec.write_text(text)
+        with pytest.raises(UserError, match=message):
+            sw.load_spec(spec)
+    with pytest.raises(UserError, match="no such file"):
+        sw.load_spec(tmp_path / "missing.toml")
+
+
+def test_parse_time():
+    assert [sw.parse_time(t) for t in ("90", "1:30:00", "0:45", "1-00:00:00", 30)] == [90, 90, 1, 1440, 30]
+    for bad in ("soon", "0", ""):
+        with pytest.raises(UserError, match="--time"):
+            sw.parse_time(bad)
+
+
+# --------------------------------------------------------------------------- locks
+def test_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
+    first, second = sw.RunLock(tmp_path), sw.RunLock(tmp_path)
+    assert first.acquire()
+    assert not second.acquire(tries=1)
+    assert sw.is_locked(tmp_path)
+    assert f"pid {os.getpid()}" in second.holder()
+    first.release()
+    assert not sw.is_locked(tmp_path)
+    assert second.acquire(tries=1)
+    second.release()
+    # a holder killed by SIGKILL leaves no stale lock behind
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from disentangle.sweep import RunLock; "
+                               f"assert RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert sw.is_locked(tmp_path)
+        assert not sw.RunLock(tmp_path).acquire(tries=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not sw.is_locked(tmp_path)
+
+
+def test_refuses_a_directory_holding_other_settings(tmp_path, tiny_data_path):
+    """Names show only the swept settings: a second study with other fixed settings in
+    the same directory is refused before anything runs, naming what differs."""
+    results = tmp_path / "study"
+    (results / RUN_B1).mkdir(parents=True)
+    cfg = sw.expand(sw.Study(grid={"beta": [1]}, fixed={"steps": 999}))[0].config
+    (results / RUN_B1 / "config.json").write_text(json.dumps({"config": cfg}))
+    with pytest.raises(UserError, match=r"beta-h_b1_s0 holds other settings \(steps 999 there vs 20"):
+        sw.run_sweep(sw.Study(grid={"beta": [1, 4]}, fixed={"steps": 20}), results,
+                     data=str(tiny_data_path), echo=lambda m: None)
+    assert not (results / RUN_B4).exists()
+    assert not (results / RUN_B1 / "status.json").exists()
+
+
+# --------------------------------------------------------------------------- real runs
+STEPS = 120
+
+
+def _spec(tmp_path: Path, steps: int) -> Path:
+    # checkpoints every 10 steps, so a killed run has something to resume from
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(f"[fixed]\nsteps = {steps}\nbatch_size = 8\ncheckpoint_every = 10\nlog_every = 10\n"
+                    f"[grid]\nbeta = [1, 4]\n[evaluate]\nmetrics = ['mig']\n")
+    return spec
+
+
+def _sweep_cmd(spec: Path, results: Path, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "disentangle", "sweep", "--spec", str(spec), "--results", str(results),
+            "--data", str(data), "--threads-per-job", "1", "--no-report", *extra]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"sweep exited ({proc.returncode}) before {what}:\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _lock_pid(run_dir: Path) -> int:
+    return int((run_dir / sw.LOCK_FILE).read_text().split()[1])
+
+
+def _log_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "train_log.csv").read_text().splitlines()
+    return [int(line.split(",")[0]) for line in lines[1:]]
+
+
+def _assert_intact(run_dir: Path, steps: int) -> None:
+    """Every file of a finished run parses; the log has each step once, in order."""
+    for name in ("config.json", "status.json", "scores.json", "study.json"):
+        path = run_dir / name if name != "study.json" else run_dir.parent / name
+        json.loads(path.read_text())
+    assert _log_steps(run_dir) == list(range(10, steps + 1, 10))
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_killed_run_fails_then_retries_and_an_interrupted_sweep_resumes(tmp_path, tiny_data_path):
+    results = tmp_path / "study"
+    spec = _spec(tmp_path, STEPS)
+    b1, b4 = results / RUN_B1, results / RUN_B4
+
+    # 1. two workers; the one training β=4 is killed by SIGKILL after its first checkpoint
+    proc = subprocess.Popen(_sweep_cmd(spec, results, tiny_data_path, "--jobs", "2"), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _wait_for(lambda: _status(b4).get("state") == "running" and _status(b4).get("step", 0) >= 10,
+              proc, "the first checkpoint of β=4")
+    os.kill(_lock_pid(b4), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 1, out
+    assert f"FAILED {RUN_B4}: killed" in out and "SIGKILL" in out
+    status = _status(b4)
+    assert status["state"] == "failed" and "killed by SIGKILL at step" in status["reason"]
+    killed_at = status["step"]
+    assert 10 <= killed_at < STEPS
+    # ... and it did not stop the other run
+    assert _status(b1)["state"] == "finished"
+    assert "mig" in json.loads((b1 / "scores.json").read_text())
+    model_stamp = (b1 / "model.pt").stat().st_mtime_ns
+
+    # 2. again, without --retry-failed: the finished run is skipped, the failed one reported
+    lines: list[str] = []
+    result = sw.run_sweep(sw.load_spec(spec), results, data=str(tiny_data_path), threads_per_job=1,
+                          echo=lines.append)
+    by_name = {o["name"]: o for o in result.outcomes}
+    assert by_name[RUN_B1]["action"] == "already done"
+    assert by_name[RUN_B4]["result"] == "failed" and "SIGKILL" in by_name[RUN_B4]["reason"]
+    assert (b1 / "model.pt").stat().st_mtime_ns == model_stamp
+    assert _status(b4)["step"] == killed_at
+    # the report shows the failure and its reason, and the figures of the finished run
+    report = (results / "report.md").read_text()
+    assert f"| {RUN_B4} | failed | {killed_at}/{STEPS} | worker process killed by SIGKILL" in report
+    assert f"| {RUN_B1} | done | {STEPS}/{STEPS} |" in report
+    for fig in result.figures:
+        assert fig.is_file() and fig.stat().st_size > 1000 and f"]({fig.relative_to(results).as_posix()})" in report
+    assert results / "figures" / f"traversal_{RUN_B1}.png" in result.figures
+    rows = {r["name"]: r for r in sw.study_status(results)}
+    assert (rows[RUN_B1]["state"], rows[RUN_B4]["state"]) == ("done", "failed")
+
+    # 3. --retry-failed resumes β=4 from its checkpoint; this time the whole sweep (its
+    #    process group) is killed, as by a lost terminal or a node going down
+    proc = subprocess.Popen(_sweep_cmd(spec, results, tiny_data_path, "--retry-failed"), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _wait_for(lambda: _status(b4).get("state") == "running" and _status(b4).get("step", 0) >= killed_at + 10,
+              proc, "a checkpoint of the retried run")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted_at = _status(b4)["step"]
+    assert _status(b4)["state"] == "running" and killed_at < interrupted_at < STEPS
+    deadline = time.monotonic() + 10
+    while sw.is_locked(b4) and time.monotonic() < deadline:  # the worker's death frees its lock
+        time.sleep(0.05)
+    rows = {r["name"]: r for r in sw.study_status(results)}
+    assert rows[RUN_B4]["state"] == "interrupted"
+
+    # 4. an interrupted run is resumed without being asked (it did not fail)
+    result = sw.run_sweep(sw.load_spec(spec), results, data=str(tiny_data_path), threads_per_job=1,
+                          report=False, echo=lines.append)
+    by_name = {o["name"]: o for o in result.outcomes}
+    assert by_name[RUN_B4]["result"] == "done", by_name[RUN_B4]
+    resumed_from = int(by_name[RUN_B4]["action"].split("resumed from step ")[1].split(",")[0])
+    assert resumed_from >= interrupted_at  # from a checkpoint, not from scratch
+    assert _status(b4)["state"] == "finished"
+    for run_dir in (b1, b4):
+        _assert_intact(run_dir, STEPS)
+    assert [r["state"] for r in sw.study_status(results)] == ["done", "done"]
+
+
+def test_two_sweeps_on_one_directory_share_the_work(tmp_path, tiny_data_path):
+    results = tmp_path / "study"
+    spec = _spec(tmp_path, 40)
+    procs = [subprocess.Popen(_sweep_cmd(spec, results, tiny_data_path), env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out
+    both = "\n".join(outs)
+    for name in (RUN_B1, RUN_B4):
+        # trained by exactly one process; the other found it running or already done
+        assert both.count(f"done   {name}: trained") == 1, both
+        logs = (results / name / sw.LOG_FILE).read_text()
+        assert logs.count("done: trained") == 1, logs
+        _assert_intact(results / name, 40)
+        assert not sw.is_locked(results / name)
+    assert "running elsewhere" in both or "already done" in both
+    assert sorted(json.loads((results / "study.json").read_text())["runs"]) == [RUN_B1, RUN_B4]
