@@ -971,18 +971,21 @@ def study_status(results_dir: str | os.PathLike) -> list[dict]:
         job_id = job_ids.get(name)
         slurm_state = (queue or {}).get(job_id) if job_id else None
         locked = is_locked(run_dir)
+        finished = state == "finished" and (run_dir / MODEL_FILE).is_file()
+        missing = missing_metrics(run_dir, metric_names(entry.get("metrics") or ["all"])) if finished else []
+        # a task whose run is complete may linger in squeue for a moment while it exits
+        slurm_active = slurm_state in ("RUNNING", "COMPLETING", "CONFIGURING") and not (finished and not missing)
         detail = ""
-        if state == "failed":
-            row_state, detail = "failed", status.get("reason") or ""
-        elif locked or slurm_state in ("RUNNING", "COMPLETING"):
+        if locked or slurm_active:
             row_state = "running"
-            detail = "evaluating" if state == "finished" else ""
             holder = RunLock(run_dir).holder() if locked else ""
-            detail = "; ".join(x for x in (detail, holder, f"slurm job {job_id}" if job_id and slurm_state else "") if x)
-        elif slurm_state:
+            detail = "; ".join(x for x in ("evaluating" if finished else "", holder,
+                                           f"slurm job {job_id}" if slurm_active else "") if x)
+        elif slurm_state and slurm_state not in ("RUNNING", "COMPLETING", "CONFIGURING"):
             row_state, detail = "queued", f"slurm job {job_id} {slurm_state.lower()}"
-        elif state == "finished" and (run_dir / MODEL_FILE).is_file():
-            missing = missing_metrics(run_dir, metric_names(entry.get("metrics") or ["all"]))
+        elif state == "failed":
+            row_state, detail = "failed", status.get("reason") or ""
+        elif finished:
             row_state = "trained" if missing else "done"
             detail = f"not evaluated: {', '.join(missing)}" if missing else ""
         elif state == "running":
