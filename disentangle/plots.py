@@ -374,14 +374,18 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
     with _style():
         fig = _new_figure(1.2 + n_images * (steps + 2.3) * 0.42, 0.8 + len(order) * 0.42)
         axes = fig.subplots(1, n_images, squeeze=False)[0]
-        gap = 6
+        gap, sep = 6, 0.12  # separators in light grey (0 = background, shown white)
+        blank = np.zeros((64, 64))
         for b, ax in enumerate(axes):
             # base image and its reconstruction in the first two columns, a gap, then the sweep
             rows = []
             for r in range(len(order)):
-                left = [originals[b] if r == 0 else np.ones((64, 64)), recon[b] if r == 0 else np.ones((64, 64))]
-                row = np.concatenate(left + [np.ones((64, gap))] + list(grids[b][r]), axis=1)
-                rows.append(np.pad(row, ((0, gap // 2), (0, 0)), constant_values=1.0))
+                left = [originals[b] if r == 0 else blank, recon[b] if r == 0 else blank]
+                cells = []
+                for cell in grids[b][r]:
+                    cells += [cell, np.full((64, 1), sep)]
+                row = np.concatenate(left + [np.zeros((64, gap))] + cells[:-1], axis=1)
+                rows.append(np.pad(row, ((0, gap // 2), (0, 0)), constant_values=sep))
             montage = np.concatenate(rows, axis=0)
             im = ax.imshow(1.0 - montage, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             im.set_gid(f"traversal:{b}")
@@ -389,8 +393,8 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
             ax.set_yticks([r * row_h + 32 for r in range(len(order))])
             ax.set_yticklabels([f"z{int(d)}  KL {kl[d]:.2f}" for d in order] if b == 0 else [])
             x0 = 2 * 64 + gap
-            ax.set_xticks([32, 96] + [x0 + 32 + 64 * k for k in range(steps)])
-            ax.set_xticklabels(["input", "recon."] + [f"{v:+.1f}" for v in values], fontsize=6, rotation=90)
+            ax.set_xticks([32, 96] + [x0 + 32 + 65 * k for k in range(steps)])
+            ax.set_xticklabels(["input", "recon."] + [f"{v:+.1f}" for v in values], fontsize=6)
             ax.tick_params(length=0)
             ax.grid(False)
             for spine in ax.spines.values():
@@ -530,11 +534,12 @@ def training(run_dirs: Iterable[str | os.PathLike]):
                 line, = ax.plot(log["step"], log[c], color=color, linewidth=1.0,
                                 label=f"z{c.split('_')[-1]} ({final[c]:.2f})")
                 line.set_gid(f"{c}:{r.name}")
-            ax.set_title(f"KL per dimension: {r.name}\ndata: {labels[k]}", fontsize=8)
+            ax.set_title(f"KL per dimension: {r.name}" + (f"\ndata: {labels[k]}" if len(set(labels)) > 1 else ""),
+                         fontsize=9)
             ax.set_xlabel("step")
             ax.set_ylabel("KL (nats)")
             if dims:
-                ax.legend(fontsize=6, ncol=2, loc="upper left", title="dim (final KL)", title_fontsize=6)
+                ax.legend(fontsize=6, ncol=2, loc="best", title="dim (final KL, nats)", title_fontsize=6)
             sns.despine(ax=ax)
         for k in range(n, (nrows - 1) * ncols):
             grid[1 + k // ncols][k % ncols].set_visible(False)

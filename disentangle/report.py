@@ -29,6 +29,8 @@ HEADLINE_KEYS = {
     "info": ("rate_nats", "distortion_nats", "entropy_x_nats", "i_gen_lower_nats", "i_q_nats"),
 }
 
+_METRIC_ORDER = ("beta_vae", "factor_vae", "mig", "dci", "sap", "info")
+
 # Column headers for the LaTeX table (a paper wants names, not keys).
 LATEX_NAMES = {
     "beta": r"$\beta$", "gamma": r"$\gamma$", "capacity_max": r"$C_{\max}$",
@@ -58,7 +60,7 @@ class ReportWarning(UserWarning):
 def _per_dim_or_duplicate(column: str, columns: Sequence[str]) -> bool:
     # per-dimension KLs and the *_bits copies of *_nats values would swamp a table
     key = column.split(".", 1)[1] if "." in column else column
-    if re.fullmatch(r"kl_dim_\d+|kl_\d+", key):
+    if re.fullmatch(r"kl_dim_\d+|kl_\d+|seconds(_\w+)?", key):
         return True
     if key.endswith("_bits") and column[: -len("_bits")] + "_nats" in columns:
         return True
@@ -72,6 +74,20 @@ def score_columns(df) -> list[str]:
             and not pd.api.types.is_bool_dtype(df[c])]
 
 
+def _headline_keys(metric: str) -> tuple[str, ...]:
+    # the metric registry names each metric's headline; HEADLINE_KEYS adds the secondary
+    # keys a table shows by default (and covers `info`, which is not a plain metric)
+    keys = HEADLINE_KEYS.get(metric, ())
+    try:
+        from disentangle.evaluation.metrics import METRICS
+        spec = METRICS.get(metric)
+    except ImportError:
+        spec = None
+    if spec is not None and getattr(spec, "headline", None):
+        keys = (spec.headline,) + tuple(k for k in keys if k != spec.headline)
+    return keys
+
+
 def metric_columns(df, metrics: Sequence[str] | None = None, headline_only: bool = True) -> list[str]:
     """Resolve metric selections to columns.
 
@@ -83,8 +99,11 @@ def metric_columns(df, metrics: Sequence[str] | None = None, headline_only: bool
         if not headline_only:
             return available
         chosen = []
-        for metric in dict.fromkeys(c.split(".", 1)[0] for c in available):
-            keys = HEADLINE_KEYS.get(metric)
+        names = list(dict.fromkeys(c.split(".", 1)[0] for c in available))
+        # disentanglement scores in the usual order of papers, then the rest, info last
+        names.sort(key=lambda m: (_METRIC_ORDER.index(m) if m in _METRIC_ORDER else _METRIC_ORDER.index("info") - 0.5, m))
+        for metric in names:
+            keys = _headline_keys(metric)
             own = [c for c in available if c.startswith(metric + ".")]
             picked = [f"{metric}.{k}" for k in keys if f"{metric}.{k}" in own] if keys else []
             chosen += picked or [c for c in own if not _per_dim_or_duplicate(c, available)]
@@ -99,7 +118,7 @@ def metric_columns(df, metrics: Sequence[str] | None = None, headline_only: bool
             names = sorted({c.split(".", 1)[0] for c in available})
             raise UserError(f"--metric {item}: no such score in the results "
                             f"(available metrics: {', '.join(names) or 'none'})")
-        keys = HEADLINE_KEYS.get(item, ())
+        keys = _headline_keys(item)
         # headline keys first, then the rest in file order
         ordered = [f"{item}.{k}" for k in keys if f"{item}.{k}" in own]
         ordered += [c for c in own if c not in ordered and not _per_dim_or_duplicate(c, available)]
@@ -174,7 +193,9 @@ def decimals_for(values) -> int:
 def _fmt_number(x, decimals: int) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return ""
-    return f"{x:.{decimals}f}"
+    text = f"{x:.{decimals}f}"
+    # a tiny negative estimate (e.g. I_q = -3e-6) rounds to "-0.000": print it as zero
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _fmt_setting(value) -> str:

@@ -271,7 +271,11 @@ def collect(results_dir: str | os.PathLike):
     score_cols = sorted(c for c in df.columns if c not in RUN_COLUMNS)
     df = df.reindex(columns=list(RUN_COLUMNS) + score_cols)
     for col in score_cols:
-        # a key missing from some runs -> NaN, numeric columns stay float
+        # a key missing from some runs -> NaN, numeric columns stay float; flags
+        # (info.is_bound) and labels (info.likelihood) keep their type
+        present = df[col].dropna()
+        if len(present) and all(isinstance(v, bool) for v in present):
+            continue
         converted = pd.to_numeric(df[col], errors="coerce")
         if converted.notna().sum() == df[col].notna().sum():
             df[col] = converted.astype(float)

@@ -1,0 +1,263 @@
+"""collect() and the report tables, on a small results tree made by the toolkit itself:
+tiny β-VAE runs trained on the 1,536-image dataset fixture and evaluated with small
+metric parameters. test_plots.py reuses the same tree (built once per session)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import statistics
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from disentangle.errors import UserError
+from disentangle.report import (ReportWarning, aggregate, latex_escape, make_report, metric_columns,
+                                write_report)
+from disentangle.results import ResultsWarning, collect, read_json, write_json_atomic
+
+# objective, beta, seed: two β values × two seeds of β-VAE, one capacity run
+RUNS = [("beta-h", 1.0, 0), ("beta-h", 1.0, 1), ("beta-h", 4.0, 0), ("beta-h", 4.0, 1), ("beta-b", 1.0, 0)]
+METRIC_PARAMS = {
+    "mig": {"num_train": 300, "batch_size": 16},
+    "beta_vae": {"num_train": 60, "num_eval": 30, "batch_size": 8},
+    "info": {"iq_min_samples": 200, "iq_max_samples": 400, "distortion_images": 512},
+}
+_TREES: dict[str, Path] = {}
+
+
+def run_name(objective: str, beta: float, seed: int) -> str:
+    return f"{objective}_b{beta:g}_s{seed}"
+
+
+def _evaluate(run_dir: Path, data) -> None:
+    from disentangle.evaluation.evaluate import evaluate_run
+    evaluate_run(run_dir, metrics=tuple(METRIC_PARAMS), seed=0, data=data, device="cpu",
+                 params=METRIC_PARAMS, progress=False)
+
+
+def results_tree(base: Path, data_path: Path) -> Path:
+    """Train and evaluate RUNS under base/results once per session; return that directory."""
+    key = str(data_path)
+    if key in _TREES:
+        return _TREES[key]
+    import torch
+
+    from disentangle.config import TrainConfig
+    from disentangle.data.dsprites import DSpritesData
+    from disentangle.train import train
+    torch.set_num_threads(1)
+    data = DSpritesData(data_path)
+    root = base / "results"
+    for objective, beta, seed in RUNS:
+        config = TrainConfig(objective=objective, beta=beta, seed=seed, steps=24, batch_size=16, latent_dim=3,
+                             lr=1e-3, gamma=50.0, capacity_max=5.0, capacity_steps=12, data=str(data_path),
+                             device="cpu", threads=1, log_every=4, checkpoint_every=1000).validate()
+        run_dir = train(config, root / run_name(objective, beta, seed))
+        _evaluate(run_dir, data)
+    _TREES[key] = root
+    return root
+
+
+@pytest.fixture(scope="session")
+def tree(tmp_path_factory, tiny_data_path) -> Path:
+    return results_tree(tmp_path_factory.mktemp("tree"), tiny_data_path)
+
+
+@pytest.fixture()
+def df(tree):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResultsWarning)  # the real tree is complete: no warning
+        return collect(tree)
+
+
+def _copy(tree: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tree, tmp_path / "copy", ignore=shutil.ignore_patterns("*.pt", "codes.h5")))
+
+
+# --------------------------------------------------------------------------- collect
+def test_collect_values_equal_scores_json(df, tree):
+    from disentangle import __version__
+    assert sorted(df["run"]) == sorted(run_name(*r) for r in RUNS)
+    checked = 0
+    for _, row in df.iterrows():
+        run_dir = tree / row["run"]
+        saved = read_json(run_dir / "config.json")
+        for key in ("objective", "beta", "gamma", "capacity_max", "latent_dim", "steps", "seed", "likelihood"):
+            assert row[key] == saved["config"][key], key
+        assert row["data_source"] == "rendered"
+        assert row["data_label"] == f"rendered ({saved['data']['renderer_version']}), 1,536 images"
+        assert row["data_sha256"] == saved["data"]["content_sha256"]
+        assert row["package_version"] == __version__
+        assert row["status"] == "finished"
+        scores = read_json(run_dir / "scores.json")
+        assert set(METRIC_PARAMS) <= set(scores)
+        for metric, entry in scores.items():
+            for key, value in entry["values"].items():
+                col = f"{metric}.{key}"
+                if isinstance(value, bool) or isinstance(value, str):
+                    assert row[col] == value
+                elif value is None:
+                    assert math.isnan(row[col])
+                elif isinstance(value, (int, float)):
+                    assert row[col] == value, col  # exact: the same JSON number
+                    checked += 1
+    assert checked > 5 * 20
+    # the headline columns every report uses exist and are finite
+    for col in ("mig.discrete_mig", "beta_vae.eval_accuracy", "info.rate_nats", "info.distortion_nats"):
+        assert df[col].notna().all() and df[col].dtype == float
+
+
+def test_collect_missing_and_unreadable_scores_give_nan_and_one_warning_each(tree, tmp_path):
+    copy = _copy(tree, tmp_path)
+    missing, corrupt = run_name(*RUNS[0]), run_name(*RUNS[2])
+    (copy / missing / "scores.json").unlink()
+    (copy / corrupt / "scores.json").write_text('{"mig": {"values": {"discrete_mig": 0.')  # truncated
+    with pytest.warns(ResultsWarning) as record:
+        df = collect(copy)
+    messages = [str(w.message) for w in record if issubclass(w.category, ResultsWarning)]
+    assert len(messages) == 2
+    assert any(str(copy / missing / "scores.json") in m and "missing" in m for m in messages)
+    assert any(str(copy / corrupt / "scores.json") in m and "unreadable" in m for m in messages)
+    bad = df["run"].isin([missing, corrupt])
+    assert len(df) == len(RUNS)
+    assert df.loc[bad, "mig.discrete_mig"].isna().all()
+    assert df.loc[~bad, "mig.discrete_mig"].notna().all()
+    assert (df.loc[bad, "objective"] == "beta-h").all()  # the configuration is still there
+    # reports still work and show the gaps
+    text = make_report(df, group_by="objective,beta")
+    assert "(1 of 2)" in text
+
+
+def test_collect_skips_nothing_and_raises_only_for_a_missing_directory(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        collect(tmp_path / "nope")
+    empty = collect(tmp_path)
+    assert empty.empty and "mig.discrete_mig" not in empty.columns
+    with pytest.raises(UserError, match="no runs found"):
+        make_report(empty)
+
+
+# --------------------------------------------------------------------------- aggregation
+def test_aggregate_mean_std_count_match_hand_computation(df):
+    cols = ["mig.discrete_mig", "info.rate_nats"]
+    agg = aggregate(df, ["objective", "beta"], cols)
+    assert len(agg) == 3  # beta-h β=1, beta-h β=4, beta-b
+    for _, g in agg.iterrows():
+        runs = df[(df["objective"] == g["objective"]) & (df["beta"] == g["beta"])]
+        assert g["n"] == len(runs)
+        for col in cols:
+            values = runs[col].tolist()
+            assert g[f"{col}.mean"] == pytest.approx(statistics.fmean(values), rel=1e-12)
+            assert g[f"{col}.count"] == len(values)
+            if len(values) > 1:
+                assert g[f"{col}.std"] == pytest.approx(statistics.stdev(values), rel=1e-12)
+            else:
+                assert math.isnan(g[f"{col}.std"])
+
+
+def test_aggregation_never_mixes_data_sources(tree, tmp_path):
+    copy = _copy(tree, tmp_path)
+    moved = copy / run_name("beta-h", 4.0, 1)
+    cfg = read_json(moved / "config.json")
+    cfg["data"] = {**cfg["data"], "source": "official", "source_checksum": "md5:x",
+                   "content_sha256": "f" * 64, "num_images": 737_280}
+    cfg["data"].pop("renderer_version")
+    write_json_atomic(moved / "config.json", cfg)
+    df = collect(copy)
+    agg = aggregate(df, ["objective", "beta"], ["mig.discrete_mig"])
+    b4 = agg[(agg["objective"] == "beta-h") & (agg["beta"] == 4.0)]
+    assert sorted(b4["n"]) == [1, 1]
+    assert set(b4["data_label"]) == {"official", "rendered (dsprites-render-1), 1,536 images"}
+    official = b4[b4["data_label"] == "official"].iloc[0]
+    assert official["mig.discrete_mig.mean"] == df.loc[df["run"] == moved.name, "mig.discrete_mig"].item()
+    text = make_report(df, "markdown", group_by="objective,beta", metrics=["mig"])
+    assert "| official" in text.replace("  ", " ") or " official " in text
+
+
+def test_grouping_that_hides_a_setting_warns(df):
+    with pytest.warns(ReportWarning, match="beta"):
+        aggregate(df[df["objective"] == "beta-h"], ["objective"], ["mig.discrete_mig"])
+
+
+# --------------------------------------------------------------------------- formats
+def test_markdown_per_run_and_aggregated(df):
+    text = make_report(df, "markdown", metrics=["mig.discrete_mig", "info.rate_nats"])
+    lines = text.strip().splitlines()
+    assert len(lines) == 2 + len(RUNS)
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[-2:] == ["mig.discrete_mig", "info.rate_nats"]
+    assert "data_label" in header
+    # the numbers are the table's, rounded to the column's precision
+    for line in lines[2:]:
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        row = df[df["run"] == cells["run"]].iloc[0]
+        assert float(cells["mig.discrete_mig"]) == pytest.approx(row["mig.discrete_mig"], abs=5e-4)
+        assert float(cells["info.rate_nats"]) == pytest.approx(row["info.rate_nats"], abs=0.051)
+    agg_text = make_report(df, "markdown", group_by=["objective", "beta"], metrics=["mig"])
+    agg = aggregate(df, ["objective", "beta"], ["mig.discrete_mig"])
+    b1 = agg[(agg["objective"] == "beta-h") & (agg["beta"] == 1.0)].iloc[0]
+    want = f"{b1['mig.discrete_mig.mean']:.3f} ± {b1['mig.discrete_mig.std']:.3f}"
+    assert want in agg_text
+    assert agg_text.count("\n") == 2 + 3
+
+
+def test_latex_is_balanced_escaped_and_pm_in_math(df):
+    text = make_report(df, "latex", group_by="objective,beta")
+    begins = re.findall(r"\\begin\{(\w+)\}", text)
+    ends = re.findall(r"\\end\{(\w+)\}", text)
+    assert begins == ["table", "tabular"] and ends == ["tabular", "table"]
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert text.count(rule) == 1
+    assert "±" not in text
+    outside_math = re.sub(r"\$[^$]*\$", "", text.split("\n", 1)[1])  # after the "% requires" comment
+    assert not re.search(r"(?<!\\)[_%#^~]", outside_math)
+    assert text.count("$") % 2 == 0
+    body = text.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert len(body) == 3
+    ncols = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", text).group(1))
+    for line in body:
+        assert line.endswith(r"\\") and line.count("&") == ncols - 1
+    # a group of two seeds has mean \pm std in math mode
+    assert re.search(r"\$\d+\.\d+ \\pm \d+\.\d+\$", text)
+    # run names (with underscores) are escaped in the per-run table
+    per_run = make_report(df, "latex", metrics=["mig"])
+    assert r"beta-h\_b1\_s0" in per_run
+    assert latex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
+
+
+def test_csv_round_trip_full_precision(df, tmp_path):
+    out = tmp_path / "table.csv"
+    write_report(Path(df["path"].iloc[0]).parent, "csv", out)
+    back = pd.read_csv(out)
+    for col in metric_columns(df, headline_only=False):
+        assert np.array_equal(back[col].to_numpy(float), df[col].to_numpy(float), equal_nan=True), col
+    agg = pd.read_csv(pd.io.common.StringIO(make_report(df, "csv", group_by="objective,beta",
+                                                                   metrics=["mig.discrete_mig"])))
+    assert list(agg.columns)[-4:] == ["n", "mig.discrete_mig.mean", "mig.discrete_mig.std",
+                                      "mig.discrete_mig.count"]
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_report(tree, tmp_path):
+    from click.testing import CliRunner
+
+    from disentangle.cli import main
+    runner = CliRunner()
+    out = tmp_path / "t.tex"
+    res = runner.invoke(main, ["report", str(tree), "--format", "latex", "--group-by", "objective,beta",
+                               "--metric", "mig", "--metric", "info.rate_nats", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith("% requires") and "MIG" in out.read_text()
+    res = runner.invoke(main, ["report", str(tree)])
+    assert res.exit_code == 0 and res.output.count("\n") == 2 + len(RUNS)
+    for args, needle in ((["--group-by", "colour"], "--group-by"), (["--metric", "nope"], "--metric nope"),
+                         (["--format", "html"], "html")):
+        res = runner.invoke(main, ["report", str(tree), *args])
+        assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["report", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "not found" in res.output
