@@ -219,10 +219,14 @@ def thread_limit(threads: int | None):
 
 
 def _split_params(metrics: list[str], params: Mapping[str, Mapping] | None) -> dict[str, dict]:
+    """Each metric's overrides. Overrides for a known metric that is not being evaluated
+    are ignored (one params dict can serve several calls); an unknown name is a typo."""
+    from disentangle.evaluation.metrics import METRICS
     params = dict(params or {})
-    unknown = sorted(set(params) - set(metrics))
+    unknown = sorted(set(params) - set(METRICS) - {INFO})
     if unknown:
-        raise UserError(f"parameters given for metric(s) not being evaluated: {', '.join(unknown)}")
+        raise UserError(f"parameters given for unknown metric(s): {', '.join(unknown)} "
+                        f"(known: {', '.join(list(METRICS) + [INFO])})")
     return {m: dict(params.get(m) or {}) for m in metrics}
 
 
