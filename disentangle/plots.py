@@ -178,9 +178,15 @@ def _positive_norm(values, log_norm_cls, lin_norm_cls):
 
 
 def _draw_rd_bound(ax, runs) -> None:
-    bernoulli = runs[(runs.get("likelihood") == "bernoulli")] if "likelihood" in runs.columns else runs
     if "info.entropy_x_nats" not in runs.columns:
         return
+    # the info metric says whether H(X) - D bounds I_gen (a discrete likelihood); older
+    # scores without the flag fall back to the run's configured likelihood
+    is_bound = runs["likelihood"].eq("bernoulli") if "likelihood" in runs.columns else runs["objective"].isna()
+    if "info.is_bound" in runs.columns:
+        flag = runs["info.is_bound"]
+        is_bound = flag.where(flag.notna(), is_bound).astype(bool)
+    bernoulli = runs[is_bound]
     h_values = sorted(set(np.round(bernoulli["info.entropy_x_nats"].dropna().to_numpy(dtype=float), 6)))
     r_max = float(runs["info.rate_nats"].max())
     d_max = float(runs["info.distortion_nats"].max())
@@ -222,14 +228,20 @@ def metric_vs_beta(df, metrics: Sequence[str], x: str = "beta"):
     labels = sorted(runs["data_label"].fillna("unknown").unique())
     xlabel = {"beta": "β (log scale)", "gamma": "γ (log scale)", "capacity_max": "C_max (nats, log scale)"}[x]
     with _style() as sns:
-        fig = _new_figure(3.4 * len(columns) + 0.6, 2.9 * len(labels) + 0.5)
-        axes = fig.subplots(len(labels), len(columns), squeeze=False)
+        # one dataset: metrics wrap three to a row; several: a row per dataset
+        ncols = min(3, len(columns)) if len(labels) == 1 else len(columns)
+        nrows = math.ceil(len(columns) / ncols) * len(labels)
+        fig = _new_figure(3.4 * ncols + 0.6, 2.9 * nrows + 0.5)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        cells = [grid[k // ncols][k % ncols] for k in range(nrows * ncols)]
+        for ax in cells[len(columns) * len(labels):]:
+            ax.set_visible(False)
         objectives = sorted(runs["objective"].dropna().unique())
         palette = dict(zip(objectives, sns.color_palette("colorblind", len(objectives))))
         for i, label in enumerate(labels):
             sub = runs[runs["data_label"].fillna("unknown") == label]
             for j, col in enumerate(columns):
-                ax = axes[i][j]
+                ax = cells[i * len(columns) + j]
                 agg = aggregate(sub, ["objective", x], [col]).sort_values(["objective", x])
                 for objective, g in agg.groupby("objective", sort=True):
                     g = g[g[f"{col}.count"] > 0]
@@ -257,7 +269,7 @@ def metric_vs_beta(df, metrics: Sequence[str], x: str = "beta"):
                 ax.set_ylabel(metric_label(col))
                 ax.set_title(metric_label(col) if len(labels) == 1 else f"{metric_label(col)}\ndata: {label}")
                 sns.despine(ax=ax)
-        handles, names = axes[0][0].get_legend_handles_labels()
+        handles, names = cells[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, names, loc="outside lower center", ncol=len(handles), frameon=False)
         seeds = runs.groupby(["data_label", "objective", x], dropna=False).size()

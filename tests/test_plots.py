@@ -72,6 +72,7 @@ def test_rate_distortion_plots_every_run_and_the_bound(df, tmp_path):
 def test_rate_distortion_draws_no_bound_for_gaussian_runs(df):
     gauss = df.copy()
     gauss["likelihood"] = "gaussian"
+    gauss["info.is_bound"] = False
     fig = plots.rate_distortion(gauss)
     assert not fig.findobj(lambda a: str(a.get_gid()).startswith("bound:"))
     assert "no bound" in _texts(fig)
