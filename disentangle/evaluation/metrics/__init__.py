@@ -74,7 +74,8 @@ def _dci_provenance(params: dict) -> dict:
         except PackageNotFoundError:
             lib = {"lightgbm_version": "not installed"}
         return {"classifier": "lightgbm.LGBMClassifier mirroring GradientBoostingClassifier() "
-                              "(100 stages, lr 0.1, depth 3); importance = split gain", **lib}
+                              "(100 stages, lr 0.1, depth 3); importance = squared-gradient "
+                              "decrease per split, as sklearn defines it", **lib}
     return {"classifier": "sklearn.ensemble.GradientBoostingClassifier (installed defaults); "
                           "importance = feature_importances_",
             "sklearn_version": sklearn_version()}
