@@ -384,7 +384,8 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
             grids.append(_to_images(model, model.decode(z)).reshape(len(order), steps, 64, 64))
 
     with _style():
-        fig = _new_figure(1.2 + n_images * (steps + 2.3) * 0.42, 0.8 + len(order) * 0.42)
+        cell = 0.34  # inches per 64x64 image: small multiples stay legible, 3 panels fit a page width
+        fig = _new_figure(1.1 + n_images * (steps + 2.3) * cell, 0.9 + len(order) * cell * 1.05)
         axes = fig.subplots(1, n_images, squeeze=False)[0]
         gap, sep = 6, 0.12  # separators in light grey (0 = background, shown white)
         blank = np.zeros((64, 64))
@@ -406,7 +407,7 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
             ax.set_yticklabels([f"z{int(d)}  KL {kl[d]:.2f}" for d in order] if b == 0 else [])
             x0 = 2 * 64 + gap
             ax.set_xticks([32, 96] + [x0 + 32 + 65 * k for k in range(steps)])
-            ax.set_xticklabels(["input", "recon."] + [f"{v:+.1f}" for v in values], fontsize=6)
+            ax.set_xticklabels(["input", "recon."] + [f"{v:+.1f}".replace("-", "\u2212") for v in values], fontsize=6)
             ax.tick_params(length=0)
             ax.grid(False)
             for spine in ax.spines.values():
@@ -535,8 +536,6 @@ def training(run_dirs: Iterable[str | os.PathLike]):
                 ax.set_yscale("log")
             sns.despine(ax=ax)
         top["kl"].legend(fontsize=7, loc="best")
-        if n == 1:
-            top["loss"].legend(fontsize=7, loc="best")
         for k, (r, log) in enumerate(zip(run_dirs, logs)):
             ax = grid[1 + k // ncols][k % ncols]
             dims = sorted((c for c in log.columns if _is_kl_dim(c)), key=lambda c: int(c.split("_")[-1]))

@@ -184,8 +184,10 @@ def decimals_for(values) -> int:
     import numpy as np
     vals = np.abs(np.asarray(values, dtype=float))
     vals = vals[np.isfinite(vals)]
-    if vals.size == 0 or vals.max() == 0:
+    if vals.size == 0:
         return 3
+    if np.all(vals == np.round(vals)):
+        return 0  # counts (active dimensions, sample sizes) stay integers
     digits = math.floor(math.log10(vals.max())) + 1
     return int(min(3, max(0, 3 - digits)))
 
