@@ -7,7 +7,8 @@ import numpy as np
 
 from disentangle.errors import UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, gather,
-                                                  random_state_int)
+                                                  index_of_columns, random_state_int,
+                                                  sample_factor_columns)
 
 DEFAULTS = {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000}
 
@@ -23,12 +24,13 @@ def _points(codes, ground_truth, num_points: int, batch_size: int, rng: np.rando
     """
     factors = ground_truth.num_factors
     labels = rng.integers(0, factors, size=num_points)
-    classes = ground_truth.sample_classes(num_points * 2 * batch_size, rng)
-    classes = classes.reshape(num_points, 2, batch_size, factors)
+    # factor-major draws of ground_truth.sample_classes(num_points * 2 * batch_size, rng)
+    columns = sample_factor_columns(ground_truth, num_points * 2 * batch_size, rng)
+    columns = columns.reshape(factors, num_points, 2, batch_size)
     rows = np.arange(num_points)
-    classes[rows, 1, :, labels] = classes[rows, 0, :, labels]
-    z = gather(codes, ground_truth.index_of(classes))           # (n, 2, B, D)
-    features = np.abs(z[:, 0] - z[:, 1]).mean(axis=1)
+    columns[labels, rows, 1, :] = columns[labels, rows, 0, :]
+    z = gather(codes, index_of_columns(ground_truth, columns), dtype=None)   # (n, 2, B, D)
+    features = np.abs(z[:, 0] - z[:, 1]).mean(axis=1, dtype=np.float64)
     return features, labels
 
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from disentangle.errors import UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, gather,
+                                                  index_of_columns, sample_factor_columns,
                                                   sample_points)
 
 DEFAULTS = {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000,
@@ -23,12 +24,13 @@ def _votes(codes, ground_truth, num_votes: int, batch_size: int, rng: np.random.
     """
     factors = ground_truth.num_factors
     labels = rng.integers(0, factors, size=num_votes)
-    classes = ground_truth.sample_classes(num_votes * batch_size, rng)
-    classes = classes.reshape(num_votes, batch_size, factors)
+    # factor-major draws of ground_truth.sample_classes(num_votes * batch_size, rng)
+    columns = sample_factor_columns(ground_truth, num_votes * batch_size, rng)
+    columns = columns.reshape(factors, num_votes, batch_size)
     rows = np.arange(num_votes)
-    classes[rows, :, labels] = classes[rows, 0, labels][:, None]
-    z = gather(codes, ground_truth.index_of(classes))            # (n, B, D)
-    ratio = z.var(axis=1, ddof=1)[:, active] / global_var[active]
+    columns[labels, rows, :] = columns[labels, rows, 0][:, None]
+    z = gather(codes, index_of_columns(ground_truth, columns), dtype=None)   # (n, B, D)
+    ratio = z.var(axis=1, ddof=1, dtype=np.float64)[:, active] / global_var[active]
     dims = np.flatnonzero(active)[np.argmin(ratio, axis=1)]
     return labels, dims
 
