@@ -161,12 +161,12 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
     # NaN keys (e.g. gamma of a beta-h run) would silently drop rows in groupby
     grouped = work.groupby(keys, dropna=False, sort=True)
     out = grouped.size().rename("n").reset_index()
+    stats = {}
     for col in columns:
-        stats = grouped[col].agg(["mean", "std", "count"]).reset_index(drop=True)
-        out[f"{col}.mean"] = stats["mean"].to_numpy()
-        out[f"{col}.std"] = stats["std"].to_numpy()
-        out[f"{col}.count"] = stats["count"].to_numpy()
-    return out.reset_index(drop=True)
+        agg = grouped[col].agg(["mean", "std", "count"]).reset_index(drop=True)
+        for stat in ("mean", "std", "count"):
+            stats[f"{col}.{stat}"] = agg[stat].to_numpy()
+    return pd.concat([out, pd.DataFrame(stats, index=out.index)], axis=1)
 
 
 def _varying_settings(df, keys: Sequence[str]) -> list[str]:
