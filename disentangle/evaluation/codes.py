@@ -27,6 +27,7 @@ differ in the last float32 bit (seen here: batch 1 vs 256 differ by 1.5e-8).
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import json
@@ -109,8 +110,13 @@ class BatchEncoder:
 
     def __init__(self, model, device: str = "cpu", batch_size: int | None = None):
         import torch
-        self.model = model
         self.device = torch.device(device)
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            # oneDNN's convolutions run 10-20 % faster on NHWC than on NCHW here; a private
+            # copy, so the caller's model (e.g. the one `info` decodes with) is unchanged
+            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        self.model = model
         self.batch_size = int(batch_size or default_batch_size(device))
         if self.batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
@@ -135,6 +141,8 @@ class BatchEncoder:
                     rows = self._buffer
                 pixels = np.unpackbits(rows, axis=1)                       # (bs, 4096) uint8
                 x = torch.from_numpy(pixels).to(self.device).view(bs, 1, 64, 64).to(torch.float32)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 mu, lv = self.model.encode(x)
                 mean[start:start + m] = mu[:m].float().cpu().numpy()
                 if want_logvar:
