@@ -125,12 +125,13 @@ def data_info(path):
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints (preset's).")
 @click.option("--log-every", type=int, default=None, help="Steps between train_log.csv rows (preset's).")
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the training step.")
-def train_cmd(out, preset, compile_, **options):
+@click.option("--precision", type=click.Choice(["float32", "bf16-mixed"]), default=None,
+              help="float32 (default) or bf16-mixed (~1.7x faster on CPUs with bfloat16 units).")
+def train_cmd(out, preset, **options):
     """Train one beta-VAE run (resumes an interrupted run; a finished one is skipped)."""
     from disentangle.config import TrainConfig
     from disentangle.train import train
-    config = TrainConfig.from_preset(preset, compile=compile_, **options).validate()
+    config = TrainConfig.from_preset(preset, **options).validate()
     train(config, out, progress=True, echo=lambda msg: click.echo(msg, err=True))
 
 

@@ -156,6 +156,10 @@ class Trainer:
         self.device = torch.device(device)
         seeds = np.random.SeedSequence(config.seed).generate_state(3)
         self.model = build_model(config.latent_dim, config.likelihood, int(seeds[0])).to(self.device)
+        # channels_last: oneDNN's (and cuDNN's) faster conv layout, ~1.1x on CPU; the
+        # state dict keeps the same names and values
+        self.model.set_execution(torch.bfloat16 if config.precision == "bf16-mixed" else None,
+                                 channels_last=True)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.batch_seed = int(seeds[1])
         self.noise_generator = torch.Generator(device=self.device)
@@ -306,7 +310,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
             resumed = _load_checkpoint(run_dir, trainer, batches)
             say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
         start = resumed["step"] if resumed else 0
-        runtime = {"device": str(device), "threads": threads, "compile": config.compile}
+        runtime = {"device": str(device), "threads": threads}
         write_status(run_dir, "running", start, runtime=runtime)
         _loop(config, run_dir, trainer, batches, resumed, progress, runtime)
     say(f"{run_dir}: finished ({config.steps} steps)")
@@ -367,7 +371,7 @@ def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedB
                     write_status(run_dir, "running", done, runtime=runtime)
         model_path = run_dir / MODEL_FILE
         with atomic_path(model_path) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, tmp)
+            torch.save({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, tmp)
         write_status(run_dir, "finished", config.steps, runtime=runtime, model_sha256=file_sha256(model_path))
     finally:
         if bar is not None:

@@ -20,7 +20,15 @@ HIDDEN = 256
 _CONV_OUT = CHANNELS * 4 * 4  # 64 px halved four times -> 4x4
 
 
+def _autocast(x: torch.Tensor, dtype: torch.dtype | None):
+    """Mixed precision for the bulk of the network (convolutions and hidden layers);
+    no-op when dtype is None."""
+    return torch.autocast(device_type=x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 class Encoder(nn.Module):
+    """conv x4 -> fc 256 -> fc 256 (``body``), then the linear ``head`` to (mean, logvar)."""
+
     def __init__(self, latent_dim: int):
         super().__init__()
         self.conv = nn.Sequential(
@@ -32,19 +40,26 @@ class Encoder(nn.Module):
         self.fc = nn.Sequential(
             nn.Linear(_CONV_OUT, HIDDEN), nn.ReLU(),
             nn.Linear(HIDDEN, HIDDEN), nn.ReLU(),
-            nn.Linear(HIDDEN, 2 * latent_dim),
         )
+        self.head = nn.Linear(HIDDEN, 2 * latent_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # reshape, not view: the activations may be channels_last
-        return self.fc(self.conv(x).reshape(x.shape[0], _CONV_OUT))
+    def forward(self, x: torch.Tensor, mixed: torch.dtype | None = None) -> torch.Tensor:
+        with _autocast(x, mixed):
+            # reshape, not view: the activations may be channels_last
+            h = self.fc(self.conv(x).reshape(x.shape[0], _CONV_OUT))
+        # the posterior parameters always in float32: a bfloat16 mean would round
+        # away the precision of informative latents
+        return self.head(h.float())
 
 
 class Decoder(nn.Module):
+    """``stem`` fc 256 (float32: reads the precise z), then fc 256 -> fc 512 -> deconv x3
+    (``fc``, ``deconv``), then the last transposed convolution ``head`` to one logit per pixel."""
+
     def __init__(self, latent_dim: int):
         super().__init__()
+        self.stem = nn.Sequential(nn.Linear(latent_dim, HIDDEN), nn.ReLU())
         self.fc = nn.Sequential(
-            nn.Linear(latent_dim, HIDDEN), nn.ReLU(),
             nn.Linear(HIDDEN, HIDDEN), nn.ReLU(),
             nn.Linear(HIDDEN, _CONV_OUT), nn.ReLU(),
         )
@@ -52,11 +67,19 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(CHANNELS, 1, 4, 2, 1),
         )
+        self.head = nn.ConvTranspose2d(CHANNELS, 1, 4, 2, 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconv(self.fc(z).reshape(z.shape[0], CHANNELS, 4, 4))
+    def forward(self, z: torch.Tensor, mixed: torch.dtype | None = None,
+                channels_last: bool = False) -> torch.Tensor:
+        h = self.stem(z)
+        with _autocast(z, mixed):
+            h = self.fc(h).reshape(z.shape[0], CHANNELS, 4, 4)
+            if channels_last:
+                h = h.contiguous(memory_format=torch.channels_last)
+            h = self.deconv(h)
+        # the logits in float32: the loss sums 4,096 of them
+        return self.head(h.float())
 
 
 class BetaVAE(nn.Module):
@@ -70,12 +93,28 @@ class BetaVAE(nn.Module):
         self.encoder = Encoder(self.latent_dim)
         self.decoder = Decoder(self.latent_dim)
 
+        # Execution settings of the training loop (see set_execution); not part of the
+        # weights. Defaults: plain float32, contiguous (NCHW) activations.
+        self.mixed: torch.dtype | None = None
+        self.channels_last = False
+
+    def set_execution(self, mixed: torch.dtype | None = None, channels_last: bool = False) -> "BetaVAE":
+        """Run convolutions and hidden layers in ``mixed`` precision (e.g. torch.bfloat16;
+        the posterior head, decoder stem and output layer stay float32), and keep conv
+        activations and weights channels_last (faster oneDNN kernels on CPU)."""
+        self.mixed = mixed
+        self.channels_last = channels_last
+        self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return self
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        stats = self.encoder(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        stats = self.encoder(x, self.mixed)
         return stats[:, :self.latent_dim], stats[:, self.latent_dim:]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        return self.decoder(z, self.mixed, self.channels_last)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
         """Reparameterised pass: z = mean + exp(logvar / 2) · noise, noise ~ N(0, I)
