@@ -283,5 +283,9 @@ def collect(results_dir: str | os.PathLike):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in ("latent_dim", "steps", "seed", "batch_size", "capacity_steps", "num_images"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    # the order a reader expects: by dataset, then settings, seeds last (not "b16" < "b4")
+    order = ["data_label", "objective", "beta", "gamma", "capacity_max", "latent_dim", "steps", "seed", "run"]
+    df = df.sort_values(order, na_position="last", kind="stable").reset_index(drop=True)
+    df = df.replace({None: np.nan})
     df.attrs["results_dir"] = str(root)
-    return df.reset_index(drop=True).replace({None: np.nan})
+    return df
