@@ -196,6 +196,15 @@ def test_overflowing_rows_fall_back_to_the_exact_pass():
     joint_ref, marg_ref = info.log_aggregate_reference(z, mean, logvar)
     np.testing.assert_allclose(joint, joint_ref, rtol=1e-12)
     np.testing.assert_allclose(marg, marg_ref, rtol=1e-12)
+    # a posterior so wide that every 1-D density is below e^-87: the floor would
+    # dominate the sum, so the row is recomputed exactly too
+    mean, logvar = np.zeros((3, 2), np.float32), np.full((3, 2), 180.0, np.float32)
+    post = info.AggregatePosterior(mean, logvar)
+    z = np.array([[1.0, -2.0]], np.float32)
+    joint, marg = post.log_densities(z, np.array([1]))
+    assert post.fallback_rows == 1
+    np.testing.assert_allclose(marg, -0.5 * (math.log(2 * math.pi) + 180.0) + np.zeros((1, 2)), rtol=1e-9)
+    np.testing.assert_allclose(joint, marg.sum(axis=1), rtol=1e-9)
 
 
 def test_sample_count_reaches_the_standard_error_target():

@@ -71,12 +71,13 @@ DEFAULT_PARAMS = {
     "iq_max_samples": 20000,
     "distortion_images": 10000,
     "active_threshold_nats": ACTIVE_THRESHOLD_NATS,
-    "decode_batch_size": 256,
+    "decode_batch_size": None,   # None: 64 on a CPU (best throughput, measured), 1024 on a GPU
 }
 # Tile of the aggregate-posterior pass: rows (samples) x columns (posteriors). Two float32
 # buffers of 256 x 2048 are 4 MiB, inside L2 + L3; measured best of 128-1024 x 512-4096.
 ROW_TILE = 256
 COL_TILE = 2048
+EXP_FLOOR = -87.0   # float32 exp is normal (>= 1.6e-38) above this
 
 
 def _bits(nats: float) -> float:
@@ -208,7 +209,7 @@ def sample_posterior(mean: np.ndarray, logvar: np.ndarray, indices: np.ndarray,
 
 class AggregatePosterior:
     """q(z) = (1/N) sum_n N(z; mean_n, diag exp(logvar_n)) and its 1-D marginals, held on
-    ``device`` as per-dimension coefficient rows: mean (D, N), -1/(2 var) (D, N) and
+    ``device`` as per-dimension coefficient rows: mean (D, N), 1/(sqrt(2) sigma) (D, N) and
     -(log 2 pi + logvar)/2 (D, N), float32."""
 
     def __init__(self, mean: np.ndarray, logvar: np.ndarray, device="cpu"):
@@ -218,7 +219,7 @@ class AggregatePosterior:
         self.device = torch.device(device)
         as_rows = lambda a: torch.from_numpy(np.ascontiguousarray(a.T, dtype=np.float32)).to(self.device)  # noqa: E731
         self.mu = as_rows(np.asarray(mean, dtype=np.float64))
-        self.neg_half_precision = as_rows(-0.5 * np.exp(-lv))
+        self.inv_sqrt2_sigma = as_rows(np.exp(-0.5 * lv) / math.sqrt(2.0))
         self.const = as_rows(-0.5 * (LOG_2PI + lv))
         self.mean64 = np.asarray(mean, dtype=np.float64)
         self.logvar64 = lv
@@ -251,20 +252,28 @@ class AggregatePosterior:
                     t = tbuf[:rows, :c1 - c0]
                     s = sbuf[:rows, :c1 - c0]
                     for j in range(self.d):
-                        # 1-D log-density of every posterior at every sample, in place
+                        # 1-D log-density of every posterior at every sample, in place:
+                        # c - ((z - mu) / (sqrt 2 sigma))^2, subtracting before scaling
+                        # (no large cancelling terms for narrow posteriors)
                         torch.sub(zt[:, j:j + 1], self.mu[j:j + 1, c0:c1], out=t)
-                        t.square_().mul_(self.neg_half_precision[j:j + 1, c0:c1]).add_(self.const[j:j + 1, c0:c1])
+                        t.mul_(self.inv_sqrt2_sigma[j:j + 1, c0:c1])
+                        torch.addcmul(self.const[j:j + 1, c0:c1], t, t, value=-1.0, out=t)
                         if j == 0:
                             s.copy_(t)
                         else:
                             s.add_(t)
-                        marg_sum[j] += t.exp_().sum(dim=1)
-                    joint_sum += s.sub_(ref).exp_().sum(dim=1)
+                        # exp of arguments below -87 takes a 10-40x slower path (float32
+                        # denormals); such terms are < 1e-38 each, so the floor changes a
+                        # row's sum by < N e^-87 (rows near that floor are redone exactly)
+                        marg_sum[j] += t.clamp_min_(EXP_FLOOR).exp_().sum(dim=1)
+                    joint_sum += s.sub_(ref).clamp_min_(EXP_FLOOR).exp_().sum(dim=1)
                 joint[r0:r1] = (joint_sum.log() + ref_all[r0:r1].double()).cpu().numpy()
                 marg[r0:r1] = marg_sum.log().T.cpu().numpy()
+        # a marginal sum within e^5 of the floor N e^-87 may be floor-dominated
+        floor_hit = (marg < EXP_FLOOR + math.log(self.n) + 5.0).any(axis=1)
         joint -= math.log(self.n)
         marg -= math.log(self.n)
-        bad = ~(np.isfinite(joint) & np.isfinite(marg).all(axis=1))
+        bad = floor_hit | ~(np.isfinite(joint) & np.isfinite(marg).all(axis=1))
         if bad.any():
             # under/overflow in float32: recompute those rows exactly
             self.fallback_rows += int(bad.sum())
@@ -362,7 +371,7 @@ def reconstruction_nll(logits, x, likelihood: str):
 
 
 def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random.Generator,
-               images="all", batch_size: int = 256, likelihood: str | None = None) -> dict:
+               images="all", batch_size: int | None = None, likelihood: str | None = None) -> dict:
     """D = -E_x E_q log p(x|z): one z ~ q(z|x) per image, decoded on the model's device.
 
     ``images``: "all" (every dataset image) or a count drawn uniformly without
@@ -380,6 +389,12 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
         idx = np.arange(n_total) if count >= n_total else np.sort(rng.choice(n_total, size=count, replace=False))
     likelihood = likelihood or getattr(model, "likelihood", "bernoulli")
     device = _model_device(model)
+    batch_size = int(batch_size or (64 if device.type == "cpu" else 1024))
+    if device.type == "cpu" and any(p.dim() == 4 for p in model.parameters()):
+        # the CPU transposed convolutions run ~1.3x faster in channels_last (measured);
+        # a private copy, so the caller's model is untouched
+        import copy
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     nll = np.empty(len(idx), dtype=np.float64)
     with torch.inference_mode():
         for s in range(0, len(idx), batch_size):
@@ -437,7 +452,7 @@ def information_scores(model, codes, data, rng: np.random.Generator, **params) -
 
     t0 = time.perf_counter()
     dist = distortion(model, data, mean, logvar, rng_d, images=p["distortion_images"],
-                      batch_size=int(p["decode_batch_size"]))
+                      batch_size=p["decode_batch_size"])
     seconds["distortion"] = time.perf_counter() - t0
 
     likelihood = dist["likelihood"]
