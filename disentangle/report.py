@@ -39,9 +39,10 @@ LATEX_NAMES = {
     "beta_vae.eval_accuracy": r"$\beta$-VAE score", "factor_vae.eval_accuracy": "FactorVAE score",
     "mig.discrete_mig": "MIG", "dci.disentanglement": "DCI D", "dci.completeness": "DCI C",
     "dci.informativeness_test": "DCI I", "sap.sap_score": "SAP",
-    "info.rate_nats": r"$R$ (nats)", "info.distortion_nats": r"$D$ (nats)",
-    "info.entropy_x_nats": r"$H(X)$ (nats)", "info.i_gen_lower_nats": r"$I_{\mathrm{gen}} \geq$ (nats)",
-    "info.i_q_nats": r"$I_q(X;Z)$ (nats)",
+    # nats: the caption says so once
+    "info.rate_nats": r"$R$", "info.distortion_nats": r"$D$",
+    "info.entropy_x_nats": r"$H(X)$", "info.i_gen_lower_nats": r"$H(X) - D$",
+    "info.i_q_nats": r"$I_q(X;Z)$",
 }
 
 # Columns that identify a group of runs; the ones not grouped by must not vary inside a
@@ -286,9 +287,12 @@ def latex_escape(text: str) -> str:
 
 def _latex_cell(text: str) -> str:
     # "0.41 ± 0.03 (2 of 3)" -> "$0.41 \pm 0.03$ (2 of 3)": the ± lives in math mode
-    m = re.fullmatch(r"(-?[\d.]+) ± (-?[\d.]+)(.*)", text)
-    if m:
-        return f"${m.group(1)} \\pm {m.group(2)}${latex_escape(m.group(3))}"
+    m = re.fullmatch(r"(-?[\d.]+)(?: ± (-?[\d.]+))?(?: \((\d+) of (\d+)\))?", text)
+    if m and (m.group(2) or m.group(3)):
+        cell = m.group(1) + (f" \\pm {m.group(2)}" if m.group(2) else "")
+        # "(2 of 3)" becomes a compact superscript; the caption explains it
+        cell += f"^{{{m.group(3)}/{m.group(4)}}}" if m.group(3) else ""
+        return f"${cell}$"
     return latex_escape(text)
 
 
@@ -319,11 +323,16 @@ def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | N
     return out.to_csv(index=False)
 
 
-def caption_for(df, group_by: Sequence[str] | None) -> str:
+def caption_for(df, group_by: Sequence[str] | None, header: Sequence[str] = (), partial: bool = False) -> str:
     labels = sorted(df["data_label"].dropna().unique()) if "data_label" in df.columns else []
     what = (f"Mean ± standard deviation over seeds, grouped by {', '.join(group_by)}"
             if group_by else "One row per run")
-    return f"{what}; data: {'; '.join(labels) or 'unknown'}."
+    text = f"{what}; data: {'; '.join(labels) or 'unknown'}."
+    if any(str(h).endswith("_nats") for h in header):
+        text += " Information quantities in nats."
+    if partial:
+        text += " A superscript k/n: mean over the k of n runs that have the score."
+    return text
 
 
 def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None = None,
@@ -340,7 +349,13 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
     header, rows = table_cells(df, group_by, metrics)
     if fmt == "markdown":
         return to_markdown(header, rows)
-    return to_latex(header, rows, caption_for(df, group_by))
+    if "data_label" in header and df["data_label"].nunique(dropna=False) == 1:
+        # one dataset: the caption names it; a column repeating it would only widen the table
+        k = header.index("data_label")
+        header = header[:k] + header[k + 1:]
+        rows = [r[:k] + r[k + 1:] for r in rows]
+    partial = any(re.search(r"\(\d+ of \d+\)", c) for r in rows for c in r)
+    return to_latex(header, rows, caption_for(df, group_by, header, partial))
 
 
 def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str | os.PathLike | None = None,

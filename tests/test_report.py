@@ -217,6 +217,7 @@ def test_latex_is_balanced_escaped_and_pm_in_math(df):
     outside_math = re.sub(r"\$[^$]*\$", "", text.split("\n", 1)[1])  # after the "% requires" comment
     assert not re.search(r"(?<!\\)[_%#^~]", outside_math)
     assert text.count("$") % 2 == 0
+    assert r"\caption{" in text and "data: rendered (dsprites-render-1), 1,536 images" in text
     body = text.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == 3
     ncols = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", text).group(1))
@@ -261,3 +262,17 @@ def test_cli_report(tree, tmp_path):
         assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "not found" in res.output
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_compiles_with_booktabs(df, tmp_path):
+    import subprocess
+    (tmp_path / "grouped.tex").write_text(make_report(df, "latex", group_by="objective,beta",
+                                                      metrics=["mig", "info.rate_nats"]))
+    (tmp_path / "runs.tex").write_text(make_report(df, "latex", metrics=["beta_vae"]))
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
+                                      "\\begin{document}\n\\input{grouped}\n\\input{runs}\n\\end{document}\n")
+    res = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").read_bytes()[:5] == b"%PDF-"
