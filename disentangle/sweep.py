@@ -585,7 +585,9 @@ def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
     running: dict[int, tuple] = {}
     outcomes: list[dict] = []
     total = len(jobs)
-    last_progress = time.monotonic()
+    last_progress, last_line = time.monotonic(), ""
+    # a SIGTERM (kill, scancel of a job running the sweep) stops the workers too, as Ctrl-C does
+    previous = _raise_on_sigterm()
     try:
         while pending or running:
             while pending and len(running) < n_jobs:
@@ -611,11 +613,12 @@ def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
                     outcome = _record_death(job, _signal_reason(proc.exitcode))
                 outcomes.append(outcome)
                 echo(_outcome_line(outcome, len(outcomes), total))
-            if not ready or time.monotonic() - last_progress >= progress_every:
-                if running and time.monotonic() - last_progress >= progress_every:
-                    echo(f"  [{len(outcomes)}/{total}] running: "
-                         f"{_running_progress(job for _, _, job in running.values())}")
-                    last_progress = time.monotonic()
+            if running and time.monotonic() - last_progress >= progress_every:
+                # steps advance at checkpoints; repeat an unchanged line only every 10 minutes
+                line = f"  [{len(outcomes)}/{total}] running: {_running_progress(j for _, _, j in running.values())}"
+                if line != last_line or time.monotonic() - last_progress >= 600:
+                    echo(line)
+                    last_line, last_progress = line, time.monotonic()
     except KeyboardInterrupt:
         echo("  interrupted: stopping the workers; run the same command again to resume")
         for proc, _, _ in running.values():
@@ -623,7 +626,20 @@ def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
         for proc, _, _ in running.values():
             proc.join(timeout=30)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return outcomes
+
+
+def _raise_on_sigterm():
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _outcome_line(outcome: dict, k: int, total: int) -> str:
@@ -988,7 +1004,7 @@ def study_status(results_dir: str | os.PathLike) -> list[dict]:
         elif finished:
             row_state = "trained" if missing else "done"
             detail = f"not evaluated: {', '.join(missing)}" if missing else ""
-        elif state == "running":
+        elif state == "running" or (run_dir / CONFIG_FILE).is_file():
             row_state, detail = "interrupted", "resumes on the next sweep"
         else:
             row_state = "not started"
