@@ -179,14 +179,17 @@ def plot():
     reconstructions, training."""
 
 
-def _save(fig, out):
+def _save(fig, out, dpi):
     from disentangle.plots import save_figure
-    for path in save_figure(fig, out):
+    for path in save_figure(fig, out, dpi=dpi):
         click.echo(f"wrote {path}")
 
 
-_out_option = click.option("--out", type=click.Path(dir_okay=False), default=None,
-                           help="Figure path; .png and .pdf are both written (default: DIR/figures/NAME.png).")
+def _out_option(fn):
+    fn = click.option("--dpi", type=click.IntRange(50, 600), default=200, show_default=True,
+                      help="Resolution of the PNG (the PDF is vector).")(fn)
+    return click.option("--out", type=click.Path(dir_okay=False), default=None,
+                        help="Figure path; .png and .pdf are both written (default: DIR/figures/NAME.png).")(fn)
 _device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",
                               show_default=True, help="Where the decoder runs.")
 
@@ -199,13 +202,13 @@ def _device(name: str) -> str:
 @plot.command("rate-distortion")
 @click.argument("results", type=click.Path(file_okay=False))
 @_out_option
-def plot_rate_distortion(results, out):
+def plot_rate_distortion(results, out, dpi):
     """Every run on the rate-distortion plane (nats), coloured by beta, with D = H(X) - R."""
     from disentangle import plots
     from disentangle.results import collect
     with _WarningsToStderr():
         fig = plots.rate_distortion(collect(results))
-    _save(fig, out or plots.default_out(results, "rate_distortion.png"))
+    _save(fig, out or plots.default_out(results, "rate_distortion.png"), dpi)
 
 
 @plot.command("metric-vs-beta")
@@ -215,13 +218,13 @@ def plot_rate_distortion(results, out):
 @click.option("--x", "x", type=click.Choice(["beta", "gamma", "capacity_max"]), default="beta", show_default=True,
               help="Hyperparameter on the (log) x axis; gamma and capacity_max plot the beta-b runs.")
 @_out_option
-def plot_metric_vs_beta(results, metrics, x, out):
+def plot_metric_vs_beta(results, metrics, x, out, dpi):
     """Scores against beta (log axis): mean and ±1 std band over seeds, a line per objective."""
     from disentangle import plots
     from disentangle.results import collect
     with _WarningsToStderr():
         fig = plots.metric_vs_beta(collect(results), list(metrics), x=x)
-    _save(fig, out or plots.default_out(results, f"metric_vs_{x}.png"))
+    _save(fig, out or plots.default_out(results, f"metric_vs_{x}.png"), dpi)
 
 
 @plot.command("traversal")
@@ -235,12 +238,12 @@ def plot_metric_vs_beta(results, metrics, x, out):
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the base images.")
 @_device_option
 @_out_option
-def plot_traversal(run, data, n_images, steps, span, seed, device, out):
+def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
     """Latent traversals of RUN, dimensions sorted by KL, each row labelled with its KL."""
     from disentangle import plots
     fig = plots.traversal(run, plots.run_data(run, data), n_images=n_images, steps=steps, span=span,
                           seed=seed, device=_device(device))
-    _save(fig, out or plots.default_out(run, "traversal.png"))
+    _save(fig, out or plots.default_out(run, "traversal.png"), dpi)
 
 
 @plot.command("reconstructions")
@@ -251,22 +254,22 @@ def plot_traversal(run, data, n_images, steps, span, seed, device, out):
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the images.")
 @_device_option
 @_out_option
-def plot_reconstructions(run, data, n_images, seed, device, out):
+def plot_reconstructions(run, data, n_images, seed, device, out, dpi):
     """Originals over reconstructions of RUN, each labelled with its distortion (nats)."""
     from disentangle import plots
     fig = plots.reconstructions(run, plots.run_data(run, data), n_images=n_images, seed=seed,
                                 device=_device(device))
-    _save(fig, out or plots.default_out(run, "reconstructions.png"))
+    _save(fig, out or plots.default_out(run, "reconstructions.png"), dpi)
 
 
 @plot.command("training")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @_out_option
-def plot_training(runs, out):
+def plot_training(runs, out, dpi):
     """Loss, reconstruction and KL (total and per dimension) against step for RUNS."""
     from disentangle import plots
     fig = plots.training(runs)
-    _save(fig, out or plots.default_training_out(runs))
+    _save(fig, out or plots.default_training_out(runs), dpi)
 
 
 # --------------------------------------------------------------------------- sweep

@@ -77,8 +77,8 @@ def output_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
 
 
-def save_figure(fig, out: str | os.PathLike) -> list[Path]:
-    """Write ``fig`` as PNG and PDF next to each other, atomically; return both paths."""
+def save_figure(fig, out: str | os.PathLike, dpi: int = PNG_DPI) -> list[Path]:
+    """Write ``fig`` as PNG (``dpi``) and PDF next to each other, atomically; return both paths."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -88,7 +88,7 @@ def save_figure(fig, out: str | os.PathLike) -> list[Path]:
         FigureCanvasAgg(fig)
     with matplotlib.rc_context({"pdf.fonttype": 42}):
         with atomic_path(png) as tmp:
-            fig.savefig(tmp, format="png", dpi=PNG_DPI)
+            fig.savefig(tmp, format="png", dpi=dpi)
         with atomic_path(pdf) as tmp:
             fig.savefig(tmp, format="pdf")
     return [png, pdf]

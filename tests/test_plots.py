@@ -190,6 +190,10 @@ def test_cli_plot_commands_write_png_and_pdf(tree, tmp_path):
         assert res.exit_code == 0, (name, res.output)
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == PDF_MAGIC
+    # --dpi sets the PNG's pixel size (the rate-distortion figure is 5.8 in wide for one dataset)
+    res = runner.invoke(main, ["plot", "rate-distortion", str(tree), "--dpi", "60", "--out", str(tmp_path / "small")])
+    assert res.exit_code == 0, res.output
+    assert int.from_bytes((tmp_path / "small.png").read_bytes()[16:20], "big") == round(5.8 * 60)
     # default location: <run>/figures/
     res = runner.invoke(main, ["plot", "training", run])
     assert res.exit_code == 0 and (Path(run) / "figures" / "training.pdf").is_file()
