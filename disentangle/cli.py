@@ -146,10 +146,15 @@ class _WarningsToStderr:
         warnings.simplefilter("always")
         return self
 
+    shown = 5  # a sweep in progress has many unevaluated runs: name a few, count the rest
+
     def __exit__(self, *exc):
         self._ctx.__exit__(*exc)
-        for w in self._caught:
-            click.echo(f"warning: {w.message}", err=True)
+        messages = list(dict.fromkeys(str(w.message) for w in self._caught))
+        for message in messages[:self.shown]:
+            click.echo(f"warning: {message}", err=True)
+        if len(messages) > self.shown:
+            click.echo(f"warning: ... and {len(messages) - self.shown} more like these", err=True)
         return False
 
 
