@@ -133,3 +133,25 @@ def test_bce_matches_plain_formula_used_by_the_benchmark_baseline():
     x = (torch.rand(4, 1, 64, 64, generator=g) > 0.5).float()
     plain = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 4
     assert objectives.reconstruction(logits, x, "bernoulli").item() == pytest.approx(plain.item())
+
+
+def test_execution_settings_keep_the_function_and_the_state_dict():
+    model = build_model(10, "bernoulli", seed=0)
+    names = {k: v.clone() for k, v in model.state_dict().items()}
+    x = (torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(4)) > 0.8).float()
+    noise = torch.randn(8, 10, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref_logits, ref_mean, ref_logvar = model(x, noise)
+        model.set_execution(channels_last=True)
+        logits, mean, logvar = model(x, noise)
+        torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(mean, ref_mean, rtol=1e-4, atol=1e-5)
+        model.set_execution(torch.bfloat16, channels_last=True)
+        logits, mean, logvar = model(x, noise)
+    # float32 where it matters: posterior parameters and logits
+    assert mean.dtype == logvar.dtype == logits.dtype == torch.float32
+    # bfloat16 bulk: close to float32 (8-bit mantissa), far from a different model
+    assert (logits - ref_logits).abs().max().item() < 0.05 * ref_logits.abs().max().item()
+    assert (mean - ref_mean).abs().max().item() < 0.05 * ref_mean.abs().max().item() + 1e-3
+    assert model.state_dict().keys() == names.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in names.items())
