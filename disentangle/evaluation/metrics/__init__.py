@@ -73,9 +73,10 @@ def _dci_provenance(params: dict) -> dict:
             lib = {"lightgbm_version": version("lightgbm")}
         except PackageNotFoundError:
             lib = {"lightgbm_version": "not installed"}
-        return {"classifier": "lightgbm.LGBMClassifier mirroring GradientBoostingClassifier() "
-                              "(100 stages, lr 0.1, depth 3); importance = squared-gradient "
-                              "decrease per split, as sklearn defines it", **lib}
+        return {"classifier": "GradientBoostingClassifier() algorithm (100 stages, lr 0.1, "
+                              "depth 3, friedman_mse splits, exact thresholds, Newton leaves) "
+                              "with LightGBM growing the trees; importance = impurity decrease",
+                **lib}
     return {"classifier": "sklearn.ensemble.GradientBoostingClassifier (installed defaults); "
                           "importance = feature_importances_",
             "sklearn_version": sklearn_version()}
