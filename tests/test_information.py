@@ -268,6 +268,10 @@ def test_gaussian_decoder_reports_no_bound(tiny_data, tmp_path, monkeypatch):
     assert "NOT a bound" in text and "lower bound on I_gen" not in text
     with pytest.raises(UserError, match="unknown parameter"):
         info.information_scores(model, codes, tiny_data, np.random.default_rng(0), samples=3)
+    for bad in ({"distortion_images": "some"}, {"distortion_images": 1}, {"iq_se_target": 0},
+                {"iq_max_samples": 50, "iq_min_samples": 100}, {"decode_batch_size": 0}):
+        with pytest.raises(UserError, match=f"--param info.{next(iter(bad))}"):
+            info.information_scores(model, codes, tiny_data, np.random.default_rng(0), **bad)
 
 
 def test_summary_warns_when_the_sandwich_breaks():

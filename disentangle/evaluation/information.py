@@ -225,11 +225,15 @@ class AggregatePosterior:
         self.logvar64 = lv
         self.fallback_rows = 0
 
-    def log_densities(self, z: np.ndarray, own: np.ndarray, row_tile: int = ROW_TILE,
-                      col_tile: int = COL_TILE) -> tuple[np.ndarray, np.ndarray]:
+    def log_densities(self, z: np.ndarray, own: np.ndarray, row_tile: int | None = None,
+                      col_tile: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(log q(z) (M,), log q_j(z_j) (M, D)), float64, for float32 samples z (M, D)
         drawn from the posteriors of images ``own`` (M,) (the reference term per row)."""
         import torch
+        on_gpu = self.device.type != "cpu"
+        # CPU: tiles that stay in cache; GPU: tiles large enough to hide kernel launches
+        row_tile = int(row_tile or (1024 if on_gpu else ROW_TILE))
+        col_tile = int(col_tile or (32768 if on_gpu else COL_TILE))
         z = np.asarray(z, dtype=np.float32)
         m_total = len(z)
         own_joint = gaussian_log_density(z, self.mean64[own], self.logvar64[own]).sum(axis=1)
@@ -409,6 +413,32 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
 
 
 # =========================================================================== the metric
+def check_params(p: dict) -> dict:
+    """The info parameters, checked (UserError naming ``--param info.KEY``)."""
+    from disentangle.errors import UserError
+
+    def bad(key, want):
+        return UserError(f"--param info.{key}={p[key]!r}: expected {want}")
+
+    def is_int(x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    images = p["distortion_images"]
+    if not (images == "all" or (is_int(images) and images >= 2)):
+        raise bad("distortion_images", "'all' or a count >= 2")
+    for key in ("iq_min_samples", "iq_max_samples"):
+        if not (is_int(p[key]) and p[key] >= 2):
+            raise bad(key, "an integer >= 2")
+    if p["iq_max_samples"] < p["iq_min_samples"]:
+        raise bad("iq_max_samples", f"at least iq_min_samples ({p['iq_min_samples']})")
+    for key, low in (("iq_se_target", 0.0), ("active_threshold_nats", -1e-300)):
+        if isinstance(p[key], bool) or not isinstance(p[key], (int, float)) or not p[key] > low:
+            raise bad(key, "a positive number" if low == 0.0 else "a number >= 0")
+    if p["decode_batch_size"] is not None and not (is_int(p["decode_batch_size"]) and p["decode_batch_size"] >= 1):
+        raise bad("decode_batch_size", "a positive integer")
+    return p
+
+
 def information_scores(model, codes, data, rng: np.random.Generator, **params) -> dict:
     """The ``info`` metric: rate, distortion, H(X), the bounds, I_q, marginal KL, total
     correlation and per-dimension KL of one model (keys in nats with *_bits alongside).
@@ -424,7 +454,7 @@ def information_scores(model, codes, data, rng: np.random.Generator, **params) -
     if unknown:
         raise UserError(f"info metric: unknown parameter(s) {', '.join(unknown)} "
                         f"(known: {', '.join(DEFAULT_PARAMS)})")
-    p = {**DEFAULT_PARAMS, **params}
+    p = check_params({**DEFAULT_PARAMS, **params})
     mean = np.asarray(codes.mean, dtype=np.float32)
     logvar = np.asarray(codes.logvar, dtype=np.float32)
     if mean.shape != logvar.shape or mean.shape[0] != data.num_images:
