@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     import torch
     from disentangle.data.dsprites import load_dsprites
     from disentangle.evaluation.codes import ProtocolCodes, default_batch_size, get_codes, load_run_model
-    from disentangle.evaluation.evaluate import thread_limit
+    from disentangle.evaluation.codes import thread_limit
     from disentangle.evaluation.metrics import get_metric
 
     data = load_dsprites(args.data)

@@ -27,6 +27,7 @@ differ in the last float32 bit (seen here: batch 1 vs 256 differ by 1.5e-8).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import hashlib
@@ -73,6 +74,29 @@ def resolve_device(device: str | None = "cpu") -> str:
     if device != "cpu":
         raise UserError(f"--device {device!r}: expected cpu, cuda or auto")
     return device
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int | None):
+    """Limit torch and the BLAS/OpenMP pools (numpy, sklearn) to ``threads``."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        limiter = threadpool_limits(limits=threads)
+    except ImportError:  # threadpoolctl ships with scikit-learn; without it only torch is limited
+        limiter = contextlib.nullcontext()
+    try:
+        with limiter:
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_batch_size(device: str) -> int:
@@ -283,12 +307,13 @@ def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *
 
 
 def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size: int | None = None,
-              progress: bool = True, model=None) -> Codes:
+              progress: bool = True, model=None, threads: int | None = None) -> Codes:
     """The run's codes table for ``data``: read codes.h5 when it is fresh, else encode
     every image once (batched, no grad, progress bar) and write codes.h5 atomically.
 
-    ``model`` skips loading model.pt when the caller already holds it. A stale table
-    (model.pt or the dataset changed) is always rebuilt, never reused.
+    ``model`` skips loading model.pt when the caller already holds it. ``threads`` limits
+    torch's (and BLAS's) threads while encoding. A stale table (model.pt or the dataset
+    changed) is always rebuilt, never reused.
     """
     run_dir = Path(run_dir)
     model_file = model_path(run_dir)
@@ -299,9 +324,10 @@ def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size:
     model_sha = file_sha256(model_file)
     if model is None:
         model = load_run_model(run_dir, device)
-    t0 = time.perf_counter()
-    mean, logvar, used_batch = encode_dataset(model, data, device, batch_size, progress)
-    seconds = time.perf_counter() - t0
+    with thread_limit(threads):
+        t0 = time.perf_counter()
+        mean, logvar, used_batch = encode_dataset(model, data, device, batch_size, progress)
+        seconds = time.perf_counter() - t0
     # the model file must not have changed under us while we encoded
     if file_sha256(model_file) != model_sha:
         raise UserError(f"{model_file}: changed while encoding; run evaluate again")

@@ -195,29 +195,6 @@ def merge_scores(run_dir: str | os.PathLike, entries: Mapping[str, dict]) -> dic
 
 
 # --------------------------------------------------------------------------- evaluation
-@contextlib.contextmanager
-def thread_limit(threads: int | None):
-    """Limit torch and the BLAS/OpenMP pools (numpy, sklearn) to ``threads``."""
-    if threads is None:
-        yield
-        return
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-        limiter = threadpool_limits(limits=threads)
-    except ImportError:  # threadpoolctl ships with scikit-learn; without it only torch is limited
-        limiter = contextlib.nullcontext()
-    try:
-        with limiter:
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _split_params(metrics: list[str], params: Mapping[str, Mapping] | None) -> dict[str, dict]:
     """Each metric's overrides. Overrides for a known metric that is not being evaluated
     are ignored (one params dict can serve several calls); an unknown name is a typo."""
@@ -253,7 +230,8 @@ def evaluate_run(run_dir: str | os.PathLike, metrics: Iterable[str] = ("all",), 
     device, see codes.py). ``threads``: torch/BLAS threads for the whole evaluation.
     """
     from disentangle.evaluation.codes import (ProtocolCodes, file_sha256, get_codes,
-                                              load_run_model, model_path, resolve_device)
+                                              load_run_model, model_path, resolve_device,
+                                              thread_limit)
     from disentangle.evaluation.metrics import get_metric
     from disentangle.results import package_version
 
@@ -277,18 +255,17 @@ def evaluate_run(run_dir: str | os.PathLike, metrics: Iterable[str] = ("all",), 
 
     results: dict[str, dict] = {}
     with thread_limit(threads):
-        model = None
-        needs_model = protocol_encode or INFO in names
+        # the table path needs no model at all when codes.h5 is fresh
+        model = load_run_model(run_dir, device) if protocol_encode or INFO in names else None
         codes = None
         if not protocol_encode or INFO in names:
-            codes = get_codes(run_dir, dataset, device=device, batch_size=batch_size, progress=progress)
+            codes = get_codes(run_dir, dataset, device=device, batch_size=batch_size, progress=progress,
+                              model=model)
             if codes.built:
                 say(f"{run_dir}: encoded {codes.num_images} images into codes.h5 "
                     f"in {codes.encode_seconds:.1f} s")
             if codes.model_sha256 != model_sha:
                 raise UserError(f"{model_path(run_dir)}: changed during evaluation; run evaluate again")
-        if needs_model:
-            model = load_run_model(run_dir, device)
         protocol_codes = ProtocolCodes(model, dataset, device, batch_size) if protocol_encode else None
         for name in names:
             rng = np.random.default_rng(seed)
