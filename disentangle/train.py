@@ -25,6 +25,8 @@ import datetime as _dt
 import hashlib
 import io
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -233,6 +235,11 @@ def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) ->
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                         f"delete it to restart the run from step 0") from None
+    saved_identity = state.get("config") or {}
+    diff = differing_keys(saved_identity, trainer.config.identity())
+    if diff:
+        raise UserError(f"{path}: belongs to a run with a different configuration "
+                        f"(differing: {', '.join(diff)}); delete it or choose another --out")
     if state["device_type"] != trainer.device.type:
         raise UserError(f"{path}: written on {state['device_type']}, cannot resume exactly on "
                         f"{trainer.device.type}; rerun with --device {state['device_type']}")
@@ -310,7 +317,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
             resumed = _load_checkpoint(run_dir, trainer, batches)
             say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
         start = resumed["step"] if resumed else 0
-        runtime = {"device": str(device), "threads": threads}
+        # pid and host let a sweep tell a live "running" run from one that was killed
+        runtime = {"device": str(device), "threads": threads, "pid": os.getpid(), "host": socket.gethostname()}
         write_status(run_dir, "running", start, runtime=runtime)
         _loop(config, run_dir, trainer, batches, resumed, progress, runtime)
     say(f"{run_dir}: finished ({config.steps} steps)")

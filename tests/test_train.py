@@ -192,6 +192,15 @@ def test_different_configuration_is_refused_naming_the_keys(finished_run, tiny_d
     assert train(small(tiny_data_path, threads=2, checkpoint_every=3, log_every=1), run) == run
 
 
+def test_foreign_checkpoint_is_refused(tmp_path, finished_run, tiny_data_path):
+    import shutil
+    run, _ = finished_run
+    (tmp_path / "x").mkdir()
+    shutil.copy(run / "checkpoint.pt", tmp_path / "x" / "checkpoint.pt")
+    with pytest.raises(UserError, match=r"checkpoint.pt: belongs to a run with a different configuration \(differing: beta\)"):
+        train(small(tiny_data_path, beta=2.0), tmp_path / "x")
+
+
 def test_bad_options_are_one_line_user_errors(tmp_path, tiny_data_path):
     for kw, pattern in (({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"),
                         ({"objective": "beta-z"}, "--objective"),
