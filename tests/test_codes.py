@@ -74,7 +74,7 @@ def test_table_holds_encoder_mean_and_logvar_of_every_image(run_dir, tiny_data):
     assert '"rendered"' in attrs["data_provenance"]
 
 
-def test_fresh_table_is_reused_without_encoding(run_dir, tiny_data, monkeypatch):
+def test_fresh_table_is_reused_without_encoding(run_dir, tiny_data, tiny_data_path, monkeypatch):
     first = get_codes(run_dir, tiny_data, progress=False)
     stamp = (run_dir / "codes.h5").stat().st_mtime_ns
 
@@ -85,6 +85,9 @@ def test_fresh_table_is_reused_without_encoding(run_dir, tiny_data, monkeypatch)
     assert not again.built and codes_state(run_dir, tiny_data) == "fresh"
     np.testing.assert_array_equal(again.mean, first.mean)
     np.testing.assert_array_equal(again.logvar, first.logvar)
+    by_path = get_codes(run_dir, str(tiny_data_path), progress=False)   # a path works too
+    assert not by_path.built
+    np.testing.assert_array_equal(by_path.mean, first.mean)
     assert (run_dir / "codes.h5").stat().st_mtime_ns == stamp
 
 

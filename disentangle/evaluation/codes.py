@@ -308,7 +308,8 @@ def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *
 
 def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size: int | None = None,
               progress: bool = True, model=None, threads: int | None = None) -> Codes:
-    """The run's codes table for ``data``: read codes.h5 when it is fresh, else encode
+    """The run's codes table for ``data`` (a DSpritesData, or a dataset path / None for the
+    dataset rule): read codes.h5 when it is fresh, else encode
     every image once (batched, no grad, progress bar) and write codes.h5 atomically.
 
     ``model`` skips loading model.pt when the caller already holds it. ``threads`` limits
@@ -317,6 +318,9 @@ def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size:
     """
     run_dir = Path(run_dir)
     model_file = model_path(run_dir)
+    if data is None or isinstance(data, (str, os.PathLike)):
+        from disentangle.data.dsprites import load_dsprites
+        data = load_dsprites(data)
     state = codes_state(run_dir, data)
     if state == "fresh":
         return read_codes(run_dir / CODES_FILE)
