@@ -44,11 +44,12 @@ from disentangle.results import CODES_FILE, MODEL_FILE, atomic_path
 
 CODES_FORMAT = "disentangle-codes-1"
 
-# Encoder throughput on this machine's CPU (2 cores, BetaVAE of DESIGN.md) is best at
-# small batches: larger ones fall out of the CPU caches (measured by
-# benchmarks/bench_evaluate.py --batch-sizes; 64 beat 256 and 1024 by 1.3-3x).
+# Encoder throughput on this machine's CPU (BetaVAE of DESIGN.md) is best at small
+# batches: larger ones fall out of the CPU caches. benchmarks/bench_evaluate.py
+# --batch-sizes, 1 thread, busy machine: 32: 1511, 64: 1703, 256: 990, 1024: 922 img/s.
 DEFAULT_CPU_BATCH = 64
-# A GPU is limited by kernel launches at batch 64; a larger batch amortises them.
+# A GPU is limited by kernel launches at batch 64; a larger batch amortises them
+# (not measured here: no GPU on the development machine).
 DEFAULT_CUDA_BATCH = 1024
 
 
