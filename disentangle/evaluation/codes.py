@@ -139,8 +139,13 @@ class BatchEncoder:
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             # oneDNN's convolutions run 10-20 % faster on NHWC than on NCHW here; a private
-            # copy, so the caller's model (e.g. the one `info` decodes with) is unchanged
-            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            # copy, so the caller's model (e.g. the one `info` decodes with) is unchanged.
+            # Codes are always float32 (mixed=None), whatever the model trained in.
+            model = copy.deepcopy(model)
+            if hasattr(model, "set_execution"):
+                model.set_execution(mixed=None, channels_last=True)
+            else:
+                model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.batch_size = int(batch_size or default_batch_size(device))
         if self.batch_size < 1:
