@@ -229,17 +229,26 @@ def test_dci_formulas():
     assert dci_module.completeness(m) == pytest.approx(np.sum(per_factor * m.sum(0) / m.sum()))
 
 
-def test_dci_ideal_vs_noise(gt, ideal, noise):
+def test_dci_ideal_vs_noise(tiny_ground_truth):
+    # the small grid: DCI's cost grows with the number of classes (one tree per class)
+    gt = tiny_ground_truth
+    rng = np.random.default_rng(0)
+    f = normalised_factors(gt)
+    ideal = np.concatenate([f + 0.01 * rng.standard_normal(f.shape), rng.standard_normal(f.shape)], 1)
+    noise = rng.standard_normal((gt.num_images, 10))
     good = run("dci", ideal, gt, **SMALL["dci"])
     bad = run("dci", noise, gt, **SMALL["dci"])
     assert good["disentanglement"] > 0.8 and good["completeness"] > 0.8
-    assert bad["disentanglement"] < 0.3 and bad["informativeness_test"] < 0.3
+    # (test points can repeat training images on a 1,536-image grid, so noise codes are
+    # somewhat predictable; compare with the informative code instead of chance)
+    assert bad["disentanglement"] < 0.3 and bad["informativeness_test"] < good["informativeness_test"] - 0.3
     assert good["informativeness_test"] > 0.6 and good["informativeness_train"] >= good["informativeness_test"] - 0.05
 
 
 def test_dci_backends_agree_on_a_small_grid(tiny_ground_truth):
-    """The fast backend tracks the reference GradientBoostingClassifier (small grid so the
-    reference is quick; benchmarks/bench_dci.py compares them at full size)."""
+    """The fast backend reproduces the reference GradientBoostingClassifier's algorithm
+    (small grid so the reference is quick, with a two-valued factor for the binary path;
+    benchmarks/bench_dci.py compares them at full size)."""
     gt = tiny_ground_truth
     rng = np.random.default_rng(0)
     f = normalised_factors(gt)
@@ -247,10 +256,10 @@ def test_dci_backends_agree_on_a_small_grid(tiny_ground_truth):
                       f[:, 1] + 0.5 * f[:, 0] + 0.3 * rng.standard_normal(len(f)),
                       np.sin(2 * f[:, 2]) + 0.3 * rng.standard_normal(len(f)),
                       rng.standard_normal(len(f)), 0.02 * rng.standard_normal(len(f))], axis=1).astype(np.float32)
-    ref = run("dci", codes, gt, num_train=600, num_test=300, backend="sklearn-gbt")
-    fast = run("dci", codes, gt, num_train=600, num_test=300, backend="lightgbm")
+    ref = run("dci", codes, gt, num_train=300, num_test=300, backend="sklearn-gbt")
+    fast = run("dci", codes, gt, num_train=300, num_test=300, backend="lightgbm")
     for key in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
-        assert fast[key] == pytest.approx(ref[key], abs=0.05), key
+        assert fast[key] == pytest.approx(ref[key], abs=0.02), key    # the issue's target
     with pytest.raises(UserError, match="unknown backend"):
         run("dci", codes, gt, num_train=50, num_test=50, backend="xgb")
 
