@@ -193,8 +193,9 @@ def dci_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int =
     if not columns:
         raise UserError("dci: every factor took a single value in the sample; nothing to score")
     importance = np.stack(columns, axis=1).reshape(dims, len(columns))
-    return {"disentanglement": disentanglement(importance),
-            "completeness": completeness(importance),
+    # max(0, .): the entropies can exceed their base by ~1e-16 in floating point
+    return {"disentanglement": max(0.0, disentanglement(importance)),
+            "completeness": max(0.0, completeness(importance)),
             "informativeness_train": float(np.mean(train_acc)),
             "informativeness_test": float(np.mean(test_acc)),
             "num_factors_scored": float(len(columns)),
