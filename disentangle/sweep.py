@@ -1138,11 +1138,22 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
         for path in figures:
             rel = path.relative_to(results_dir).as_posix()
             pdf = Path(rel).with_suffix(".pdf").as_posix()
-            lines += [f"![{path.stem}]({rel})", f"*{path.stem.replace('_', ' ')}* ([PDF]({pdf}))", ""]
+            lines += [f"![{path.stem}]({rel})", f"*{_caption(path.stem)}* ([PDF]({pdf}))", ""]
         for note in notes:
             lines.append(f"- {note}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _caption(stem: str) -> str:
+    if stem == "rate_distortion":
+        return "Rate–distortion plane: each run's rate R and distortion D (nats), coloured by β."
+    if stem == "metric_vs_beta":
+        return "Disentanglement scores against β: mean ± std over seeds, each seed a dot."
+    if stem.startswith("traversal_"):
+        return (f"Latent traversals of {stem[len('traversal_'):]}: each row one latent dimension "
+                f"swept over ±3 prior standard deviations, sorted by KL.")
+    return stem.replace("_", " ")
 
 
 def _safe(make: Callable[[], str]) -> str:
