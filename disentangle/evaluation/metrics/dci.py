@@ -44,7 +44,11 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int):
     On realistic codes the importances agree with the reference to ~0.005 and the train
     accuracy to ~0.002 (benchmarks/bench_dci.py).
     """
-    import lightgbm
+    try:
+        import lightgbm
+    except ImportError:
+        raise UserError("dci: the lightgbm backend needs the lightgbm package (pip install "
+                        "lightgbm), or use --param dci.backend=sklearn-gbt") from None
     classes, y = np.unique(y_train, return_inverse=True)
     num_classes = classes.size
     trees = 1 if num_classes == 2 else num_classes      # sklearn: one tree per stage if binary
