@@ -444,7 +444,12 @@ def execute_run(job: dict) -> dict:
         if state == "failed" and not job.get("retry_failed"):
             return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
         actions = []
-        if not training_finished(run_dir, status):
+        reason = str((status or {}).get("reason") or "")
+        if state == "failed" and reason.startswith("evaluation failed") and (run_dir / MODEL_FILE).is_file():
+            # training had finished: only the evaluation is retried
+            actions.append("retried evaluation")
+            _write_status(run_dir, "finished", None)
+        elif not training_finished(run_dir, status):
             from disentangle.config import TrainConfig
             from disentangle.train import TrainingDiverged, train
             step = int((status or {}).get("step", 0) or 0)
@@ -464,9 +469,6 @@ def execute_run(job: dict) -> dict:
                 if (run_dir / CONFIG_FILE).is_file() or run_dir.is_dir():
                     _write_status(run_dir, "failed", reason)
                 return finish("failed", actions[0], reason)
-        elif state == "failed":
-            actions.append("retried evaluation")
-            _write_status(run_dir, "finished", None)
         names = metric_names(job["metrics"])
         todo = missing_metrics(run_dir, names)
         if todo:
@@ -481,7 +483,7 @@ def execute_run(job: dict) -> dict:
             except Exception as exc:
                 reason = f"evaluation failed: {_exception_reason(exc)}"
                 _write_status(run_dir, "failed", reason)
-                return finish("failed", "+".join(actions + ["evaluation"]), reason)
+                return finish("failed", ", ".join(actions + ["evaluation"]), reason)
             actions.append(f"evaluated ({', '.join(todo)})")
         return finish("done", ", ".join(actions) or "already done")
     finally:

@@ -292,3 +292,35 @@ def test_two_sweeps_on_one_directory_share_the_work(tmp_path, tiny_data_path):
         assert not sw.is_locked(results / name)
     assert "running elsewhere" in both or "already done" in both
     assert sorted(json.loads((results / "study.json").read_text())["runs"]) == [RUN_B1, RUN_B4]
+
+
+def test_failed_evaluation_is_recorded_and_retried_without_retraining(tmp_path, tiny_data_path):
+    """In-process: a run whose evaluation fails (its dataset file vanished) is failed with
+    the reason; --retry-failed evaluates it again without training it again."""
+    import shutil
+    data = tmp_path / "data.h5"
+    shutil.copy(tiny_data_path, data)
+    run = sw.expand(sw.Study(grid={"beta": [2]}, fixed={"steps": 20, "batch_size": 8, "checkpoint_every": 10}),
+                    data=str(data), threads=1)[0]
+    job = {"name": run.name, "run_dir": str(tmp_path / run.name), "config": run.config, "metrics": ["mig"],
+           "eval_seed": 0, "retry_failed": False}
+    run_dir = Path(job["run_dir"])
+    # train, then take the data away before the evaluation reads it
+    from disentangle.config import TrainConfig
+    from disentangle.train import train
+    train(TrainConfig.from_dict(run.config), run_dir)
+    model_stamp = (run_dir / "model.pt").stat().st_mtime_ns
+    data.rename(tmp_path / "elsewhere.h5")
+    outcome = sw.execute_run(job)
+    assert outcome["result"] == "failed" and outcome["reason"].startswith("evaluation failed:")
+    assert str(data) in outcome["reason"]
+    assert _status(run_dir)["state"] == "failed" and _status(run_dir)["reason"] == outcome["reason"]
+    # not retried unless asked
+    assert sw.execute_run(job)["action"].startswith("not retried")
+    (tmp_path / "elsewhere.h5").rename(data)
+    outcome = sw.execute_run({**job, "retry_failed": True})
+    assert (outcome["result"], outcome["action"]) == ("done", "retried evaluation, evaluated (mig)")
+    assert (run_dir / "model.pt").stat().st_mtime_ns == model_stamp
+    assert _status(run_dir)["state"] == "finished" and _status(run_dir)["reason"] is None
+    assert sw.execute_run(job)["action"] == "already done"
+    assert not sw.is_locked(run_dir)
