@@ -153,7 +153,7 @@ def rate_distortion(df):
                               markeredgecolor="black", label=OBJECTIVE_LABELS.get(o, o)
                               + (f", C_max = {cap_values[0]:g}" if o == "beta-b" and len(cap_values) == 1 else ""))
                        for o in sorted(sub["objective"].dropna().unique())]
-            handles += [h for h in ax.get_legend_handles_labels()[0] if isinstance(h, Line2D)]
+            handles += ax.get_legend_handles_labels()[0]  # the bound line and the shaded region
             ax.legend(handles=handles, loc="upper right", frameon=True)
             sns.despine(ax=ax)
         for name, (sc, ticks) in mappables.items():
@@ -195,8 +195,9 @@ def _draw_rd_bound(ax, runs) -> None:
         line, = ax.plot([0.0, h], [h, 0.0], color="0.25", linestyle="--", linewidth=1.1, zorder=2,
                         label=f"D = H(X) − R, H(X) = {h:.2f} nats")
         line.set_gid(f"bound:{h}")
-        ax.fill_between([0.0, h], [h, 0.0], 0.0, color="0.85", zorder=1, linewidth=0)
-        ax.text(h * 0.04, h * 0.25, "infeasible", fontsize=7, color="0.35", zorder=2)
+        # the legend names the shaded region: a label inside it is unreadable when D >> H(X)
+        ax.fill_between([0.0, h], [h, 0.0], 0.0, color="0.8", zorder=1, linewidth=0,
+                        label="infeasible: D < H(X) − R" if h == h_values[0] else None)
         r_max, d_max = max(r_max, h), max(d_max, h)
     if len(bernoulli) < len(runs):
         ax.text(0.02, 0.02, "Gaussian decoder runs: D is a density; H(X) − R is no bound for them",
@@ -491,6 +492,7 @@ def training(run_dirs: Iterable[str | os.PathLike]):
     target C for beta-b runs), one line per run; then per-dimension KL, one panel per run
     (legend sorted by final KL)."""
     import pandas as pd
+    from matplotlib.ticker import FuncFormatter
 
     from disentangle.results import CONFIG_FILE, data_label, read_json
 
@@ -532,8 +534,10 @@ def training(run_dirs: Iterable[str | os.PathLike]):
             values = pd.concat([lg[col] for lg in logs if col in lg.columns])
             positive = values[values > 0]
             # early losses are orders of magnitude above late ones: log scale keeps both readable
-            if col != "kl" and len(positive) == len(values) and len(values) and positive.max() > 30 * positive.min():
+            if col != "kl" and len(positive) == len(values) and len(values) and positive.max() > 10 * positive.min():
                 ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 200, not 2×10²
+                ax.yaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
             sns.despine(ax=ax)
         top["kl"].legend(fontsize=7, loc="best")
         for k, (r, log) in enumerate(zip(run_dirs, logs)):
@@ -556,6 +560,14 @@ def training(run_dirs: Iterable[str | os.PathLike]):
             grid[1 + k // ncols][k % ncols].set_visible(False)
         fig.suptitle("Training curves · " + _data_caption(labels))
     return fig
+
+
+def _label_2_and_5(value: float, _pos=None) -> str:
+    # minor ticks of a log axis: label 2x and 5x only, the others would overlap
+    if value <= 0:
+        return ""
+    lead = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value:g}" if lead in (2, 5) else ""
 
 
 def _is_kl_dim(column: str) -> bool:
