@@ -199,3 +199,28 @@ def test_cli_plot_commands_write_png_and_pdf(tree, tmp_path):
     assert res.exit_code == 0 and (Path(run) / "figures" / "training.pdf").is_file()
     res = runner.invoke(main, ["plot", "metric-vs-beta", str(tree), "--metric", "nope", "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and "--metric nope" in res.output and "Traceback" not in res.output
+
+
+def test_mixed_data_sources_get_their_own_panels(tree, tmp_path):
+    import shutil
+
+    from disentangle.results import write_json_atomic
+    copy = Path(shutil.copytree(tree, tmp_path / "copy", ignore=shutil.ignore_patterns("*.pt", "codes.h5")))
+    moved = copy / run_name("beta-h", 4.0, 1)
+    cfg = read_json(moved / "config.json")
+    cfg["data"] = {"source": "official", "source_checksum": "md5:x", "content_sha256": "f" * 64,
+                   "num_images": 737_280}
+    write_json_atomic(moved / "config.json", cfg)
+    df = collect(copy)
+    fig = plots.rate_distortion(df)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title().startswith("data: ")}
+    assert set(panels) == {"data: official", "data: rendered (dsprites-render-1), 1,536 images"}
+    official = [c for c in panels["data: official"].collections if str(c.get_gid()).startswith("runs:")]
+    assert len(official) == 1 and len(official[0].get_offsets()) == 1
+    fig = plots.metric_vs_beta(df, ["mig"])
+    means = fig.findobj(lambda a: a.get_gid() == "mean:beta-h")
+    assert len(means) == 2  # one line per dataset, never one line through both
+    by_title = {ln.axes.get_title(): ln for ln in means}
+    official_line = next(ln for t, ln in by_title.items() if "official" in t)
+    assert list(official_line.get_xdata()) == [4.0]
+    assert official_line.get_ydata()[0] == df.loc[df["run"] == moved.name, "mig.discrete_mig"].item()
