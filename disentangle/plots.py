@@ -526,15 +526,16 @@ def training(run_dirs: Iterable[str | os.PathLike]):
         titles = {"loss": ("training loss", "loss (nats per image)"),
                   "reconstruction": ("reconstruction", "−log p(x|z) (nats per image)"),
                   "kl": ("KL(q(z|x) ‖ p(z)), total", "KL (nats per image)")}
+        # early losses are an order of magnitude above late ones: a log scale keeps both
+        # readable; loss and reconstruction share the choice so the panels compare
+        values = pd.concat([lg[c] for lg in logs for c in ("loss", "reconstruction") if c in lg.columns])
+        log_scale = bool(len(values)) and bool((values > 0).all()) and values.max() > 10 * values.min()
         for col, ax in top.items():
             title, ylabel = titles[col]
             ax.set_title(title)
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
-            values = pd.concat([lg[col] for lg in logs if col in lg.columns])
-            positive = values[values > 0]
-            # early losses are orders of magnitude above late ones: log scale keeps both readable
-            if col != "kl" and len(positive) == len(values) and len(values) and positive.max() > 10 * positive.min():
+            if col != "kl" and log_scale:
                 ax.set_yscale("log")
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 200, not 2×10²
                 ax.yaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
