@@ -360,7 +360,8 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
     dimension is set to ``steps`` values evenly spaced over [−span, span] (prior standard
     deviations) while the others keep the image's posterior mean; rows are dimensions
     sorted by their KL (most informative first) and labelled with it. One panel per base
-    image, the base image and its reconstruction at the left."""
+    image, the base image and its reconstruction at the left. ``fig.traversal_info``
+    holds what was drawn: dimension order, KL per dimension, image indices, sweep values."""
     import torch
 
     data = data if data is not None else run_data(run_dir)
@@ -425,7 +426,8 @@ def reconstructions(run_dir: str | os.PathLike, data=None, n_images: int = 10, s
                     device: str = "cpu"):
     """Originals (top row) over reconstructions from the posterior mean (bottom row), for
     ``n_images`` images drawn with ``seed``; each reconstruction is labelled with its
-    distortion −log p(x|z) (nats, Bernoulli) or squared error (Gaussian)."""
+    distortion −log p(x|z) (nats, Bernoulli) or squared error (Gaussian).
+    ``fig.reconstruction_info`` holds the image indices and their distortions."""
     import torch
     import torch.nn.functional as F
 
