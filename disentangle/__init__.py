@@ -5,3 +5,9 @@ Heavy modules (torch, sklearn, seaborn) are imported lazily by the functions tha
 them, so ``import disentangle`` is cheap and works without them.
 """
 __version__ = "0.1.0"
+
+
+def collect(results_dir):
+    """One row per run under ``results_dir``: configuration and every score (pandas)."""
+    from disentangle.results import collect as _collect
+    return _collect(results_dir)
