@@ -220,7 +220,7 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
     """Every combination of the grid as a validated run configuration, named by its
     settings. Order: seed outermost (a study that stops early has covered its other
     axes for the first seeds), then the axes in NAME_ORDER."""
-    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys  # noqa: F401
+    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in list(study.grid) + list(study.fixed):
         if key not in known:
