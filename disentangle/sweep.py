@@ -713,8 +713,10 @@ def squeue_states(job_ids: Iterable[str]) -> dict[str, str] | None:
     """{array task id ('123_4') or job id: state (PENDING, RUNNING, ...)} for the jobs
     still known to the controller; None when squeue cannot be asked."""
     ids = sorted({str(j).split("_")[0] for j in job_ids})
-    if not ids or shutil.which("squeue") is None:
-        return None if not ids else None
+    if not ids:
+        return {}
+    if shutil.which("squeue") is None:
+        return None
     try:
         proc = subprocess.run(["squeue", "--noheader", "--array", "--format=%i %T", f"--jobs={','.join(ids)}"],
                               capture_output=True, text=True, timeout=30)
