@@ -166,27 +166,21 @@ class Trainer:
         self.batch_seed = int(seeds[1])
         self.noise_generator = torch.Generator(device=self.device)
         self.noise_generator.manual_seed(int(seeds[2]))
-        self._step_fn = self._eager_step
 
-    def _eager_step(self, x, noise, cap):
+    def step(self, x, cap: float):
+        """One Adam update on batch x (capacity ``cap`` for beta-b); returns the detached
+        stats vector [loss, reconstruction, kl, kl_0, ..., kl_{D-1}]."""
+        import torch
         from disentangle.models.objectives import vae_loss
         c = self.config
+        noise = torch.randn((x.shape[0], c.latent_dim), generator=self.noise_generator, device=self.device)
         logits, mean, logvar = self.model(x, noise)
         loss, recon, kl, kl_dims = vae_loss(logits, x, mean, logvar, c.likelihood, c.objective,
                                             c.beta, c.gamma, cap)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        import torch
-        return torch.cat([torch.stack([loss.detach(), recon.detach(), kl.detach()]), kl_dims.detach()])
-
-    def step(self, x, cap: float):
-        """One Adam update on batch x; returns the detached stats vector
-        [loss, reconstruction, kl, kl_0, ..., kl_{D-1}]."""
-        import torch
-        noise = torch.randn((x.shape[0], self.config.latent_dim), generator=self.noise_generator,
-                            device=self.device)
-        return self._step_fn(x, noise, cap)
+        return torch.cat([torch.stack([loss, recon, kl]), kl_dims]).detach()
 
 
 # --------------------------------------------------------------------------- checkpoints
