@@ -392,6 +392,12 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
                             protocol_encode=protocol_encode, params=params, threads=threads,
                             echo=echo_stderr)
     click.echo(score_table(results))
+    # the info metric's sandwich H(X) - D <= I_q <= R, per run, with its warnings
+    for run, entries in results.items():
+        if "info" in entries:
+            from disentangle.evaluation.information import format_summary
+            click.echo(f"\n{run}: information (nats / bits)")
+            click.echo(format_summary(entries["info"]["values"]))
 
 
 if __name__ == "__main__":
