@@ -154,7 +154,7 @@ def rate_distortion(df):
                               + (f", C_max = {cap_values[0]:g}" if o == "beta-b" and len(cap_values) == 1 else ""))
                        for o in sorted(sub["objective"].dropna().unique())]
             handles += ax.get_legend_handles_labels()[0]  # the bound line and the shaded region
-            ax.legend(handles=handles, loc="upper right", frameon=True)
+            ax.legend(handles=handles, loc="best", frameon=True)
             sns.despine(ax=ax)
         for name, (sc, ticks) in mappables.items():
             cbar = fig.colorbar(sc, ax=list(axes), pad=0.01, fraction=0.05)
