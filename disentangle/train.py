@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
-import hashlib
 import io
 import math
 import os
@@ -36,7 +35,7 @@ import numpy as np
 from disentangle.config import TrainConfig, differing_keys
 from disentangle.errors import UserError
 from disentangle.results import (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, STATUS_FILE, TRAIN_LOG_FILE,
-                                 atomic_path, environment_info, read_json, write_json_atomic,
+                                 atomic_path, environment_info, file_sha256, read_json, write_json_atomic,
                                  write_text_atomic)
 
 CHECKPOINT_FORMAT = "disentangle-checkpoint-1"
@@ -69,14 +68,6 @@ def read_status(run_dir: str | Path) -> dict | None:
 def is_finished(run_dir: str | Path) -> bool:
     status = read_status(run_dir)
     return bool(status and status.get("state") == "finished" and (Path(run_dir) / MODEL_FILE).is_file())
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_device(name: str):

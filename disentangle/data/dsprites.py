@@ -38,7 +38,7 @@ from disentangle.data.ground_truth import DSPRITES_FACTOR_NAMES, GroundTruth
 from disentangle.data.render import (IMAGE_SIZE, PACKED_ROW_BYTES, RENDERER_VERSION, pack_images,
                                      render_packed, unpack_images)
 from disentangle.errors import UserError
-from disentangle.results import atomic_path
+from disentangle.results import atomic_path, file_digest
 
 FILE_FORMAT = "disentangle-dsprites-1"
 OFFICIAL_NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
@@ -193,14 +193,6 @@ def render_dataset(out: str | os.PathLike = DEFAULT_RENDERED_PATH,
 
 
 # --------------------------------------------------------------------------- official file
-def file_md5(path: str | os.PathLike) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(url: str, out: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None,
              timeout: float = 60.0) -> Path:
     """Download ``url`` to ``out`` atomically; a short or failed transfer leaves nothing."""
@@ -352,7 +344,7 @@ def fetch_official(out: str | os.PathLike = DEFAULT_OFFICIAL_PATH, url: str = OF
     npz = out.with_name(out.name + ".download.npz")
     download(url, npz, progress=download_progress)
     try:
-        digest = file_md5(npz)
+        digest = file_digest(npz, "md5")
         if digest != md5.lower():
             raise DataError(f"{url}: checksum mismatch (md5 {digest}, expected {md5}); "
                             f"nothing was written")

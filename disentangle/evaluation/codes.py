@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as _dt
-import hashlib
 import json
 import os
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.results import CODES_FILE, MODEL_FILE, atomic_path
+from disentangle.results import CODES_FILE, MODEL_FILE, atomic_path, file_sha256
 
 CODES_FORMAT = "disentangle-codes-1"
 
@@ -54,14 +53,6 @@ DEFAULT_CUDA_BATCH = 1024
 
 
 # --------------------------------------------------------------------------- helpers
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_device(device: str | None = "cpu") -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without one is a UserError."""
     import torch
