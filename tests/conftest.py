@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,25 @@ def real_frames():
         pytest.skip(f"real dSprites frames not found at {REAL_FRAMES} (../shared/dsprites_real is absent)")
     with np.load(REAL_FRAMES) as d:
         return {k: d[k] for k in d.files}
+
+
+TINY_RUN_LATENT_DIM = 6
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory, tiny_data_path) -> Path:
+    """A finished tiny run (20 steps of batch 16, 6 latents, on the tiny dataset), trained
+    once per test session; tests that change its files use ``run_dir`` instead."""
+    from disentangle.config import TrainConfig
+    from disentangle.train import train
+    config = TrainConfig(beta=4.0, steps=20, batch_size=16, seed=0, data=str(tiny_data_path), device="cpu",
+                         threads=1, log_every=10, checkpoint_every=20, latent_dim=TINY_RUN_LATENT_DIM)
+    return train(config, tmp_path_factory.mktemp("eval-runs") / "run-b4-s0")
+
+
+@pytest.fixture
+def run_dir(tiny_trained_run, tmp_path) -> Path:
+    """A private copy of the tiny trained run, without codes table or scores."""
+    dst = tmp_path / "runs" / "run-a"
+    shutil.copytree(tiny_trained_run, dst, ignore=shutil.ignore_patterns("codes.h5", "scores.json"))
+    return dst

@@ -2,8 +2,6 @@
 table is reused and when it is rebuilt, and bit-exact agreement of the two paths."""
 from __future__ import annotations
 
-import functools
-import shutil
 from pathlib import Path
 
 import h5py
@@ -11,37 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from disentangle.config import TrainConfig
 from disentangle.errors import UserError
 from disentangle.evaluation.codes import (CODES_FORMAT, BatchEncoder, ProtocolCodes, codes_state,
                                           file_sha256, get_codes, load_run_model, resolve_device)
 from disentangle.results import read_json, write_json_atomic
 
-LATENT_DIM = 6
-
-
-@functools.lru_cache(maxsize=None)
-def trained_run(base: Path, data_path: Path) -> Path:
-    """A finished tiny run (20 steps of batch 16 on the tiny dataset), trained once per
-    test session and shared with tests/test_evaluate.py."""
-    from disentangle.train import train
-    config = TrainConfig(beta=4.0, steps=20, batch_size=16, seed=0, data=str(data_path), device="cpu",
-                         threads=1, log_every=10, checkpoint_every=20, latent_dim=LATENT_DIM)
-    return train(config, base / "run-b4-s0")
-
-
-@pytest.fixture(scope="session")
-def run_base(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("eval-runs")
-
-
-@pytest.fixture
-def run_dir(run_base, tiny_data_path, tmp_path) -> Path:
-    """A private copy of the trained run (tests may change its files)."""
-    src = trained_run(run_base, tiny_data_path)
-    dst = tmp_path / "run"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("codes.h5", "scores.json"))
-    return dst
+from conftest import TINY_RUN_LATENT_DIM as LATENT_DIM  # the run_dir fixture's model
 
 
 def encode_direct(model, images: np.ndarray):

@@ -16,7 +16,6 @@ from disentangle.evaluation.evaluate import (ALL_METRICS, evaluate_run, metric_n
                                              read_scores)
 from disentangle.evaluation.metrics import METRICS, get_metric
 from disentangle.results import read_json
-from test_codes import trained_run  # the session's one trained tiny run
 
 FIVE = ("beta_vae", "factor_vae", "mig", "dci", "sap")
 # Small sample counts: the protocol's defaults take minutes; these take a second.
@@ -44,19 +43,6 @@ def has_info() -> bool:
         return True
     except ImportError:
         return False
-
-
-@pytest.fixture(scope="session")
-def run_base(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("eval-runs")
-
-
-@pytest.fixture
-def run_dir(run_base, tiny_data_path, tmp_path) -> Path:
-    src = trained_run(run_base, tiny_data_path)
-    dst = tmp_path / "runs" / "run-a"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("codes.h5", "scores.json"))
-    return dst
 
 
 def test_every_metric_from_the_table_equals_the_protocol_encode(run_dir, tiny_data):
