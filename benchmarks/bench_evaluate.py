@@ -126,8 +126,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
     from disentangle.data.dsprites import load_dsprites
-    from disentangle.evaluation.codes import default_batch_size, get_codes, load_run_model
-    from disentangle.evaluation.codes import thread_limit
+    from disentangle.devices import thread_limit
+    from disentangle.evaluation.codes import default_batch_size, get_codes
+    from disentangle.rundir import load_model
     from disentangle.evaluation.metrics import get_metric
 
     data = load_dsprites(args.data)
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
         run = Path(args.run) if args.run else trained_run(args.data, args.train_steps, args.threads)
         print(f"run {run}, data {data.path} ({data.source_label}, {data.num_images} images), "
               f"{torch.get_num_threads()} torch thread(s), seed {args.seed}", flush=True)
-        model = load_run_model(run, "cpu")
+        model, _config = load_model(run, "cpu")
         if args.batch_sizes:
             batch_size_sweep(model, data, [int(s) for s in args.batch_sizes.split(",")])
 

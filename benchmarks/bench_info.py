@@ -49,7 +49,7 @@ def _load(run: Path, random_init: bool):
         model = BetaVAE(10, "bernoulli")
         model.load_state_dict(torch.load(run / "model.pt", weights_only=True))
         return model.eval()
-    from disentangle.train import load_model
+    from disentangle.rundir import load_model
     return load_model(run)[0].eval()
 
 

@@ -10,7 +10,22 @@ import sys
 import click
 
 from disentangle import __version__
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
+
+
+def flag_of(parameter: str) -> str:
+    """The command-line flag of a library parameter: 'threads_per_job' -> '--threads-per-job';
+    a metric's protocol parameter 'mig.num_train' -> '--param mig.num_train'."""
+    if "." in parameter:
+        return f"--param {parameter}"
+    return "--" + parameter.replace("_", "-")
+
+
+def user_message(exc: UserError) -> str:
+    """The one line the CLI prints for ``exc``, parameters shown as their flags."""
+    if isinstance(exc, ParameterError):
+        return exc.message_for(flag_of(exc.parameter))
+    return str(exc)
 
 
 class _Group(click.Group):
@@ -20,7 +35,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(user_message(exc)) from None
 
 
 def _progress_bar(total: int, desc: str, unit: str = "img"):
@@ -200,8 +215,8 @@ _device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cud
 
 
 def _device(name: str) -> str:
-    from disentangle.train import resolve_device
-    return str(resolve_device(name))
+    from disentangle.devices import resolve_device
+    return resolve_device(name)
 
 
 @plot.command("rate-distortion")

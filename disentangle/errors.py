@@ -1,7 +1,33 @@
-"""The one exception type for problems a user can fix (bad option, missing or corrupt
-file, refused overwrite). The CLI prints its message as a single line and exits 1;
-anything else is a bug and keeps its traceback."""
+"""Errors for problems a user can fix (bad option, missing or corrupt file, refused
+overwrite). The CLI prints their message as a single line and exits 1; anything else is
+a bug and keeps its traceback.
+
+Library code never names command-line flags: a bad value of a parameter raises
+:class:`ParameterError` naming the *parameter* (``seed``, ``device``, ``mig.num_train``),
+and the CLI turns the name into its flag (``--seed``, ``--param mig.num_train``) when it
+prints the message (:func:`disentangle.cli.user_message`).
+"""
+from __future__ import annotations
+
+_NO_VALUE = object()
 
 
 class UserError(Exception):
     """A problem the user can fix; the message is one line naming the file or option."""
+
+
+class ParameterError(UserError, ValueError):
+    """A bad value of one named parameter (a ValueError too: it is one).
+
+    ``str(error)`` is ``"<parameter>[ <value>]: <message>"``; :meth:`message_for` gives
+    the same line with the parameter shown under another name (the CLI's flag)."""
+
+    def __init__(self, parameter: str, message: str, value=_NO_VALUE):
+        self.parameter = str(parameter)
+        self.message = str(message)
+        self.value = value
+        super().__init__(self.message_for(self.parameter))
+
+    def message_for(self, shown_name: str) -> str:
+        value = "" if self.value is _NO_VALUE else f" {self.value}"
+        return f"{shown_name}{value}: {self.message}"

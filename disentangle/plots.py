@@ -282,36 +282,12 @@ def metric_vs_beta(df, metrics: Sequence[str], x: str = "beta"):
 
 # --------------------------------------------------------------------------- runs: model, data
 def run_data(run_dir: str | os.PathLike, data_path: str | os.PathLike | None = None):
-    """The dataset a run was trained on: ``data_path`` if given, else the path the run
-    recorded, else the dataset rule; refused (UserError) when its content checksum is not
-    the one the run recorded, so figures never show a model on data it was not trained on."""
-    from disentangle.data.dsprites import DSpritesData, load_dsprites
-    from disentangle.results import CONFIG_FILE, read_json
-
-    run_dir = Path(run_dir)
-    try:
-        provenance = read_json(run_dir / CONFIG_FILE).get("data") or {}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{run_dir / CONFIG_FILE}: cannot read the run's configuration ({exc})") from None
-    recorded = provenance.get("path")
-    if data_path is not None:
-        data = DSpritesData(data_path)
-    elif recorded and Path(recorded).is_file():
-        data = DSpritesData(recorded)
-    else:
-        data = load_dsprites(None)
-    want = provenance.get("content_sha256")
-    have = data.provenance.get("content_sha256")
-    if want and have != want:
-        raise UserError(f"{data.path}: not the dataset run {run_dir} was trained on "
-                        f"(content sha256 {str(have)[:12]}…, run recorded {str(want)[:12]}…); pass --data")
-    return data
-
-
-def _load_model(run_dir, device: str):
-    from disentangle.train import load_model
-    model, config = load_model(run_dir, device=device)
-    return model, config
+    """The dataset to draw a run on: :meth:`RunDir.dataset` (the rule evaluate uses:
+    ``data_path`` if given, else the file the run recorded, else the dataset rule),
+    refused (UserError) when its content checksum is not the one the run recorded, so
+    figures never show a model on data it was not trained on."""
+    from disentangle.rundir import RunDir
+    return RunDir(run_dir).require_dir().dataset(data_path, require_training_data=True)
 
 
 def _to_images(model, logits):
@@ -327,11 +303,11 @@ def kl_per_dimension(run_dir, model, data, device: str = "cpu", rng: np.random.G
     else from a random sample of ``KL_SAMPLE_IMAGES`` images encoded here."""
     import torch
 
-    from disentangle.results import CODES_FILE
-    run_dir = Path(run_dir)
-    if (run_dir / CODES_FILE).is_file():
+    from disentangle.rundir import RunDir
+    run = RunDir.of(run_dir)
+    if run.codes_path.is_file():
         from disentangle.evaluation.codes import get_codes
-        codes = get_codes(run_dir, data, device=device, progress=False, model=model)
+        codes = get_codes(run, data, device=device, progress=False, model=model)
         mean, logvar = np.asarray(codes.mean, dtype=np.float64), np.asarray(codes.logvar, dtype=np.float64)
     else:
         rng = rng or np.random.default_rng(0)
@@ -364,10 +340,12 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
     holds what was drawn: dimension order, KL per dimension, image indices, sweep values."""
     import torch
 
-    data = data if data is not None else run_data(run_dir)
-    model, _ = _load_model(run_dir, device)
+    from disentangle.rundir import RunDir
+    run = RunDir.of(run_dir).require_dir()   # opened once: config read and model hashed once
+    data = data if data is not None else run.dataset(require_training_data=True)
+    model, _ = run.load_model(device)
     rng = np.random.default_rng(seed)
-    kl, kl_images = kl_per_dimension(run_dir, model, data, device=device, rng=np.random.default_rng(seed + 1))
+    kl, kl_images = kl_per_dimension(run, model, data, device=device, rng=np.random.default_rng(seed + 1))
     order = np.argsort(-kl, kind="stable")
     if max_dims is not None:
         order = order[:max_dims]
@@ -431,8 +409,10 @@ def reconstructions(run_dir: str | os.PathLike, data=None, n_images: int = 10, s
     import torch
     import torch.nn.functional as F
 
-    data = data if data is not None else run_data(run_dir)
-    model, config = _load_model(run_dir, device)
+    from disentangle.rundir import RunDir
+    run = RunDir.of(run_dir).require_dir()
+    data = data if data is not None else run.dataset(require_training_data=True)
+    model, config = run.load_model(device)
     likelihood = getattr(model, "likelihood", None) or config.get("likelihood", "bernoulli")
     idx = np.sort(np.random.default_rng(seed).choice(data.num_images, size=n_images, replace=False))
     originals = data.images(idx).astype(np.float32)
@@ -476,8 +456,8 @@ def reconstructions(run_dir: str | os.PathLike, data=None, n_images: int = 10, s
 def read_train_log(run_dir: str | os.PathLike):
     import pandas as pd
 
-    from disentangle.results import TRAIN_LOG_FILE
-    path = Path(run_dir) / TRAIN_LOG_FILE
+    from disentangle.rundir import RunDir
+    path = RunDir(run_dir).train_log_path
     try:
         log = pd.read_csv(path)
     except FileNotFoundError:
@@ -496,7 +476,8 @@ def training(run_dirs: Iterable[str | os.PathLike]):
     import pandas as pd
     from matplotlib.ticker import FuncFormatter
 
-    from disentangle.results import CONFIG_FILE, data_label, read_json
+    from disentangle.results import data_label
+    from disentangle.rundir import RunDir
 
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:
@@ -505,8 +486,8 @@ def training(run_dirs: Iterable[str | os.PathLike]):
     for r in run_dirs:
         logs.append(read_train_log(r))
         try:
-            labels.append(data_label(read_json(r / CONFIG_FILE).get("data")))
-        except (OSError, ValueError):
+            labels.append(data_label(RunDir(r).training_data()))
+        except UserError:
             labels.append("unknown")
     n = len(run_dirs)
     ncols = 3

@@ -1,4 +1,4 @@
-"""Run-directory layout and atomic file writes.
+"""Run-directory file names, atomic file writes, and the results table.
 
 Every file the toolkit writes goes through :func:`atomic_path` (or a helper built on
 it): the content is written to a temporary name in the same directory and renamed over
@@ -12,6 +12,7 @@ Run directory (``results/<run>/``)::
     train_log.csv    per-step log
     codes.h5         encoder mean / log-variance of every dataset image
     scores.json      one entry per metric
+    status.json      state of training (see disentangle.rundir, which owns these files)
 """
 from __future__ import annotations
 
@@ -204,13 +205,14 @@ def score_columns(scores: dict) -> dict:
 def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
     row: dict[str, Any] = {"run": run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name,
                            "path": str(run_dir)}
+    from disentangle.errors import UserError
+    from disentangle.rundir import RunDir
+    run = RunDir(run_dir)
     problems = []
     try:
-        cfg_file = read_json(run_dir / CONFIG_FILE)
-        if not isinstance(cfg_file, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        problems.append(f"{run_dir / CONFIG_FILE}: unreadable ({exc})")
+        cfg_file = run.saved()
+    except UserError as exc:
+        problems.append(str(exc))
         cfg_file = {}
     config = cfg_file.get("config") or {}
     provenance = cfg_file.get("data") or {}
@@ -223,25 +225,18 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
     row["num_images"] = provenance.get("num_images")
     row["package_version"] = package.get("disentangle") if isinstance(package, dict) else None
 
-    try:
-        status = read_json(run_dir / STATUS_FILE)
-        row["status"] = status.get("state", "unknown") if isinstance(status, dict) else "unknown"
-    except FileNotFoundError:
-        row["status"] = "unknown"
-    except (OSError, ValueError):
-        row["status"] = "unknown"
-        problems.append(f"{run_dir / STATUS_FILE}: unreadable")
+    status = run.status() or {}
+    row["status"] = status.get("state", "unknown")
+    if status.get("unreadable"):
+        problems.append(status["reason"])
 
-    scores_path = run_dir / SCORES_FILE
-    try:
-        scores = read_json(scores_path)
-        if not isinstance(scores, dict):
-            raise ValueError("not a JSON object")
-        row.update(score_columns(scores))
-    except FileNotFoundError:
-        problems.append(f"{scores_path}: missing (run not evaluated yet?)")
-    except (OSError, ValueError) as exc:
-        problems.append(f"{scores_path}: unreadable ({exc})")
+    if not run.scores_path.is_file():
+        problems.append(f"{run.scores_path}: missing (run not evaluated yet?)")
+    else:
+        try:
+            row.update(score_columns(run.read_scores()))
+        except UserError as exc:
+            problems.append(str(exc))
     return row, problems
 
 

@@ -43,9 +43,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from disentangle.errors import UserError
-from disentangle.results import (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, SCORES_FILE, STATUS_FILE,
-                                 read_json, write_json_atomic, write_text_atomic)
+from disentangle.devices import resolve_device, set_thread_env
+from disentangle.errors import ParameterError, UserError
+from disentangle.results import CONFIG_FILE, read_json, write_json_atomic, write_text_atomic
+from disentangle.rundir import RunDir
 
 STUDY_FILE = "study.json"
 SLURM_JOBS_FILE = "slurm_jobs.json"
@@ -367,11 +368,6 @@ def _read_json_or_none(path: Path):
         return None
 
 
-def read_status(run_dir: str | os.PathLike) -> dict | None:
-    status = _read_json_or_none(Path(run_dir) / STATUS_FILE)
-    return status if isinstance(status, dict) else None
-
-
 def metric_names(metrics: Sequence[str]) -> list[str]:
     """The metric names a selection stands for ('all' = every registered metric)."""
     from disentangle.evaluation.evaluate import metric_names as expand_metrics
@@ -379,23 +375,15 @@ def metric_names(metrics: Sequence[str]) -> list[str]:
 
 
 def missing_metrics(run_dir: str | os.PathLike, names: Sequence[str]) -> list[str]:
-    scores = _read_json_or_none(Path(run_dir) / SCORES_FILE)
-    scores = scores if isinstance(scores, dict) else {}
+    """The metrics of ``names`` the run's scores.json lacks (all of them when it is
+    unreadable: the evaluation then says why, and the run is marked failed)."""
+    try:
+        scores = RunDir(run_dir).read_scores()
+    except UserError:
+        scores = {}
     return [m for m in names if m not in scores]
 
 
-def training_finished(run_dir: str | os.PathLike, status: dict | None = None) -> bool:
-    status = read_status(run_dir) if status is None else status
-    return bool(status and status.get("state") == "finished" and (Path(run_dir) / MODEL_FILE).is_file())
-
-
-def _write_status(run_dir: Path, state: str, reason: str | None, **changes: Any) -> None:
-    """Rewrite status.json in train()'s format, keeping its other fields (step, runtime,
-    model checksum)."""
-    status = read_status(run_dir) or {}
-    status.update({"state": state, "reason": reason, "step": int(status.get("step", 0) or 0),
-                   "updated": _now()}, **changes)
-    write_json_atomic(run_dir / STATUS_FILE, status)
 
 
 def _exception_reason(exc: BaseException) -> str:
@@ -406,20 +394,6 @@ def _exception_reason(exc: BaseException) -> str:
 
 
 # =========================================================================== one run
-def _set_thread_env(threads: int | None) -> None:
-    # before numpy/torch are imported in this process: their thread pools read these once
-    if threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(threads)
-
-
-def _eval_device(device: str | None) -> str:
-    if device in (None, "auto"):
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def execute_run(job: dict) -> dict:
     """Train and evaluate one run, holding its lock; never raises for a failed run.
 
@@ -428,6 +402,7 @@ def execute_run(job: dict) -> dict:
     "seconds", "threads", "pid"}."""
     t0 = time.monotonic()
     name, run_dir = job["name"], Path(job["run_dir"])
+    run = RunDir(run_dir)
     out = {"name": name, "result": "done", "action": "", "reason": None,
            "threads": job["config"].get("threads"), "pid": os.getpid(), "host": socket.gethostname()}
 
@@ -439,21 +414,21 @@ def execute_run(job: dict) -> dict:
     if not lock.acquire():
         return finish("busy", "running elsewhere", lock.holder())
     try:
-        status = read_status(run_dir)
+        status = run.status()
         state = (status or {}).get("state")
         if state == "failed" and not job.get("retry_failed"):
             return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
         actions = []
         reason = str((status or {}).get("reason") or "")
-        if state == "failed" and reason.startswith("evaluation failed") and (run_dir / MODEL_FILE).is_file():
+        if state == "failed" and reason.startswith("evaluation failed") and run.model_path.is_file():
             # training had finished: only the evaluation is retried
             actions.append("retried evaluation")
-            _write_status(run_dir, "finished", None)
-        elif not training_finished(run_dir, status):
+            run.write_status("finished")
+        elif not run.training_finished(status):
             from disentangle.config import TrainConfig
             from disentangle.train import TrainingDiverged, train
             step = int((status or {}).get("step", 0) or 0)
-            has_checkpoint = (run_dir / CHECKPOINT_FILE).is_file()
+            has_checkpoint = run.checkpoint_path.is_file()
             if state == "failed":
                 actions.append(f"retried from step {step if has_checkpoint else 0}")
             elif has_checkpoint:
@@ -466,8 +441,8 @@ def execute_run(job: dict) -> dict:
                 return finish("failed", actions[0], _exception_reason(exc))  # train() recorded it
             except Exception as exc:
                 reason = f"training failed: {_exception_reason(exc)}"
-                if (run_dir / CONFIG_FILE).is_file() or run_dir.is_dir():
-                    _write_status(run_dir, "failed", reason)
+                if run.has_config() or run_dir.is_dir():
+                    run.write_status("failed", reason=reason)
                 return finish("failed", actions[0], reason)
         names = metric_names(job["metrics"])
         todo = missing_metrics(run_dir, names)
@@ -475,14 +450,15 @@ def execute_run(job: dict) -> dict:
             try:
                 from disentangle.evaluation.evaluate import evaluate_run
                 evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
-                             data=job["config"].get("data"), device=_eval_device(job["config"].get("device")),
+                             data=job["config"].get("data"),
+                             device=resolve_device(job["config"].get("device") or "auto"),
                              threads=job["config"].get("threads"), progress=False)
                 still = missing_metrics(run_dir, names)
                 if still:
                     raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
             except Exception as exc:
                 reason = f"evaluation failed: {_exception_reason(exc)}"
-                _write_status(run_dir, "failed", reason)
+                run.write_status("failed", reason=reason)
                 return finish("failed", ", ".join(actions + ["evaluation"]), reason)
             actions.append(f"evaluated ({', '.join(todo)})")
         return finish("done", ", ".join(actions) or "already done")
@@ -505,7 +481,7 @@ def _worker_main(job: dict, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print(f"--- {_now()} pid {os.getpid()} on {socket.gethostname()}: {job['name']} "
           f"({job['config'].get('threads')} thread(s))", flush=True)
-    _set_thread_env(job["config"].get("threads"))
+    set_thread_env(job["config"].get("threads"))
     outcome = execute_run(job)
     print(f"--- {_now()} {outcome['result']}: {outcome['action']}"
           + (f" ({outcome['reason']})" if outcome["reason"] else ""), flush=True)
@@ -519,7 +495,7 @@ class SlurmRun:
     requeued task resumes training from the run's last checkpoint."""
 
     def __call__(self, job: dict) -> dict:
-        _set_thread_env(job["config"].get("threads"))
+        set_thread_env(job["config"].get("threads"))
         return execute_run(job)
 
     def checkpoint(self, job: dict):
@@ -553,10 +529,11 @@ def _record_death(job: dict, reason: str) -> dict:
     if not lock.acquire():
         return {"name": job["name"], "result": "busy", "action": "running elsewhere", "reason": lock.holder()}
     try:
-        status = read_status(run_dir) or {}
+        run = RunDir(run_dir)
+        status = run.status() or {}
         reason = f"{reason} at step {int(status.get('step', 0) or 0)}"
-        if not training_finished(run_dir, status) or missing_metrics(run_dir, metric_names(job["metrics"])):
-            _write_status(run_dir, "failed", reason)
+        if not run.training_finished(status) or missing_metrics(run_dir, metric_names(job["metrics"])):
+            run.write_status("failed", reason=reason)
             return {"name": job["name"], "result": "failed", "action": "killed", "reason": reason}
         return {"name": job["name"], "result": "done", "action": "finished before its worker died",
                 "reason": None}
@@ -567,7 +544,7 @@ def _record_death(job: dict, reason: str) -> dict:
 def _running_progress(jobs: Iterable[dict]) -> str:
     parts = []
     for job in jobs:
-        status = read_status(job["run_dir"]) or {}
+        status = RunDir(job["run_dir"]).status() or {}
         step, steps = status.get("step", 0), job["config"]["steps"]
         phase = "evaluating" if status.get("state") == "finished" else f"{step}/{steps}"
         parts.append(f"{job['name']} {phase}")
@@ -887,11 +864,11 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     from disentangle.data.dsprites import DSpritesData, resolve_data_path
     results_dir = Path(results_dir)
     if executor not in ("local", "slurm"):
-        raise UserError(f"--executor {executor}: choose local or slurm")
+        raise ParameterError("executor", "choose local or slurm", value=executor)
     if jobs < 1:
-        raise UserError(f"--jobs {jobs}: must be at least 1")
+        raise ParameterError("jobs", "must be at least 1", value=jobs)
     if threads_per_job is not None and threads_per_job < 1:
-        raise UserError(f"--threads-per-job {threads_per_job}: must be at least 1")
+        raise ParameterError("threads_per_job", "must be at least 1", value=threads_per_job)
     # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories)
     data_path = resolve_data_path(data).resolve()
@@ -913,8 +890,8 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     todo: list[dict] = []
     for run in runs:
         run_dir = results_dir / run.name
-        status = read_status(run_dir)
-        if training_finished(run_dir, status) and not missing_metrics(run_dir, names):
+        status = RunDir(run_dir).status()
+        if RunDir(run_dir).training_finished(status) and not missing_metrics(run_dir, names):
             outcomes.append({"name": run.name, "result": "done", "action": "already done", "reason": None})
         elif status and status.get("state") == "failed" and not retry_failed:
             outcomes.append({"name": run.name, "result": "failed",
@@ -986,12 +963,13 @@ def study_status(results_dir: str | os.PathLike) -> list[dict]:
         steps = (entry.get("config") or {}).get("steps")
         if steps is None:
             steps = ((_read_json_or_none(run_dir / CONFIG_FILE) or {}).get("config") or {}).get("steps")
-        status = read_status(run_dir) or {}
+        run = RunDir(run_dir)
+        status = run.status() or {}
         state, step = status.get("state"), status.get("step", 0)
         job_id = job_ids.get(name)
         slurm_state = (queue or {}).get(job_id) if job_id else None
         locked = is_locked(run_dir)
-        finished = state == "finished" and (run_dir / MODEL_FILE).is_file()
+        finished = run.training_finished(status)
         missing = missing_metrics(run_dir, metric_names(entry.get("metrics") or ["all"])) if finished else []
         # a task whose run is complete may linger in squeue for a moment while it exits
         slurm_active = slurm_state in ("RUNNING", "COMPLETING", "CONFIGURING") and not (finished and not missing)

@@ -1,5 +1,5 @@
-"""Training loop of one β-VAE run: checkpoints, exact resume, divergence handling, and
-loading a trained model back.
+"""Training loop of one β-VAE run: checkpoints, exact resume, divergence handling.
+(Loading a trained model back is :meth:`disentangle.rundir.RunDir.load_model`.)
 
 A run directory (``results/<run>/``) holds config.json, checkpoint.pt, model.pt,
 train_log.csv and status.json. ``train(config, out_dir)`` is idempotent: a finished
@@ -19,7 +19,6 @@ the training device; each batch is gathered and unpacked there with two integer 
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as _dt
 import io
@@ -33,10 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 from disentangle.config import TrainConfig, differing_keys
-from disentangle.errors import UserError
-from disentangle.results import (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, STATUS_FILE, TRAIN_LOG_FILE,
-                                 atomic_path, environment_info, file_sha256, read_json, write_json_atomic,
-                                 write_text_atomic)
+from disentangle.devices import resolve_device, thread_limit
+from disentangle.errors import ParameterError, UserError
+from disentangle.results import atomic_path, environment_info, write_text_atomic
+from disentangle.rundir import RunDir
 
 CHECKPOINT_FORMAT = "disentangle-checkpoint-1"
 
@@ -48,60 +47,6 @@ class TrainingDiverged(UserError):
 # --------------------------------------------------------------------------- small helpers
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_status(run_dir: Path, state: str, step: int, reason: str | None = None, **extra: Any) -> None:
-    write_json_atomic(run_dir / STATUS_FILE, {"state": state, "reason": reason, "step": int(step),
-                                              "updated": _now(), **extra})
-
-
-def read_status(run_dir: str | Path) -> dict | None:
-    path = Path(run_dir) / STATUS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable status file ({exc})") from None
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    status = read_status(run_dir)
-    return bool(status and status.get("state") == "finished" and (Path(run_dir) / MODEL_FILE).is_file())
-
-
-def resolve_device(name: str):
-    import torch
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available to this torch "
-                        f"({torch.__version__}); use --device cpu or auto")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Set torch's intra-op thread count for the run, and restore it afterwards."""
-    import torch
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-
-
-def _read_config_file(run_dir: Path) -> dict:
-    path = run_dir / CONFIG_FILE
-    try:
-        saved = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable run configuration ({exc})") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-        raise UserError(f"{path}: not a disentangle run configuration (no 'config' entry)")
-    return saved
 
 
 # --------------------------------------------------------------------------- the data path
@@ -189,7 +134,7 @@ def _log_csv(columns: list[str], rows: list[list[float]]) -> str:
     return buf.getvalue()
 
 
-def _save_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches, step: int,
+def _save_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches, step: int,
                      log_rows: list, elapsed: float, acc, acc_steps: int) -> None:
     import torch
     state = {
@@ -206,13 +151,13 @@ def _save_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches, st
         "elapsed_s": float(elapsed),
         "config": trainer.config.identity(),
     }
-    with atomic_path(run_dir / CHECKPOINT_FILE) as tmp:
+    with atomic_path(run.checkpoint_path) as tmp:
         torch.save(state, tmp)
 
 
-def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) -> dict:
+def _load_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches) -> dict:
     import torch
-    path = run_dir / CHECKPOINT_FILE
+    path = run.checkpoint_path
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -224,10 +169,11 @@ def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) ->
     diff = differing_keys(saved_identity, trainer.config.identity())
     if diff:
         raise UserError(f"{path}: belongs to a run with a different configuration "
-                        f"(differing: {', '.join(diff)}); delete it or choose another --out")
+                        f"(differing: {', '.join(diff)}); delete it or choose another run directory")
     if state["device_type"] != trainer.device.type:
-        raise UserError(f"{path}: written on {state['device_type']}, cannot resume exactly on "
-                        f"{trainer.device.type}; rerun with --device {state['device_type']}")
+        raise ParameterError("device", f"{path} was written on {state['device_type']}, cannot resume "
+                             f"exactly on {trainer.device.type}; resume with device {state['device_type']}",
+                             value=trainer.device.type)
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     batches.generator.set_state(state["rng"]["batches"])
@@ -238,16 +184,16 @@ def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) ->
 
 
 # --------------------------------------------------------------------------- train
-def _check_existing(run_dir: Path, config: TrainConfig) -> dict | None:
+def _check_existing(run: RunDir, config: TrainConfig) -> dict | None:
     """Refuse a run directory that holds another configuration; return its config.json."""
-    if not (run_dir / CONFIG_FILE).is_file():
+    if not run.has_config():
         return None
-    saved = _read_config_file(run_dir)
+    saved = run.saved()
     diff = differing_keys(saved["config"], config.to_dict())
     if diff:
         shown = ", ".join(f"{k} ({saved['config'].get(k)!r} there, {config.to_dict().get(k)!r} asked)" for k in diff)
-        raise UserError(f"{run_dir}: holds a run with a different configuration: {shown}; "
-                        f"choose another --out")
+        raise ParameterError("out", f"holds a run with a different configuration: {shown}; "
+                             f"choose another run directory", value=run.path)
     return saved
 
 
@@ -269,9 +215,10 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     config.validate()
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
     if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir}: exists and is not a directory")
-    saved = _check_existing(run_dir, config)
-    if saved is not None and is_finished(run_dir):
+        raise ParameterError("out", "exists and is not a directory", value=run_dir)
+    run = RunDir(run_dir)
+    saved = _check_existing(run, config)
+    if saved is not None and run.training_finished():
         say(f"{run_dir}: already finished ({config.steps} steps); nothing to do")
         return run_dir
 
@@ -280,12 +227,13 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     if saved is not None:
         old_sha = (saved.get("data") or {}).get("content_sha256")
         if old_sha != data.provenance["content_sha256"]:
-            raise UserError(f"{run_dir}: was trained on other data ({saved['data'].get('path')}, "
-                            f"sha256 {str(old_sha)[:12]}...) than {data.path}; choose another --out")
+            raise ParameterError("out", f"was trained on other data ({(saved.get('data') or {}).get('path')}, "
+                                 f"sha256 {str(old_sha)[:12]}...) than {data.path}; choose another run "
+                                 f"directory", value=run_dir)
 
     import torch
-    device = resolve_device(config.device)
-    with _torch_threads(config.threads) as threads:
+    device = torch.device(resolve_device(config.device))
+    with thread_limit(config.threads) as threads:
         if device.type == "cuda":
             # exact repeatability on one GPU type: deterministic conv algorithms only
             torch.backends.cudnn.deterministic = True
@@ -294,23 +242,23 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         batches = PackedBatches(data.packed, device, trainer.batch_seed)
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
-            write_json_atomic(run_dir / CONFIG_FILE, {
-                "config": config.to_dict(), "data": data.provenance, "package": environment_info(),
-                "created": _now()})
+            run.write_config({"config": config.to_dict(), "data": data.provenance,
+                              "package": environment_info(), "created": _now()})
         resumed = None
-        if (run_dir / CHECKPOINT_FILE).is_file():
-            resumed = _load_checkpoint(run_dir, trainer, batches)
+        if run.checkpoint_path.is_file():
+            resumed = _load_checkpoint(run, trainer, batches)
             say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
         start = resumed["step"] if resumed else 0
         # pid and host let a sweep tell a live "running" run from one that was killed
         runtime = {"device": str(device), "threads": threads, "pid": os.getpid(), "host": socket.gethostname()}
-        write_status(run_dir, "running", start, runtime=runtime)
-        _loop(config, run_dir, trainer, batches, resumed, progress, runtime)
+        # a model checksum of an earlier finish no longer describes what is being trained
+        run.write_status("running", step=start, runtime=runtime, model_sha256=None)
+        _loop(config, run, trainer, batches, resumed, progress, runtime)
     say(f"{run_dir}: finished ({config.steps} steps)")
     return run_dir
 
 
-def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedBatches,
+def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBatches,
           resumed: dict | None, progress: bool, runtime: dict) -> None:
     import torch
     from disentangle.models.objectives import capacity
@@ -342,7 +290,7 @@ def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedB
             if per_step_check or log_now or ckpt_now:
                 loss_value = float(stats[0]) if per_step_check else float(acc[0])
                 if not math.isfinite(loss_value):
-                    _fail(run_dir, config, t if per_step_check else None, done, loss_value, last_good)
+                    _fail(run, config, t if per_step_check else None, done, loss_value, last_good)
             if log_now:
                 now = time.perf_counter()
                 seconds = now - interval_start
@@ -357,62 +305,24 @@ def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedB
                 acc.zero_()
                 acc_steps, timed_steps, interval_start = 0, 0, time.perf_counter()
             if ckpt_now:
-                _save_checkpoint(run_dir, trainer, batches, done, log_rows, elapsed, acc, acc_steps)
-                write_text_atomic(run_dir / TRAIN_LOG_FILE, _log_csv(columns, log_rows))
+                _save_checkpoint(run, trainer, batches, done, log_rows, elapsed, acc, acc_steps)
+                write_text_atomic(run.train_log_path, _log_csv(columns, log_rows))
                 last_good = done
                 if done < config.steps:
-                    write_status(run_dir, "running", done, runtime=runtime)
-        model_path = run_dir / MODEL_FILE
-        with atomic_path(model_path) as tmp:
+                    run.write_status("running", step=done, runtime=runtime)
+        with atomic_path(run.model_path) as tmp:
             torch.save({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, tmp)
-        write_status(run_dir, "finished", config.steps, runtime=runtime, model_sha256=file_sha256(model_path))
+        run.write_status("finished", step=config.steps, runtime=runtime, model_sha256=run.model_sha256())
     finally:
         if bar is not None:
             bar.close()
 
 
-def _fail(run_dir: Path, config: TrainConfig, step: int | None, done: int, value: float, last_good: int):
+def _fail(run: RunDir, config: TrainConfig, step: int | None, done: int, value: float, last_good: int):
     where = f"at step {step + 1}" if step is not None else f"by step {done}"
-    kept = (f"kept the last good checkpoint (step {last_good})" if (run_dir / CHECKPOINT_FILE).is_file()
+    kept = (f"kept the last good checkpoint (step {last_good})" if run.checkpoint_path.is_file()
             else "no checkpoint had been written")
     reason = (f"training diverged: loss is {value} {where} (lr {config.lr:g}, "
               f"{config.objective} β={config.beta:g}); {kept}")
-    write_status(run_dir, "failed", last_good, reason=reason)
-    raise TrainingDiverged(f"{run_dir}: {reason}")
-
-
-# --------------------------------------------------------------------------- loading
-def load_model(run_dir: str | Path, device: str = "cpu"):
-    """(model in eval mode on ``device``, config.json["config"]) of a finished run.
-    The weights are read with ``torch.load(weights_only=True)``; a missing, truncated,
-    tampered or mismatched model file raises UserError naming it."""
-    import torch
-    from disentangle.models.vae import BetaVAE
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    saved = _read_config_file(run_dir)
-    cfg = saved["config"]
-    path = run_dir / MODEL_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: no model file (has the run finished? run `disentangle train` "
-                        f"with the same options)")
-    status = read_status(run_dir) or {}
-    expected = status.get("model_sha256")
-    if expected and file_sha256(path) != expected:
-        raise UserError(f"{path}: sha256 differs from the one recorded in {STATUS_FILE} when training "
-                        f"finished; the file was modified or damaged")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged zip, a foreign pickle: all mean "not our weights"
-        raise UserError(f"{path}: unreadable model file ({type(exc).__name__}); "
-                        f"it is truncated, tampered with, or not a state dict") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: not a model state dict")
-    model = BetaVAE(int(cfg["latent_dim"]), str(cfg["likelihood"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the configured model "
-                        f"({str(exc).splitlines()[0]})") from None
-    return model.to(torch.device(device)).eval(), cfg
+    run.write_status("failed", step=last_good, reason=reason)
+    raise TrainingDiverged(f"{run.path}: {reason}")

@@ -2,6 +2,7 @@
 table is reused and when it is rebuilt, and bit-exact agreement of the two paths."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -10,8 +11,15 @@ import pytest
 import torch
 
 from disentangle.errors import UserError
-from disentangle.evaluation.codes import (CODES_FORMAT, BatchEncoder, ProtocolCodes, codes_state,
-                                          file_sha256, get_codes, load_run_model, resolve_device)
+from disentangle.cli import user_message
+from disentangle.devices import resolve_device
+from disentangle.evaluation.codes import CODES_FORMAT, BatchEncoder, ProtocolCodes, codes_state, get_codes
+from disentangle.results import file_sha256
+from disentangle.rundir import load_model
+
+
+def load_run_model(run_dir):
+    return load_model(run_dir)[0]
 from disentangle.results import read_json, write_json_atomic
 
 from conftest import TINY_RUN_LATENT_DIM as LATENT_DIM  # the run_dir fixture's model
@@ -158,8 +166,10 @@ def test_missing_run_or_model_is_a_user_error(tmp_path, tiny_data):
 def test_device_resolution():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(UserError, match="--device"):
+    # the library names the parameter, the CLI prints it as the flag
+    with pytest.raises(UserError) as info:
         resolve_device("tpu")
+    assert re.search("--device", user_message(info.value))
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device"):
             resolve_device("cuda")

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from disentangle.cli import main
 from disentangle.errors import UserError
-from disentangle.evaluation.evaluate import (ALL_METRICS, evaluate_run, metric_names, parse_param,
-                                             read_scores)
+from disentangle.evaluation.evaluate import ALL_METRICS, evaluate_run, metric_names, parse_param
 from disentangle.evaluation.metrics import METRICS, get_metric
 from disentangle.results import read_json
+from disentangle.rundir import RunDir
 
 FIVE = ("beta_vae", "factor_vae", "mig", "dci", "sap")
 # Small sample counts: the protocol's defaults take minutes; these take a second.
@@ -169,7 +169,7 @@ def test_cli_scores_several_runs_from_a_glob(run_dir, tiny_data_path):
     assert lines[0].split() == ["run", "mig.discrete_mig", "sap.sap_score"]
     assert len(lines) == 3 and str(run_dir) in lines[1] and str(second) in lines[2]
     for run in (run_dir, second):
-        scores = read_scores(run)
+        scores = RunDir(run).read_scores()
         assert set(scores) == {"mig", "sap"}
         shown = float(lines[1 if run == run_dir else 2].split()[1])
         assert shown == pytest.approx(scores["mig"]["values"]["discrete_mig"], abs=5e-5)

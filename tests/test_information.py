@@ -325,7 +325,8 @@ def test_oracle_autoencoder_closes_the_sandwich(tiny_data, tmp_path, monkeypatch
 
 def test_bounds_hold_on_a_trained_model(tiny_data, tiny_data_path, tmp_path, monkeypatch):
     from disentangle.config import TrainConfig
-    from disentangle.train import load_model, train
+    from disentangle.rundir import load_model
+    from disentangle.train import train
     monkeypatch.setenv(info.CACHE_ENV_VAR, str(tmp_path / "cache"))
     # beta-b with a 10-nat capacity: a 40-step run cannot collapse to zero rate
     config = TrainConfig(objective="beta-b", gamma=100.0, capacity_max=10.0, capacity_steps=20, steps=40,

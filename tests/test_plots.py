@@ -127,7 +127,7 @@ def test_reconstructions_show_the_images_and_their_distortion(tree, tiny_data, t
     import torch
     import torch.nn.functional as F
 
-    from disentangle.train import load_model
+    from disentangle.rundir import load_model
     run = tree / run_name("beta-h", 4.0, 1)
     fig = plots.reconstructions(run, tiny_data, n_images=4, seed=3)
     idx = fig.reconstruction_info["indices"]

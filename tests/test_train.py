@@ -3,6 +3,7 @@ resume after SIGKILL, refusals, divergence, and loading models back."""
 from __future__ import annotations
 
 import csv
+import re
 import os
 import signal
 import subprocess
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from disentangle.cli import user_message
 from disentangle.config import TrainConfig
 from disentangle.errors import UserError
 from disentangle.results import read_json
-from disentangle.train import PackedBatches, TrainingDiverged, is_finished, load_model, train
+from disentangle.rundir import RunDir, load_model
+from disentangle.train import PackedBatches, TrainingDiverged, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +92,7 @@ def test_run_directory_contract(finished_run):
     assert saved["package"]["disentangle"]
     status = read_json(run / "status.json")
     assert status["state"] == "finished" and status["step"] == 20 and status["reason"] is None
-    assert is_finished(run)
+    assert RunDir(run).training_finished()
     assert not [p for p in run.iterdir() if p.name.startswith(".")]   # no temp files left
 
 
@@ -222,8 +225,10 @@ def test_cli_reports_bad_options_in_one_line(tmp_path):
 def test_cuda_without_gpu_is_a_user_error(tmp_path, tiny_data_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(UserError, match="--device cuda: no CUDA GPU"):
+    # the library names the parameter, the CLI prints it as the flag
+    with pytest.raises(UserError) as info:
         train(small(tiny_data_path, device="cuda"), tmp_path / "cuda")
+    assert re.search("--device cuda: no CUDA GPU", user_message(info.value))
 
 
 # --------------------------------------------------------------------------- divergence

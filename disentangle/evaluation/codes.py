@@ -27,7 +27,6 @@ differ in the last float32 bit (seen here: batch 1 vs 256 differ by 1.5e-8).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as _dt
 import json
@@ -38,81 +37,23 @@ from pathlib import Path
 
 import numpy as np
 
-from disentangle.errors import UserError
-from disentangle.results import CODES_FILE, MODEL_FILE, atomic_path, file_sha256
+from disentangle.devices import resolve_device, thread_limit
+from disentangle.errors import ParameterError, UserError
+from disentangle.results import atomic_path
+from disentangle.rundir import RunDir
 
 CODES_FORMAT = "disentangle-codes-1"
 
-# Encoder throughput on this machine's CPU (BetaVAE of DESIGN.md) is best at small
-# batches: larger ones fall out of the CPU caches. benchmarks/bench_evaluate.py
-# --batch-sizes, 1 thread, busy machine: 32: 1511, 64: 1703, 256: 990, 1024: 922 img/s.
+# Encoder throughput on a CPU is best at small batches (larger ones fall out of the CPU
+# caches; measurements in docs/performance.md, benchmarks/bench_evaluate.py --batch-sizes).
 DEFAULT_CPU_BATCH = 64
-# A GPU is limited by kernel launches at batch 64; a larger batch amortises them
-# (not measured here: no GPU on the development machine).
+# A GPU is limited by kernel launches at batch 64; a larger batch amortises them.
 DEFAULT_CUDA_BATCH = 1024
 
 
 # --------------------------------------------------------------------------- helpers
-def resolve_device(device: str | None = "cpu") -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without one is a UserError."""
-    import torch
-    device = (device or "cpu").lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA device is available (use --device cpu or auto)")
-        return device
-    if device != "cpu":
-        raise UserError(f"--device {device!r}: expected cpu, cuda or auto")
-    return device
-
-
-@contextlib.contextmanager
-def thread_limit(threads: int | None):
-    """Limit torch and the BLAS/OpenMP pools (numpy, sklearn) to ``threads``."""
-    if threads is None:
-        yield
-        return
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-        limiter = threadpool_limits(limits=threads)
-    except ImportError:  # threadpoolctl ships with scikit-learn; without it only torch is limited
-        limiter = contextlib.nullcontext()
-    try:
-        with limiter:
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def default_batch_size(device: str) -> int:
     return DEFAULT_CUDA_BATCH if str(device).startswith("cuda") else DEFAULT_CPU_BATCH
-
-
-def model_path(run_dir: str | os.PathLike) -> Path:
-    """The run's model.pt; UserError naming the directory when the run has none."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    path = run_dir / MODEL_FILE
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no {MODEL_FILE} (the run has not finished training)")
-    return path
-
-
-def load_run_model(run_dir: str | os.PathLike, device: str = "cpu"):
-    """The run's trained model on ``device``, in eval mode (via the training layer)."""
-    from disentangle.train import load_model
-    model_path(run_dir)
-    model, _config = load_model(Path(run_dir), device=device)
-    model.eval()
-    return model
 
 
 # --------------------------------------------------------------------------- encoding
@@ -140,7 +81,7 @@ class BatchEncoder:
         self.model = model
         self.batch_size = int(batch_size or default_batch_size(device))
         if self.batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {batch_size}")
+            raise ParameterError("batch_size", f"must be >= 1, got {batch_size}")
         self.latent_dim = int(model.latent_dim)
         self.images_encoded = 0
         self._buffer = np.zeros((self.batch_size, 512), dtype=np.uint8)
@@ -239,11 +180,11 @@ def _data_sha(data) -> str:
     return str(sha)
 
 
-def codes_state(run_dir: str | os.PathLike, data) -> str:
+def codes_state(run_dir: "RunDir | str | os.PathLike", data) -> str:
     """'fresh', 'missing', or 'stale: <reason>' for the run's codes.h5 against its
     current model.pt and ``data``."""
-    run_dir = Path(run_dir)
-    path = run_dir / CODES_FILE
+    run = RunDir.of(run_dir)
+    path = run.codes_path
     if not path.is_file():
         return "missing"
     try:
@@ -256,7 +197,7 @@ def codes_state(run_dir: str | os.PathLike, data) -> str:
         return f"stale: unreadable ({exc})"
     if attrs.get("format") != CODES_FORMAT:
         return f"stale: format {attrs.get('format')!r}"
-    if attrs.get("model_sha256") != file_sha256(model_path(run_dir)):
+    if attrs.get("model_sha256") != run.model_sha256():
         return "stale: model.pt changed"
     if attrs.get("data_content_sha256") != _data_sha(data):
         return "stale: dataset changed"
@@ -303,7 +244,7 @@ def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *
     return path
 
 
-def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size: int | None = None,
+def get_codes(run_dir: "RunDir | str | os.PathLike", data, device: str = "cpu", batch_size: int | None = None,
               progress: bool = True, model=None, threads: int | None = None) -> Codes:
     """The run's codes table for ``data`` (a DSpritesData, or a dataset path / None for the
     dataset rule): read codes.h5 when it is fresh, else encode
@@ -313,26 +254,26 @@ def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size:
     torch's (and BLAS's) threads while encoding. A stale table (model.pt or the dataset
     changed) is always rebuilt, never reused.
     """
-    run_dir = Path(run_dir)
-    model_file = model_path(run_dir)
+    run = RunDir.of(run_dir)
+    model_file = run.require_model()
     if data is None or isinstance(data, (str, os.PathLike)):
         from disentangle.data.dsprites import load_dsprites
         data = load_dsprites(data)
-    state = codes_state(run_dir, data)
+    state = codes_state(run, data)
     if state == "fresh":
-        return read_codes(run_dir / CODES_FILE)
+        return read_codes(run.codes_path)
     device = resolve_device(device)
-    model_sha = file_sha256(model_file)
+    model_sha = run.model_sha256()
     if model is None:
-        model = load_run_model(run_dir, device)
+        model, _config = run.load_model(device)
     with thread_limit(threads):
         t0 = time.perf_counter()
         mean, logvar, used_batch = encode_dataset(model, data, device, batch_size, progress)
         seconds = time.perf_counter() - t0
     # the model file must not have changed under us while we encoded
-    if file_sha256(model_file) != model_sha:
+    if run.model_sha256() != model_sha:
         raise UserError(f"{model_file}: changed while encoding; run evaluate again")
-    path = write_codes(run_dir / CODES_FILE, mean, logvar, model_sha256=model_sha, data=data,
+    path = write_codes(run.codes_path, mean, logvar, model_sha256=model_sha, data=data,
                        batch_size=used_batch, device=device, encode_seconds=seconds)
     return Codes(mean=mean, logvar=logvar, model_sha256=model_sha,
                  data_content_sha256=_data_sha(data), data_provenance=data.provenance,

@@ -24,7 +24,6 @@ always uses the table: it needs every image's posterior, not samples.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import glob
 import os
@@ -35,17 +34,14 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from disentangle.errors import UserError
-from disentangle.results import CONFIG_FILE, SCORES_FILE, read_json, write_json_atomic
+from disentangle.errors import ParameterError, UserError
+from disentangle.rundir import DataCache, RunDir
 
 # the five published metrics, then the information-theoretic estimates
 ALL_METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "info")
 INFO = "info"
 # what a table of results shows for ``info`` (the registry metrics name their own headline)
 INFO_HEADLINES = ("rate_nats", "distortion_nats")
-# provenance keys copied from DSpritesData.provenance into each score entry
-_DATA_KEYS = ("source", "content_sha256", "renderer_version", "source_checksum", "path",
-              "num_images", "factor_sizes")
 
 
 # --------------------------------------------------------------------------- names and paths
@@ -90,108 +86,11 @@ def expand_runs(patterns: Iterable[str]) -> list[Path]:
     return runs
 
 
-def check_run(run_dir: str | os.PathLike) -> Path:
-    from disentangle.evaluation.codes import model_path
-    model_path(run_dir)
-    return Path(run_dir)
-
-
-def training_data(run_dir: Path) -> dict | None:
-    """The dataset provenance recorded when the run trained (config.json["data"])."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        return None
-    try:
-        saved = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable run configuration ({exc})") from None
-    data = saved.get("data") if isinstance(saved, dict) else None
-    return data if isinstance(data, dict) else None
-
-
-class DataCache:
-    """Loads each dataset file once when several runs are evaluated together."""
-
-    def __init__(self):
-        self._loaded: dict[Path, object] = {}
-
-    def load(self, path) -> object:
-        from disentangle.data.dsprites import DSpritesData, resolve_data_path
-        resolved = resolve_data_path(path).resolve()
-        if resolved not in self._loaded:
-            self._loaded[resolved] = DSpritesData(resolved)
-        return self._loaded[resolved]
-
-
-def resolve_data(run_dir: Path, data=None, cache: DataCache | None = None):
-    """The dataset to evaluate on: ``data`` (a DSpritesData or a path) when given; else
-    the file the run trained on when it is still there with the same content; else the
-    dataset rule (--data, $DISENTANGLE_DATA, data/dsprites.h5, data/dsprites-rendered.h5).
-    """
-    cache = cache or DataCache()
-    if data is not None and not isinstance(data, (str, os.PathLike)):
-        return data
-    if data is not None:
-        return cache.load(data)
-    trained = training_data(run_dir) or {}
-    trained_path = trained.get("path")
-    if trained_path and Path(trained_path).is_file():
-        candidate = cache.load(trained_path)
-        if candidate.provenance.get("content_sha256") == trained.get("content_sha256"):
-            return candidate
-    return cache.load(None)
-
-
-def data_record(data, run_dir: Path) -> dict:
-    """The provenance stored with each score, including whether the model trained on
-    this very dataset (matched by content checksum; None when the run did not record it)."""
-    prov = data.provenance
-    record = {k: prov[k] for k in _DATA_KEYS if k in prov}
-    trained_sha = (training_data(run_dir) or {}).get("content_sha256")
-    record["matches_training_data"] = (None if not trained_sha
-                                       else trained_sha == prov.get("content_sha256"))
-    return record
-
-
-# --------------------------------------------------------------------------- scores.json
-@contextlib.contextmanager
-def _scores_lock(run_dir: Path):
-    """Serialise read-modify-write of scores.json between processes (two evaluations
-    of one run with different metrics must not drop each other's entries)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: atomic rename still protects the file itself
-        yield
-        return
-    with open(run_dir / ".scores.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def read_scores(run_dir: str | os.PathLike) -> dict:
-    path = Path(run_dir) / SCORES_FILE
-    if not path.is_file():
-        return {}
-    try:
-        scores = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable scores file ({exc}); move it aside to start afresh") from None
-    if not isinstance(scores, dict):
-        raise UserError(f"{path}: not a scores file (expected a JSON object)")
-    return scores
-
-
-def merge_scores(run_dir: str | os.PathLike, entries: Mapping[str, dict]) -> dict:
-    """Merge ``entries`` into scores.json (other metrics' entries are kept); atomic."""
-    run_dir = Path(run_dir)
-    with _scores_lock(run_dir):
-        scores = read_scores(run_dir)
-        scores.update(entries)
-        write_json_atomic(run_dir / SCORES_FILE, scores)
-    return scores
+def check_run(run_dir: "RunDir | str | os.PathLike") -> RunDir:
+    """The run directory, opened; UserError unless it holds a trained model."""
+    run = RunDir.of(run_dir)
+    run.require_model()
+    return run
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -215,7 +114,7 @@ def _info_params(overrides: dict) -> dict:
     return {**DEFAULT_PARAMS, **overrides}
 
 
-def evaluate_run(run_dir: str | os.PathLike, metrics: Iterable[str] = ("all",), seed: int = 0,
+def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] = ("all",), seed: int = 0,
                  data=None, device: str = "cpu", protocol_encode: bool = False,
                  params: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
                  threads: int | None = None, progress: bool = True,
@@ -223,49 +122,50 @@ def evaluate_run(run_dir: str | os.PathLike, metrics: Iterable[str] = ("all",), 
     """Score one run directory; merge and return ``{metric: entry}`` (scores.json format).
 
     ``metrics``: names from the registry, ``info``, or ``all``. ``data``: a DSpritesData,
-    a dataset path, or None (the dataset the run trained on; see :func:`resolve_data`).
+    a dataset path, or None (the dataset the run trained on; see :meth:`RunDir.dataset`).
     ``params``: per-metric overrides of the protocol parameters, e.g.
     ``{"mig": {"num_train": 1000}}``. ``protocol_encode``: encode sampled images on the
     fly instead of reading the codes table. ``batch_size``: encoder batch (default by
     device, see codes.py). ``threads``: torch/BLAS threads for the whole evaluation.
     """
-    from disentangle.evaluation.codes import (ProtocolCodes, file_sha256, get_codes,
-                                              load_run_model, model_path, resolve_device,
-                                              thread_limit)
+    from disentangle.devices import resolve_device, thread_limit
+    from disentangle.evaluation.codes import ProtocolCodes, get_codes
     from disentangle.evaluation.metrics import get_metric
     from disentangle.results import package_version
 
     say = echo or (lambda msg: None)
-    run_dir = check_run(run_dir)
+    run = check_run(run_dir)
+    run_dir = run.path
     names = metric_names(metrics)
     overrides = _split_params(names, params)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"--seed must be a non-negative integer, got {seed!r}")
+        raise ParameterError("seed", f"must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     # check every parameter before the (possibly long) work starts
     recorded = {m: (_info_params(overrides[m]) if m == INFO else get_metric(m).record_params(overrides[m]))
                 for m in names}
-    dataset = resolve_data(run_dir, data, _data_cache)
-    data_info = data_record(dataset, run_dir)
+    dataset = run.dataset(data, _data_cache)
+    data_info = run.data_record(dataset)
     if data_info["matches_training_data"] is False:
         say(f"{run_dir}: note: evaluating on {dataset.path} ({data_info['source']}), not the data the "
             f"model trained on; recorded in scores.json")
     device = resolve_device(device)
-    model_sha = file_sha256(model_path(run_dir))
+    # the model must be the one training recorded (a tampered model.pt is refused here)
+    model_sha = run.check_model()
 
     results: dict[str, dict] = {}
     with thread_limit(threads):
         # the table path needs no model at all when codes.h5 is fresh
-        model = load_run_model(run_dir, device) if protocol_encode or INFO in names else None
+        model = run.load_model(device)[0] if protocol_encode or INFO in names else None
         codes = None
         if not protocol_encode or INFO in names:
-            codes = get_codes(run_dir, dataset, device=device, batch_size=batch_size, progress=progress,
+            codes = get_codes(run, dataset, device=device, batch_size=batch_size, progress=progress,
                               model=model)
             if codes.built:
                 say(f"{run_dir}: encoded {codes.num_images} images into codes.h5 "
                     f"in {codes.encode_seconds:.1f} s")
             if codes.model_sha256 != model_sha:
-                raise UserError(f"{model_path(run_dir)}: changed during evaluation; run evaluate again")
+                raise UserError(f"{run.model_path}: changed during evaluation; run evaluate again")
         protocol_codes = ProtocolCodes(model, dataset, device, batch_size) if protocol_encode else None
         for name in names:
             rng = np.random.default_rng(seed)
@@ -284,7 +184,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics: Iterable[str] = ("all",), 
                      "seconds": round(seconds, 4), "data": data_info, "codes": mode,
                      "model_sha256": model_sha, "package": package_version(),
                      "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            merge_scores(run_dir, {name: entry})
+            run.merge_scores({name: entry})
             results[name] = entry
             shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in headline_keys(name))
             say(f"{run_dir}: {name}: {shown} ({seconds:.1f} s, {mode})")
@@ -296,7 +196,7 @@ def evaluate_runs(run_dirs: Iterable[str | os.PathLike], data=None, **kwargs) ->
     are checked before any is evaluated, so a typo fails fast."""
     runs = [check_run(r) for r in run_dirs]
     cache = DataCache()
-    return {run: evaluate_run(run, data=data, _data_cache=cache, **kwargs) for run in runs}
+    return {run.path: evaluate_run(run, data=data, _data_cache=cache, **kwargs) for run in runs}
 
 
 # --------------------------------------------------------------------------- the printed table

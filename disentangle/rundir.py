@@ -1,0 +1,335 @@
+"""THE run directory (``results/<run>/``): its files, its configuration, its status, the
+"has training finished" check, its model (loaded with its sha256 check), its scores and
+the dataset it is evaluated or drawn on. Training, evaluation, sweeps, the results table
+and the figures all go through :class:`RunDir`; nothing else opens these files.
+
+Files::
+
+    config.json      full configuration, package version, data source  (read once, cached)
+    checkpoint.pt    latest training state
+    model.pt         final weights (state dict, torch.load(weights_only=True))
+    train_log.csv    per-step log
+    codes.h5         encoder mean / log-variance of every dataset image
+    scores.json      one entry per metric (merged under a lock)
+    status.json      {"state": running | finished | failed, "reason", "step", "updated",
+                      "runtime": {device, threads, pid, host}, "model_sha256"}
+
+Status policy (one, for every reader and writer):
+
+- reading: no status.json -> None; an unreadable one (not JSON, not an object) reads as
+  ``{"state": "unknown", "reason": "<file>: unreadable (...)", "unreadable": True}``; it
+  never raises. Training is then not "finished", so the next ``train``/sweep resumes from
+  the last checkpoint and writes a fresh status; loading the model refuses, because the
+  recorded model checksum cannot be checked.
+- writing: a merge-update. ``write_status(state, step=..., reason=..., **fields)`` keeps
+  every field it is not given (step, runtime, model_sha256) and sets ``updated``; the
+  reason is cleared unless given. Written atomically.
+
+Data policy (one, for evaluate and plots): an explicit dataset (object or path) wins;
+else the file the run recorded when it is still there with the same content checksum;
+else the dataset rule (``$DISENTANGLE_DATA``, data/dsprites.h5, data/dsprites-rendered.h5).
+:meth:`RunDir.data_record` says whether the result is the data the model trained on
+(``matches_training_data``: True / False / None when the run recorded no checksum);
+evaluation records that and notes a mismatch, figures (``require_training_data``) refuse it.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from disentangle.errors import UserError
+from disentangle.results import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, MODEL_FILE, SCORES_FILE,
+                                 STATUS_FILE, TRAIN_LOG_FILE, file_sha256, read_json, write_json_atomic)
+
+SCORES_LOCK_FILE = ".scores.lock"
+# provenance keys copied from DSpritesData.provenance into each score entry
+DATA_RECORD_KEYS = ("source", "content_sha256", "renderer_version", "source_checksum", "path",
+                    "num_images", "factor_sizes")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class DataCache:
+    """Loads each dataset file once when several runs are evaluated together."""
+
+    def __init__(self):
+        self._loaded: dict[Path, object] = {}
+
+    def load(self, path) -> object:
+        from disentangle.data.dsprites import DSpritesData, resolve_data_path
+        resolved = resolve_data_path(path).resolve()
+        if resolved not in self._loaded:
+            self._loaded[resolved] = DSpritesData(resolved)
+        return self._loaded[resolved]
+
+
+class RunDir:
+    """One run directory. Cheap to make; config.json is read on first use and cached,
+    model.pt is hashed once per content (the hash is reused while the file's inode, size
+    and times are unchanged, so a replaced or rewritten model.pt is hashed again)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._saved: dict | None = None
+        self._model_hash: tuple[tuple, str] | None = None
+
+    @classmethod
+    def of(cls, run: "RunDir | str | os.PathLike") -> "RunDir":
+        """``run`` itself when it is a RunDir, else a RunDir for the path."""
+        return run if isinstance(run, RunDir) else cls(run)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def train_log_path(self) -> Path:
+        return self.path / TRAIN_LOG_FILE
+
+    @property
+    def codes_path(self) -> Path:
+        return self.path / CODES_FILE
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / SCORES_FILE
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / STATUS_FILE
+
+    def require_dir(self) -> "RunDir":
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: no such run directory")
+        return self
+
+    # ----------------------------------------------------------------- config.json
+    def has_config(self) -> bool:
+        return self.config_path.is_file()
+
+    def saved(self) -> dict:
+        """config.json as written by training ({"config", "data", "package", "created"}),
+        read once. UserError naming the file when it is missing or not a run configuration."""
+        if self._saved is None:
+            path = self.config_path
+            try:
+                saved = read_json(path)
+            except FileNotFoundError:
+                raise UserError(f"{path}: no run configuration (is {self.path} a run directory?)") from None
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{path}: unreadable run configuration ({exc})") from None
+            if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+                raise UserError(f"{path}: not a disentangle run configuration (no 'config' entry)")
+            self._saved = saved
+        return self._saved
+
+    def config(self) -> dict:
+        """The training configuration (config.json["config"], TrainConfig.to_dict())."""
+        return self.saved()["config"]
+
+    def training_data(self) -> dict | None:
+        """The dataset provenance recorded when the run trained (config.json["data"]);
+        None when the run has no config.json or recorded none."""
+        if not self.has_config():
+            return None
+        data = self.saved().get("data")
+        return data if isinstance(data, dict) else None
+
+    def write_config(self, saved: dict) -> None:
+        write_json_atomic(self.config_path, saved)
+        self._saved = None
+
+    # ----------------------------------------------------------------- status.json
+    def status(self) -> dict | None:
+        """status.json under the one policy of the module docstring (never raises)."""
+        path = self.status_path
+        try:
+            status = read_json(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            return {"state": "unknown", "reason": f"{path}: unreadable ({exc})", "unreadable": True}
+        if not isinstance(status, dict):
+            return {"state": "unknown", "reason": f"{path}: unreadable (not a JSON object)", "unreadable": True}
+        return status
+
+    def write_status(self, state: str, *, step: int | None = None, reason: str | None = None,
+                     **fields: Any) -> dict:
+        """Merge-update status.json (see the module docstring); returns what was written."""
+        status = self.status() or {}
+        if status.pop("unreadable", False):
+            status = {}
+        status.update({"state": state, "reason": reason,
+                       "step": int(status.get("step", 0) or 0) if step is None else int(step),
+                       "updated": _now()})
+        status.update(fields)
+        write_json_atomic(self.status_path, status)
+        return status
+
+    def training_finished(self, status: dict | None = None) -> bool:
+        """Training is finished: status.json says so and model.pt is there."""
+        status = self.status() if status is None else status
+        return bool(status and status.get("state") == "finished" and self.model_path.is_file())
+
+    # ----------------------------------------------------------------- model.pt
+    def require_model(self) -> Path:
+        """model.pt; UserError naming the directory when there is none."""
+        self.require_dir()
+        if not self.model_path.is_file():
+            raise UserError(f"{self.path}: no {MODEL_FILE} (the run has not finished training; "
+                            f"run `disentangle train` with the same options)")
+        return self.model_path
+
+    def model_sha256(self) -> str:
+        """sha256 of model.pt, hashed again only when the file changed (inode, size, times)."""
+        path = self.require_model()
+        st = path.stat()
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._model_hash is None or self._model_hash[0] != signature:
+            self._model_hash = (signature, file_sha256(path))
+        return self._model_hash[1]
+
+    def check_model(self) -> str:
+        """The model's sha256, checked against the one training recorded in status.json;
+        UserError when they differ or when status.json cannot be read."""
+        path = self.require_model()
+        status = self.status() or {}
+        if status.get("unreadable"):
+            raise UserError(f"{path}: cannot check it against the sha256 recorded when training finished: "
+                            f"{status['reason']}")
+        sha = self.model_sha256()
+        expected = status.get("model_sha256")
+        if expected and sha != expected:
+            raise UserError(f"{path}: sha256 differs from the one recorded in {STATUS_FILE} when training "
+                            f"finished; the file was modified or damaged")
+        return sha
+
+    def load_model(self, device: str = "cpu"):
+        """(model in eval mode on ``device``, config.json["config"]) of a finished run.
+        The weights are checked against the recorded sha256 and read with
+        ``torch.load(weights_only=True)``; a missing, truncated, tampered or mismatched
+        model file raises UserError naming it."""
+        import torch
+        from disentangle.models.vae import BetaVAE
+        path = self.require_model()
+        cfg = self.config()
+        self.check_model()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged zip, a foreign pickle: all mean "not our weights"
+            raise UserError(f"{path}: unreadable model file ({type(exc).__name__}); "
+                            f"it is truncated, tampered with, or not a state dict") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise UserError(f"{path}: not a model state dict")
+        model = BetaVAE(int(cfg["latent_dim"]), str(cfg["likelihood"]))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"{path}: weights do not fit the configured model "
+                            f"({str(exc).splitlines()[0]})") from None
+        return model.to(torch.device(device)).eval(), cfg
+
+    # ----------------------------------------------------------------- scores.json
+    @contextlib.contextmanager
+    def _scores_lock(self):
+        """Serialise read-modify-write of scores.json between processes (two evaluations
+        of one run with different metrics must not drop each other's entries)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: atomic rename still protects the file itself
+            yield
+            return
+        with open(self.path / SCORES_LOCK_FILE, "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def read_scores(self) -> dict:
+        """scores.json ({} when absent); UserError naming it when unreadable."""
+        path = self.scores_path
+        if not path.is_file():
+            return {}
+        try:
+            scores = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: unreadable scores file ({exc}); move it aside to start afresh") from None
+        if not isinstance(scores, dict):
+            raise UserError(f"{path}: not a scores file (expected a JSON object)")
+        return scores
+
+    def merge_scores(self, entries: Mapping[str, dict]) -> dict:
+        """Merge ``entries`` into scores.json (other metrics' entries are kept); atomic."""
+        with self._scores_lock():
+            scores = self.read_scores()
+            scores.update(entries)
+            write_json_atomic(self.scores_path, scores)
+        return scores
+
+    # ----------------------------------------------------------------- its data
+    def dataset(self, data=None, cache: DataCache | None = None, require_training_data: bool = False):
+        """The dataset to evaluate or draw this run on, by the data policy of the module
+        docstring. ``data``: a DSpritesData, a dataset path, or None. With
+        ``require_training_data`` a dataset other than the one the run trained on (by
+        content checksum) is refused with a UserError naming it."""
+        cache = cache or DataCache()
+        if data is not None and not isinstance(data, (str, os.PathLike)):
+            chosen = data
+        elif data is not None:
+            chosen = cache.load(data)
+        else:
+            chosen = None
+            trained = self.training_data() or {}
+            trained_path = trained.get("path")
+            if trained_path and Path(trained_path).is_file():
+                candidate = cache.load(trained_path)
+                if candidate.provenance.get("content_sha256") == trained.get("content_sha256"):
+                    chosen = candidate
+            if chosen is None:
+                chosen = cache.load(None)
+        if require_training_data and self.data_record(chosen)["matches_training_data"] is False:
+            want = (self.training_data() or {}).get("content_sha256")
+            have = chosen.provenance.get("content_sha256")
+            raise UserError(f"{chosen.path}: not the dataset run {self.path} was trained on "
+                            f"(content sha256 {str(have)[:12]}…, run recorded {str(want)[:12]}…); "
+                            f"give the training data file")
+        return chosen
+
+    def data_record(self, data) -> dict:
+        """The provenance stored with each score, including whether the model trained on
+        this very dataset (matched by content checksum; None when the run did not record it)."""
+        prov = data.provenance
+        record = {k: prov[k] for k in DATA_RECORD_KEYS if k in prov}
+        trained_sha = (self.training_data() or {}).get("content_sha256")
+        record["matches_training_data"] = (None if not trained_sha
+                                           else trained_sha == prov.get("content_sha256"))
+        return record
+
+
+def load_model(run_dir: "RunDir | str | os.PathLike", device: str = "cpu"):
+    """``RunDir(run_dir).load_model(device)``: (model in eval mode, its configuration)."""
+    return RunDir.of(run_dir).require_dir().load_model(device)
