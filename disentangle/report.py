@@ -49,7 +49,6 @@ LATEX_NAMES = {
 # group (apart from the seed), or the mean mixes different experiments.
 _SETTING_COLUMNS = ("objective", "beta", "gamma", "capacity_max", "capacity_steps", "likelihood",
                     "latent_dim", "batch_size", "lr", "steps")
-_INT_COLUMNS = ("latent_dim", "steps", "seed", "batch_size", "capacity_steps", "num_images", "n")
 _DATA_KEYS = ("data_label", "data_sha256")
 
 

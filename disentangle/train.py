@@ -94,7 +94,7 @@ class Trainer:
         self.device = torch.device(device)
         seeds = np.random.SeedSequence(config.seed).generate_state(3)
         self.model = build_model(config.latent_dim, config.likelihood, int(seeds[0])).to(self.device)
-        # channels_last: oneDNN's (and cuDNN's) faster conv layout, ~1.1x on CPU; the
+        # channels_last: oneDNN's (and cuDNN's) faster conv layout (docs/performance.md); the
         # state dict keeps the same names and values
         self.model.set_execution(torch.bfloat16 if config.precision == "bf16-mixed" else None,
                                  channels_last=True)

@@ -68,15 +68,6 @@ def test_sampling_uniform_and_seeded():
     assert a[:, 2].max() == 39 and a[:, 2].min() == 0
 
 
-def test_sample_with_fixed_factor():
-    rng = np.random.default_rng(0)
-    cls = GT.sample_with_fixed_factor(64, factor=2, rng=rng)
-    assert len(np.unique(cls[:, 2])) == 1
-    assert len(np.unique(cls[:, 3])) > 1
-    cls = GT.sample_with_fixed_factor(10, factor=0, rng=rng, value=2)
-    assert np.all(cls[:, 0] == 2)
-
-
 def test_subgrid_values_and_official_classes():
     gt = GT.subgrid({"scale": [0, 5], "pos_x": range(0, 32, 8)})
     assert gt.factor_sizes == (3, 2, 40, 4, 32)

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from disentangle.errors import ParameterError
+
 DSPRITES_FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 DSPRITES_FACTOR_SIZES = (3, 6, 40, 32, 32)
 
@@ -46,10 +48,10 @@ class GroundTruth:
 
     def __post_init__(self):
         if len(self.factor_names) != len(self.factor_values):
-            raise ValueError("factor_names and factor_values differ in length")
+            raise ParameterError("factor_values", "factor_names and factor_values differ in length")
         values = tuple(np.asarray(v, dtype=np.float64).reshape(-1) for v in self.factor_values)
         if any(len(v) == 0 for v in values):
-            raise ValueError("every factor needs at least one value")
+            raise ParameterError("factor_values", "every factor needs at least one value")
         object.__setattr__(self, "factor_names", tuple(self.factor_names))
         object.__setattr__(self, "factor_values", values)
         official = self.official_classes
@@ -57,7 +59,7 @@ class GroundTruth:
             official = tuple(np.arange(len(v)) for v in values)
         official = tuple(np.asarray(c, dtype=np.int64).reshape(-1) for c in official)
         if [len(c) for c in official] != [len(v) for v in values]:
-            raise ValueError("official_classes must match factor_values in length")
+            raise ParameterError("official_classes", "must match factor_values in length")
         object.__setattr__(self, "official_classes", official)
         sizes = np.array([len(v) for v in values], dtype=np.int64)
         # bases[k] = product of the sizes of the factors after k (last factor fastest)
@@ -80,12 +82,13 @@ class GroundTruth:
         """
         unknown = set(keep) - set(self.factor_names)
         if unknown:
-            raise ValueError(f"unknown factor(s) {sorted(unknown)}; known: {list(self.factor_names)}")
+            raise ParameterError("keep", f"unknown factor(s) {sorted(unknown)}; known: {list(self.factor_names)}")
         values, official = [], []
         for name, vals, off in zip(self.factor_names, self.factor_values, self.official_classes):
             idx = np.arange(len(vals)) if name not in keep else np.asarray(list(keep[name]), dtype=np.int64)
             if idx.size == 0 or idx.min() < 0 or idx.max() >= len(vals) or len(np.unique(idx)) != idx.size:
-                raise ValueError(f"factor {name!r}: classes must be distinct and within 0..{len(vals) - 1}")
+                raise ParameterError("keep", f"factor {name!r}: classes must be distinct and within "
+                                     f"0..{len(vals) - 1}")
             values.append(vals[idx])
             official.append(off[idx])
         return GroundTruth(self.factor_names, tuple(values), tuple(official))
@@ -127,16 +130,17 @@ class GroundTruth:
         """Image indices of factor classes, shape (..., K) -> (...)."""
         classes = np.asarray(classes, dtype=np.int64)
         if classes.shape[-1] != self.num_factors:
-            raise ValueError(f"expected {self.num_factors} factor classes per row, got {classes.shape[-1]}")
+            raise ParameterError("classes", f"expected {self.num_factors} factor classes per row, "
+                                 f"got {classes.shape[-1]}")
         if np.any(classes < 0) or np.any(classes >= self._sizes):
-            raise ValueError("factor class out of range")
+            raise ParameterError("classes", "factor class out of range")
         return classes @ self._bases
 
     def classes_of(self, indices) -> np.ndarray:
         """Factor classes of image indices, shape (...) -> (..., K)."""
         indices = np.asarray(indices, dtype=np.int64)
         if np.any(indices < 0) or np.any(indices >= self.num_images):
-            raise ValueError(f"image index out of range 0..{self.num_images - 1}")
+            raise ParameterError("indices", f"image index out of range 0..{self.num_images - 1}")
         return (indices[..., None] // self._bases) % self._sizes
 
     def values_of(self, classes) -> np.ndarray:
@@ -153,17 +157,3 @@ class GroundTruth:
         """n factor-class vectors, each factor uniform and independent (with replacement),
         drawn one factor after another as disentanglement_lib does: (n, K) int64."""
         return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=1).astype(np.int64)
-
-    def sample_indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.index_of(self.sample_classes(n, rng))
-
-    def sample_with_fixed_factor(self, n: int, factor: int, rng: np.random.Generator,
-                                 value: int | None = None) -> np.ndarray:
-        """n class vectors sharing one class of ``factor`` (FactorVAE-score protocol).
-
-        The shared class is ``value`` when given, else the class of the first sampled row
-        (dlib's order of draws: sample the batch, then copy row 0's class to every row).
-        """
-        classes = self.sample_classes(n, rng)
-        classes[:, factor] = classes[0, factor] if value is None else value
-        return classes

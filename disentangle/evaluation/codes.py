@@ -23,7 +23,7 @@ Bit-exactness: every image is encoded in a batch of exactly ``batch_size`` rows 
 last partial batch is padded with blank images and the padding dropped). With the same
 batch shape the same kernels run on each image, so a table and a protocol encode with
 the same batch size and device agree bit for bit (tested); different batch *shapes* can
-differ in the last float32 bit (seen here: batch 1 vs 256 differ by 1.5e-8).
+differ in the last float32 bit (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class BatchEncoder:
         self.device = torch.device(device)
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
-            # oneDNN's convolutions run 10-20 % faster on NHWC than on NCHW here; a private
+            # oneDNN's convolutions run faster on NHWC than on NCHW (docs/performance.md); a private
             # copy, so the caller's model (e.g. the one `info` decodes with) is unchanged.
             # Codes are always float32 (mixed=None), whatever the model trained in.
             model = copy.deepcopy(model)

@@ -71,10 +71,10 @@ DEFAULT_PARAMS = {
     "iq_max_samples": 20000,
     "distortion_images": 10000,
     "active_threshold_nats": ACTIVE_THRESHOLD_NATS,
-    "decode_batch_size": None,   # None: 64 on a CPU (best throughput, measured), 1024 on a GPU
+    "decode_batch_size": None,   # None: 64 on a CPU, 1024 on a GPU (docs/performance.md)
 }
 # Tile of the aggregate-posterior pass: rows (samples) x columns (posteriors). Two float32
-# buffers of 256 x 2048 are 4 MiB, inside L2 + L3; measured best of 128-1024 x 512-4096.
+# buffers of 256 x 2048 (4 MiB) stay inside L2 + L3 (sizes chosen in docs/performance.md).
 ROW_TILE = 256
 COL_TILE = 2048
 EXP_FLOOR = -87.0   # float32 exp is normal (>= 1.6e-38) above this
@@ -268,7 +268,7 @@ class AggregatePosterior:
                             s.copy_(t)
                         else:
                             s.add_(t)
-                        # exp of arguments below -87 takes a 10-40x slower path (float32
+                        # exp of arguments below -87 takes a much slower path (float32
                         # denormals); such terms are < 1e-38 each, so the floor changes a
                         # row's sum by < N e^-87 (rows near that floor are redone exactly)
                         marg_sum[j] += t.clamp_min_(EXP_FLOOR).exp_().sum(dim=1)
@@ -281,7 +281,7 @@ class AggregatePosterior:
             # Coarse-grained parallelism: each thread owns whole row blocks and runs its
             # ops single-threaded (torch releases the GIL inside ops). Splitting every
             # small in-cache op across OpenMP threads instead synchronises ~100k times
-            # and ran several times slower on a busy 2-core machine (measured).
+            # (slower; docs/performance.md).
             from concurrent.futures import ThreadPoolExecutor
             torch.set_num_threads(1)
             try:
@@ -390,7 +390,8 @@ def reconstruction_nll(logits, x, likelihood: str):
     if likelihood == "gaussian":
         from disentangle.models.objectives import GAUSSIAN_NLL_OFFSET
         return (logits.sigmoid() - x).square().flatten(1).sum(dim=1) + GAUSSIAN_NLL_OFFSET
-    raise ValueError(f"unknown likelihood {likelihood!r}")
+    from disentangle.errors import ParameterError
+    raise ParameterError("likelihood", "expected bernoulli or gaussian", value=repr(likelihood))
 
 
 def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random.Generator,
@@ -400,21 +401,23 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
     ``images``: "all" (every dataset image) or a count drawn uniformly without
     replacement. Standard error std/sqrt(n) (an upper bound, see the module docstring)."""
     import torch
+
+    from disentangle.errors import ParameterError
     n_total = len(mean)
     if isinstance(images, str):
         if images != "all":
-            raise ValueError(f"distortion_images must be 'all' or a positive count, got {images!r}")
+            raise ParameterError("info.distortion_images", f"must be 'all' or a positive count, got {images!r}")
         idx = np.arange(n_total)
     else:
         count = int(images)
         if count < 2:
-            raise ValueError(f"distortion_images must be at least 2, got {count}")
+            raise ParameterError("info.distortion_images", f"must be at least 2, got {count}")
         idx = np.arange(n_total) if count >= n_total else np.sort(rng.choice(n_total, size=count, replace=False))
     likelihood = likelihood or getattr(model, "likelihood", "bernoulli")
     device = _model_device(model)
     batch_size = int(batch_size or (64 if device.type == "cpu" else 1024))
     if device.type == "cpu" and any(p.dim() == 4 for p in model.parameters()):
-        # the CPU transposed convolutions run ~1.3x faster in channels_last (measured);
+        # the CPU transposed convolutions run faster in channels_last (docs/performance.md);
         # a private copy, so the caller's model is untouched
         import copy
         model = copy.deepcopy(model)
