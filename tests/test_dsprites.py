@@ -192,9 +192,20 @@ def test_cli_fetch_and_info(server, tmp_path):
 
 
 def test_cli_render_small(tmp_path, monkeypatch):
-    # the CLI renders the full grid; here the library call with a sub-grid checks the
-    # same path end to end at test size
+    # `data render` renders the full grid (737,280 images); the grid it asks for is swapped
+    # for a 36-image sub-grid, so the command itself runs end to end at test size
     gt = GroundTruth.dsprites().subgrid({"orientation": [0], "pos_x": [3], "pos_y": [4, 5]})
-    path = dsprites.render_dataset(tmp_path / "r.h5", gt)
-    info = dsprites.dataset_info(path)
-    assert info["num_images"] == 36 and info["source"].startswith("rendered")
+    monkeypatch.setattr(GroundTruth, "dsprites", classmethod(lambda cls: gt))
+    out = tmp_path / "r.h5"
+    for flags, pos_y_top in (([], True), (["--pos-y-bottom"], False)):
+        result = CliRunner().invoke(main, ["data", "render", "--out", str(out)] + flags)
+        assert result.exit_code == 0, result.output
+        assert f"wrote {out} (36 images, rendered)" in result.output
+        info = dsprites.dataset_info(out)
+        assert info["num_images"] == 36 and info["source"].startswith("rendered")
+        data = DSpritesData(out)
+        np.testing.assert_array_equal(data.images(np.arange(36)),
+                                      render_images(gt, gt.all_classes(), pos_y_top=pos_y_top))
+    # the two conventions differ (posY 4 and 5 are not mirror images of each other)
+    assert not np.array_equal(render_images(gt, gt.all_classes(), pos_y_top=True),
+                              render_images(gt, gt.all_classes(), pos_y_top=False))

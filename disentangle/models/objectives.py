@@ -34,7 +34,8 @@ def reconstruction(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> to
         return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
     if likelihood == "gaussian":
         return (torch.sigmoid(logits) - x).square().sum() / n
-    raise ValueError(f"unknown likelihood {likelihood!r}")
+    from disentangle.errors import ParameterError
+    raise ParameterError("likelihood", "expected bernoulli or gaussian", value=repr(likelihood))
 
 
 def kl_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
