@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 
 PNG_DPI = 200
 TRAVERSAL_SPAN = 3.0      # sweep each latent over ±3 prior standard deviations (Higgins et al.)
@@ -218,7 +218,7 @@ def metric_vs_beta(df, metrics: Sequence[str], x: str = "beta"):
         raise UserError("metric-vs-beta: name at least one --metric (e.g. --metric mig)")
     columns = [headline_column(df, m) for m in metrics]
     if x not in ("beta", "gamma", "capacity_max"):
-        raise UserError(f"--x {x}: choose beta, gamma or capacity_max")
+        raise ParameterError("x", "choose beta, gamma or capacity_max", value=x)
     runs = df[df[x].astype(float) > 0] if x in df.columns else df.iloc[0:0]
     if x == "beta":
         runs = runs[runs["objective"] != "beta-b"]

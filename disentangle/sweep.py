@@ -171,9 +171,9 @@ def load_spec(path: str | os.PathLike) -> Study:
         with open(path, "rb") as fh:
             spec = tomllib.load(fh)
     except FileNotFoundError:
-        raise UserError(f"--spec {path}: no such file") from None
+        raise ParameterError("spec", "no such file", value=path) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"--spec {path}: not a readable TOML file ({exc})") from None
+        raise ParameterError("spec", f"not a readable TOML file ({exc})", value=path) from None
     unknown = sorted(set(spec) - {"name", "description", "fixed", "grid", "evaluate"})
     if unknown:
         raise UserError(f"{path}: unknown top-level key(s) {', '.join(unknown)} "
@@ -654,7 +654,7 @@ def parse_time(text: str | int) -> int:
     s = str(text).strip()
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", s)
     if not m or not s:
-        raise UserError(f"--time {text}: expected minutes, H:MM:SS or D-HH:MM:SS")
+        raise ParameterError("time", "expected minutes, H:MM:SS or D-HH:MM:SS", value=text)
     days, a, b, c = (int(x) if x else None for x in m.groups())
     if days is None and b is None:
         minutes = a                               # MINUTES
@@ -665,7 +665,7 @@ def parse_time(text: str | int) -> int:
     else:
         minutes = days * 1440 + a * 60 + (b or 0) + (1 if c else 0)
     if minutes < 1:
-        raise UserError(f"--time {text}: must be at least one minute")
+        raise ParameterError("time", "must be at least one minute", value=text)
     return minutes
 
 
@@ -723,7 +723,7 @@ def run_slurm(jobs: list[dict], results_dir: Path, options: SlurmOptions,
     their outcomes) or return None at once (``options.wait`` False)."""
     ok, why = slurm_available()
     if not ok:
-        raise UserError(f"--executor slurm: {why}")
+        raise ParameterError("executor", why, value="slurm")
     import submitit
     folder = results_dir / SLURM_DIR / "%j"
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
@@ -741,7 +741,8 @@ def run_slurm(jobs: list[dict], results_dir: Path, options: SlurmOptions,
         submitted = executor.map_array(SlurmRun(), jobs)
     except Exception as exc:  # sbatch refused (bad partition, time, memory): the user can fix it
         msg = str(exc).strip().splitlines()
-        raise UserError(f"--executor slurm: sbatch refused the job array: {msg[-1] if msg else exc}") from None
+        raise ParameterError("executor", f"sbatch refused the job array: {msg[-1] if msg else exc}",
+                             value="slurm") from None
     ids = {job["name"]: sj.job_id for job, sj in zip(jobs, submitted)}
     _write_job_ids(results_dir, ids)
     array_id = submitted[0].job_id.split("_")[0] if submitted else "?"
@@ -834,8 +835,8 @@ def _preflight(runs: list[RunSpec], results_dir: Path, data_sha: str | None) -> 
             problems.append(f"{results_dir / run.name} was trained on other data (sha256 {sha[:12]}...)")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise UserError(f"--results {results_dir}: {'; '.join(problems[:3])}{more}; "
-                        f"use another --results directory for a study with other fixed settings")
+        raise ParameterError("results", f"{'; '.join(problems[:3])}{more}; use another results directory "
+                             f"for a study with other fixed settings", value=results_dir)
 
 
 def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor: dict) -> None:
