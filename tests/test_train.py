@@ -203,7 +203,7 @@ def test_foreign_checkpoint_is_refused(tmp_path, finished_run, tiny_data_path):
 
 def test_bad_options_are_one_line_user_errors(tmp_path, tiny_data_path):
     for kw, pattern in (({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"),
-                        ({"objective": "beta-z"}, "--objective"),
+                        ({"objective": "beta-z"}, "--method: unknown method .beta-z. \\(choose from beta-vae, annealed-vae"),
                         ({"data": str(tmp_path / "missing.h5")}, "missing.h5: no such dataset file")):
         with pytest.raises(UserError, match=pattern) as info:
             train(small(tiny_data_path, **kw), tmp_path / "bad")
@@ -237,15 +237,15 @@ def test_huge_learning_rate_fails_with_status_and_message(tmp_path, tiny_data_pa
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, tiny_data_path, monkeypatch):
-    from disentangle.models import objectives
-    real, calls = objectives.vae_loss, {"n": 0}
+    from disentangle.models import methods
+    real, calls = methods.method_terms, {"n": 0}
 
     def poisoned(*args, **kw):   # the 13th step produces an infinite loss
         calls["n"] += 1
-        loss, *rest = real(*args, **kw)
-        return (loss * float("inf") if calls["n"] == 13 else loss), *rest
+        terms = real(*args, **kw)
+        return {**terms, "loss": terms["loss"] * float("inf")} if calls["n"] == 13 else terms
 
-    monkeypatch.setattr(objectives, "vae_loss", poisoned)
+    monkeypatch.setattr(methods, "method_terms", poisoned)
     out = tmp_path / "inf"
     with pytest.raises(TrainingDiverged, match="at step 13.*last good checkpoint \\(step 10\\)"):
         train(small(tiny_data_path, steps=30), out)
