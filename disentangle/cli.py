@@ -122,12 +122,19 @@ def data_info(path):
               help="Run directory (default: results/<objective>-b<beta>-s<seed>).")
 @click.option("--preset", type=click.Choice(["cpu-short", "dlib"]), default=None,
               help="cpu-short: 10k steps (the defaults); dlib: the disentanglement_lib study, 300k steps.")
-@click.option("--objective", type=click.Choice(["beta-h", "beta-b"]), default=None,
-              help="beta-h: recon + beta*KL (default); beta-b: recon + gamma*|KL - C| (Burgess et al.).")
-@click.option("--beta", type=float, default=None, help="KL weight of beta-h (default 1).")
-@click.option("--gamma", type=float, default=None, help="Weight of |KL - C| in beta-b (default 1000).")
-@click.option("--capacity-max", type=float, default=None, help="Final capacity C in nats, beta-b (default 25).")
-@click.option("--capacity-steps", type=int, default=None, help="Steps over which C rises from 0 (preset's).")
+@click.option("--method", "--objective", "objective", default=None,
+              help="beta-vae (= beta-h, the default), annealed-vae (= beta-b), beta-tcvae, factor-vae, "
+                   "dip-vae-i or dip-vae-ii (disentanglement_lib's losses).")
+@click.option("--architecture", default=None,
+              help="burgess (default), dlib (disentanglement_lib's conv net) or fc (its MLP).")
+@click.option("--beta", type=float, default=None, help="beta-vae: KL weight; beta-tcvae: TC weight (default 1).")
+@click.option("--gamma", type=float, default=None,
+              help="annealed-vae: weight of |KL - C| (default 1000); factor-vae: TC weight.")
+@click.option("--capacity-max", type=float, default=None, help="Final capacity C in nats, annealed-vae (default 25).")
+@click.option("--capacity-steps", type=int, default=None,
+              help="annealed-vae: steps over which C rises from 0, dlib's iteration threshold (preset's).")
+@click.option("--lambda-od", type=float, default=None,
+              help="dip-vae-i/-ii: off-diagonal weight (default 1; diagonal 10x it for -i, 1x for -ii).")
 @click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian"]), default=None,
               help="bernoulli (default; binary pixels) or gaussian (sum of squared errors).")
 @click.option("--latent-dim", type=int, default=None, help="Latent dimensions (default 10).")
@@ -144,9 +151,10 @@ def data_info(path):
               help="float32 (default) or bf16-mixed (~1.7x faster on CPUs with bfloat16 units).")
 def train_cmd(out, preset, **options):
     """Train one beta-VAE run (resumes an interrupted run; a finished one is skipped)."""
-    from disentangle.config import TrainConfig
+    from disentangle.config import TrainConfig, check_hyperparameters_given
     from disentangle.train import train
     config = TrainConfig.from_preset(preset, **options).validate()
+    check_hyperparameters_given(config.objective, [k for k, v in options.items() if v is not None])
     train(config, out, progress=True, echo=lambda msg: click.echo(msg, err=True))
 
 

@@ -19,7 +19,26 @@ from typing import Any
 
 from disentangle.errors import UserError
 
-OBJECTIVES = ("beta-h", "beta-b")
+# The methods of disentanglement_lib's unsupervised study (methods/unsupervised/vae.py),
+# stored in the ``objective`` field; "beta-h" and "beta-b", the toolkit's first names,
+# stay valid and compute exactly beta-vae and annealed-vae (old runs keep their names).
+METHODS = ("beta-vae", "annealed-vae", "beta-tcvae", "factor-vae", "dip-vae-i", "dip-vae-ii")
+METHOD_ALIASES = {"beta-h": "beta-vae", "beta-b": "annealed-vae"}
+OBJECTIVES = METHODS + tuple(METHOD_ALIASES)
+# The hyper-parameters (TrainConfig fields) each method reads; giving another one to it
+# is an error (:func:`check_hyperparameters_given`).
+HYPERPARAMETERS = ("beta", "gamma", "capacity_max", "capacity_steps", "lambda_od")
+METHOD_HYPERPARAMETERS = {
+    "beta-vae": ("beta",),
+    "annealed-vae": ("gamma", "capacity_max", "capacity_steps"),
+    "beta-tcvae": ("beta",),
+    "factor-vae": ("gamma",),
+    "dip-vae-i": ("lambda_od",),
+    "dip-vae-ii": ("lambda_od",),
+}
+# Network names (disentangle.models.architectures.NETWORKS; kept here so reading a
+# configuration needs no torch).
+ARCHITECTURES = ("burgess", "dlib", "fc")
 LIKELIHOODS = ("bernoulli", "gaussian")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("float32", "bf16-mixed")
@@ -28,12 +47,13 @@ PRECISIONS = ("float32", "bf16-mixed")
 # only a label: its values are copied into the other fields.)
 EXECUTION_KEYS = frozenset({"data", "device", "threads", "checkpoint_every", "log_every", "preset"})
 
-# Named settings. "dlib" is the disentanglement_lib β-VAE / annealed-VAE study (300k steps
-# of Adam 1e-4, batch 64; capacity raised over 100k steps); "cpu-short" makes a run that
+# Named settings. "dlib" is disentanglement_lib's unsupervised study (its conv network,
+# Bernoulli loss, 10 latents, 300k steps of Adam 1e-4 with torch's (= TF's) β1 0.9, β2
+# 0.999, ε 1e-8, batch 64; annealed-vae's capacity raised over 100k steps); "cpu-short" makes a run that
 # ends in minutes on a laptop CPU and still learns the position and scale factors.
 PRESETS: dict[str, dict[str, Any]] = {
-    "dlib": {"steps": 300_000, "batch_size": 64, "lr": 1e-4, "latent_dim": 10,
-             "capacity_steps": 100_000, "checkpoint_every": 5_000, "log_every": 500},
+    "dlib": {"architecture": "dlib", "likelihood": "bernoulli", "steps": 300_000, "batch_size": 64,
+             "lr": 1e-4, "latent_dim": 10, "capacity_steps": 100_000, "checkpoint_every": 5_000, "log_every": 500},
     "cpu-short": {"steps": 10_000, "batch_size": 64, "lr": 1e-4, "latent_dim": 10,
                   "capacity_steps": 5_000, "checkpoint_every": 1_000, "log_every": 100},
 }
@@ -43,11 +63,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """Everything a training run depends on. Defaults are the "cpu-short" preset."""
 
-    objective: str = "beta-h"          # "beta-h": recon + β·KL;  "beta-b": recon + γ·|KL − C|
+    # the method (METHODS, or the old names "beta-h" = beta-vae, "beta-b" = annealed-vae);
+    # see disentangle.models.methods
+    objective: str = "beta-h"
     beta: float = 1.0
     gamma: float = 1000.0
     capacity_max: float = 25.0         # nats
     capacity_steps: int = 5_000        # C rises linearly from 0 to capacity_max over these steps
+    lambda_od: float = 1.0             # DIP-VAE off-diagonal weight (λ_d = 10·λ_od for -i, λ_od for -ii)
+    architecture: str = "burgess"      # ARCHITECTURES; runs from before this field are burgess
     likelihood: str = "bernoulli"      # "bernoulli" | "gaussian" (sum of squared errors)
     latent_dim: int = 10
     batch_size: int = 64
@@ -67,7 +91,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # 4 and 4.0 are the same β: store floats, so config.json compares and reads alike
-        for name in ("beta", "gamma", "capacity_max", "lr"):
+        for name in ("beta", "gamma", "capacity_max", "lambda_od", "lr"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, float(value))
@@ -107,18 +131,21 @@ class TrainConfig:
             if not cond:
                 raise UserError(f"--{option.replace('_', '-')}: {msg}")
 
-        need(self.objective in OBJECTIVES, "objective",
-             f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
+        need(self.objective in OBJECTIVES, "method",
+             f"unknown method {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
+        need(self.architecture in ARCHITECTURES, "architecture",
+             f"unknown architecture {self.architecture!r} (choose from {', '.join(ARCHITECTURES)})")
         need(self.likelihood in LIKELIHOODS, "likelihood",
              f"unknown likelihood {self.likelihood!r} (choose from {', '.join(LIKELIHOODS)})")
         need(self.device in DEVICES, "device", f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
-        for name in ("beta", "gamma", "capacity_max", "lr"):
+        for name in ("beta", "gamma", "capacity_max", "lambda_od", "lr"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
                  and abs(value) != float("inf"), name, f"must be a finite number, got {value!r}")
         need(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
         need(self.gamma >= 0, "gamma", f"must be >= 0, got {self.gamma}")
         need(self.capacity_max >= 0, "capacity_max", f"must be >= 0, got {self.capacity_max}")
+        need(self.lambda_od >= 0, "lambda_od", f"must be >= 0, got {self.lambda_od}")
         need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         for name, low in (("steps", 1), ("latent_dim", 1), ("batch_size", 1), ("capacity_steps", 1),
                           ("checkpoint_every", 1), ("log_every", 1), ("seed", 0)):
@@ -133,10 +160,31 @@ class TrainConfig:
         return self
 
 
+def method_of(objective: str) -> str:
+    """The method an ``objective`` value names ("beta-h" -> "beta-vae", "beta-b" -> "annealed-vae")."""
+    return METHOD_ALIASES.get(objective, objective)
+
+
+def check_hyperparameters_given(objective: str, given) -> None:
+    """UserError naming both when a hyper-parameter in ``given`` (field names the user set
+    explicitly) is not one ``objective``'s method reads."""
+    method = method_of(objective)
+    used = METHOD_HYPERPARAMETERS.get(method)
+    if used is None:
+        return   # an unknown method: validate() names it
+    for name in given:
+        if name in HYPERPARAMETERS and name not in used:
+            opt = lambda n: "--" + n.replace("_", "-")   # noqa: E731
+            raise UserError(f"{opt(name)}: not a hyper-parameter of method {objective} "
+                            f"(it uses {', '.join(map(opt, used))})")
+
+
 def differing_keys(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Identity keys whose values differ between two ``to_dict()`` outputs."""
+    """Identity keys whose values differ between two ``to_dict()`` outputs. A field that a
+    dict lacks (a run written before the field existed) counts as its default value."""
     keys = (set(saved) | set(wanted)) - EXECUTION_KEYS
-    return sorted(k for k in keys if saved.get(k, _MISSING) != wanted.get(k, _MISSING))
+    return sorted(k for k in keys if saved.get(k, _DEFAULTS.get(k, _MISSING)) != wanted.get(k, _DEFAULTS.get(k, _MISSING)))
 
 
 _MISSING = object()
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING}

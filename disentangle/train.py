@@ -85,15 +85,22 @@ class PackedBatches:
 
 # --------------------------------------------------------------------------- the step
 class Trainer:
-    """Model, optimizer and the per-step update for one configuration."""
+    """Model, optimizer(s) and the per-step update of one configuration, for every method
+    (:mod:`disentangle.models.methods`). factor-vae also has a discriminator, its own Adam
+    and a CPU generator for the per-dimension shuffles; all three are checkpointed."""
 
     def __init__(self, config: TrainConfig, device):
         import torch
-        from disentangle.models.vae import build_model
+        from disentangle.config import method_of
+        from disentangle.models.architectures import build_discriminator, build_model
+        from disentangle.models.methods import DISCRIMINATOR_ADAM, EXTRA_TERMS
         self.config = config
+        self.method = method_of(config.objective)
+        self.extra_terms = EXTRA_TERMS[self.method]
         self.device = torch.device(device)
         seeds = np.random.SeedSequence(config.seed).generate_state(3)
-        self.model = build_model(config.latent_dim, config.likelihood, int(seeds[0])).to(self.device)
+        self.model = build_model(config.latent_dim, config.likelihood, int(seeds[0]),
+                                 config.architecture).to(self.device)
         # channels_last: oneDNN's (and cuDNN's) faster conv layout (docs/performance.md); the
         # state dict keeps the same names and values
         self.model.set_execution(torch.bfloat16 if config.precision == "bf16-mixed" else None,
@@ -102,27 +109,62 @@ class Trainer:
         self.batch_seed = int(seeds[1])
         self.noise_generator = torch.Generator(device=self.device)
         self.noise_generator.manual_seed(int(seeds[2]))
+        self.discriminator = self.discriminator_optimizer = self.shuffle_generator = None
+        if self.method == "factor-vae":
+            # seeds of their own (spawned, so the VAE's three seeds stay what they were)
+            d_seed, s_seed = np.random.SeedSequence(config.seed).spawn(1)[0].generate_state(2)
+            self.discriminator = build_discriminator(config.latent_dim, int(d_seed)).to(self.device)
+            self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), **DISCRIMINATOR_ADAM)
+            self.shuffle_generator = torch.Generator(device="cpu")
+            self.shuffle_generator.manual_seed(int(s_seed))
+        self.hyper = {k: getattr(config, k) for k in ("beta", "gamma", "capacity_max", "capacity_steps", "lambda_od")}
 
-    def step(self, x, cap: float):
-        """One Adam update on batch x (capacity ``cap`` for beta-b); returns the detached
-        stats vector [loss, reconstruction, kl, kl_0, ..., kl_{D-1}]."""
+    def step(self, x, step: int):
+        """One update on batch x at 0-based step ``step``; returns the detached stats vector
+        [loss, reconstruction, kl, kl_0, ..., kl_{D-1}, *extra terms of the method]."""
         import torch
-        from disentangle.models.objectives import vae_loss
+        from disentangle.models import methods
         c = self.config
         noise = torch.randn((x.shape[0], c.latent_dim), generator=self.noise_generator, device=self.device)
-        logits, mean, logvar = self.model(x, noise)
-        loss, recon, kl, kl_dims = vae_loss(logits, x, mean, logvar, c.likelihood, c.objective,
-                                            c.beta, c.gamma, cap)
+        mean, logvar = self.model.encode(x)
+        z = self.model.sample(mean, logvar, noise)
+        logits = self.model.decode(z)
+        z_shuffled = methods.shuffle_codes(z, self.shuffle_generator) if self.discriminator is not None else None
+        terms = methods.method_terms(c.objective, x, logits, mean, logvar, z, step, likelihood=c.likelihood,
+                                     hyper=self.hyper, discriminator=self.discriminator, z_shuffled=z_shuffled)
+        loss = terms["loss"]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.discriminator is None:
+            loss.backward()
+        else:
+            # dlib: two minimize ops on one forward pass, each on its own var_list: the VAE
+            # loss moves only encoder/decoder weights (its gradient flows through the
+            # discriminator into z, not into the discriminator's weights), the
+            # discriminator loss only the discriminator's; both at the same parameters
+            self.discriminator_optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=list(self.model.parameters()), retain_graph=True)
+            terms["discriminator_loss"].backward(inputs=list(self.discriminator.parameters()))
+            self.discriminator_optimizer.step()
         self.optimizer.step()
-        return torch.cat([torch.stack([loss, recon, kl]), kl_dims]).detach()
+        extras = [terms[k].detach().reshape(()).float() for k in self.extra_terms]
+        return torch.cat([torch.stack([loss, terms["reconstruction"], terms["kl"]]), terms["kl_dims"],
+                          torch.stack(extras) if extras else terms["kl_dims"][:0]]).detach()
+
+
+def _model_record(config: TrainConfig, trainer: Trainer) -> dict:
+    """config.json["model"]: which network (name and version) and how many weights."""
+    from disentangle.models.architectures import ARCHITECTURE_VERSIONS, parameter_count
+    record = {"architecture": config.architecture, "architecture_version": ARCHITECTURE_VERSIONS[config.architecture],
+              "parameters": parameter_count(trainer.model)}
+    if trainer.discriminator is not None:
+        record["discriminator_parameters"] = parameter_count(trainer.discriminator)
+    return record
 
 
 # --------------------------------------------------------------------------- checkpoints
-def _log_columns(latent_dim: int) -> list[str]:
+def _log_columns(latent_dim: int, extra_terms=()) -> list[str]:
     return (["step", "loss", "reconstruction", "kl", "capacity"]
-            + [f"kl_{i}" for i in range(latent_dim)] + ["img_per_s", "elapsed_s"])
+            + [f"kl_{i}" for i in range(latent_dim)] + list(extra_terms) + ["img_per_s", "elapsed_s"])
 
 
 def _log_csv(columns: list[str], rows: list[list[float]]) -> str:
@@ -145,6 +187,9 @@ def _save_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches, step
         "optimizer": trainer.optimizer.state_dict(),
         "rng": {"batches": batches.generator.get_state(),
                 "noise": trainer.noise_generator.get_state()},
+        **({"discriminator": trainer.discriminator.state_dict(),
+            "discriminator_optimizer": trainer.discriminator_optimizer.state_dict(),
+            "rng_shuffle": trainer.shuffle_generator.get_state()} if trainer.discriminator is not None else {}),
         "log_rows": [list(map(float, r)) for r in log_rows],
         # the open log interval, so a resumed run logs the same means
         "log_acc": acc.detach().cpu().clone(), "log_acc_steps": int(acc_steps),
@@ -178,6 +223,10 @@ def _load_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches) -> d
     trainer.optimizer.load_state_dict(state["optimizer"])
     batches.generator.set_state(state["rng"]["batches"])
     trainer.noise_generator.set_state(state["rng"]["noise"])
+    if trainer.discriminator is not None:
+        trainer.discriminator.load_state_dict(state["discriminator"])
+        trainer.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+        trainer.shuffle_generator.set_state(state["rng_shuffle"])
     return {"step": int(state["step"]), "log_rows": [list(r) for r in state["log_rows"]],
             "elapsed_s": float(state["elapsed_s"]), "log_acc": state["log_acc"],
             "log_acc_steps": int(state["log_acc_steps"])}
@@ -243,7 +292,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         run_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
             run.write_config({"config": config.to_dict(), "data": data.provenance,
-                              "package": environment_info(), "created": _now()})
+                              "package": environment_info(), "model": _model_record(config, trainer),
+                              "created": _now()})
         resumed = None
         if run.checkpoint_path.is_file():
             resumed = _load_checkpoint(run, trainer, batches)
@@ -262,9 +312,10 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
           resumed: dict | None, progress: bool, runtime: dict) -> None:
     import torch
     from disentangle.models.objectives import capacity
-    columns = _log_columns(config.latent_dim)
+    columns = _log_columns(config.latent_dim, trainer.extra_terms)
     per_step_check = trainer.device.type == "cpu"  # free on CPU; a GPU sync per step is not
-    acc = torch.zeros(3 + config.latent_dim, dtype=torch.float64, device=trainer.device)
+    annealed = trainer.method == "annealed-vae"
+    acc = torch.zeros(3 + config.latent_dim + len(trainer.extra_terms), dtype=torch.float64, device=trainer.device)
     start, log_rows, elapsed, acc_steps = 0, [], 0.0, 0
     if resumed is not None:
         start, log_rows, elapsed = resumed["step"], resumed["log_rows"], resumed["elapsed_s"]
@@ -279,8 +330,8 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
                    dynamic_ncols=True, mininterval=0.5)
     try:
         for t in range(start, config.steps):
-            cap = capacity(t, config.capacity_max, config.capacity_steps) if config.objective == "beta-b" else 0.0
-            stats = trainer.step(batches.sample(config.batch_size), cap)
+            cap = capacity(t, config.capacity_max, config.capacity_steps) if annealed else 0.0
+            stats = trainer.step(batches.sample(config.batch_size), t)
             acc += stats
             acc_steps += 1
             timed_steps += 1

@@ -112,7 +112,7 @@ def test_config_round_trip_presets_and_identity():
 
 @pytest.mark.parametrize("change, option", [
     ({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"), ({"steps": -5}, "--steps"),
-    ({"objective": "beta-x"}, "--objective"), ({"likelihood": "poisson"}, "--likelihood"),
+    ({"objective": "beta-x"}, "--method"), ({"likelihood": "poisson"}, "--likelihood"),
     ({"lr": 0.0}, "--lr"), ({"batch_size": 0}, "--batch-size"), ({"device": "tpu"}, "--device"),
     ({"beta": float("nan")}, "--beta"), ({"threads": 0}, "--threads"),
 ])

@@ -71,7 +71,7 @@ def test_expand_refuses_bad_grids():
         (sw.Study(grid={"threads": [1, 2]}), "cannot be a grid axis"),
         (sw.Study(grid={"beta": [1, 1.0]}), "repeats a value"),
         (sw.Study(grid={"beta": [1, -2]}), "--beta: must be >= 0"),
-        (sw.Study(grid={"beta": [1]}, fixed={"objective": "beta-x"}), "--objective"),
+        (sw.Study(grid={"beta": [1]}, fixed={"objective": "beta-x"}), "unknown method .beta-x."),
     ]
     for study, message in cases:
         with pytest.raises(UserError, match=message.replace("(", r"\(")):

@@ -137,11 +137,19 @@ def test_bf16_mixed_precision_is_deterministic_and_tracks_float32(tmp_path, tiny
         assert mixed["loss"] != full["loss"]   # it did run in bfloat16
 
 
-def test_sigkill_mid_run_then_rerun_gives_bit_identical_weights(tmp_path, tiny_data_path):
-    steps = 60
-    reference = train(small(tiny_data_path, steps=steps, checkpoint_every=7), tmp_path / "ref")
+@pytest.mark.parametrize("method", [
+    {},
+    # FactorVAE on dlib's network: the discriminator, its Adam and the shuffle generator resume too
+    {"objective": "factor-vae", "gamma": 10.0, "architecture": "dlib"},
+    {"objective": "beta-tcvae", "beta": 6.0},
+], ids=["beta-h", "factor-vae-dlib", "beta-tcvae"])
+def test_sigkill_mid_run_then_rerun_gives_bit_identical_weights(tmp_path, tiny_data_path, method):
+    steps = 30 if method else 60   # the new methods: fewer steps, still killed after a checkpoint
+    settings = method or {"beta": 4.0}
+    reference = train(small(tiny_data_path, steps=steps, checkpoint_every=7, **settings), tmp_path / "ref")
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "disentangle", "train", "--beta", "4", "--steps", str(steps),
+    options = [a for k, v in settings.items() for a in ("--" + k.replace("_", "-"), str(v))]
+    cmd = [sys.executable, "-m", "disentangle", "train", *options, "--steps", str(steps),
            "--batch-size", "16", "--seed", "0", "--data", str(tiny_data_path), "--device", "cpu",
            "--threads", "1", "--log-every", "5", "--checkpoint-every", "7", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -171,10 +179,121 @@ def test_sigkill_mid_run_then_rerun_gives_bit_identical_weights(tmp_path, tiny_d
     ref_log, log = read_log(reference), read_log(out)
     assert [r["step"] for r in log] == [r["step"] for r in ref_log]
     assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
+    assert list(log[0]) == list(ref_log[0])
+    if method.get("objective") == "factor-vae":
+        ref_state = torch.load(reference / "checkpoint.pt", weights_only=True)
+        state = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert same_weights(ref_state["discriminator"], state["discriminator"])
+        assert torch.equal(ref_state["rng_shuffle"], state["rng_shuffle"])
+    if method:
+        return
     # a finished run, run again, says so and does nothing
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "already finished" in again.stderr
     assert same_weights(weights(reference), weights(out))
+
+
+@pytest.mark.parametrize("method,hyper,extra", [
+    ("beta-vae", {"beta": 4.0}, []),
+    ("annealed-vae", {"gamma": 100.0, "capacity_max": 10.0, "capacity_steps": 4}, []),
+    ("beta-tcvae", {"beta": 6.0}, ["tc"]),
+    ("factor-vae", {"gamma": 20.0}, ["tc", "discriminator_loss", "discriminator_accuracy"]),
+    ("dip-vae-i", {"lambda_od": 2.0}, ["dip_off_diagonal", "dip_diagonal"]),
+    ("dip-vae-ii", {"lambda_od": 2.0}, ["dip_off_diagonal", "dip_diagonal"]),
+])
+def test_every_method_trains_logs_its_terms_and_is_deterministic(tmp_path, tiny_data_path, method, hyper, extra):
+    config = small(tiny_data_path, **{"beta": 1.0, **hyper}, objective=method, steps=4, log_every=1,
+                   checkpoint_every=4, architecture="dlib", latent_dim=4)
+    run = train(config, tmp_path / method)
+    log = read_log(run)
+    with open(run / "train_log.csv") as fh:
+        columns = fh.readline().strip().split(",")
+    assert columns == (["step", "loss", "reconstruction", "kl", "capacity"] + [f"kl_{i}" for i in range(4)]
+                       + extra + ["img_per_s", "elapsed_s"])
+    for r in log:   # one step per row: the logged terms make up the loss exactly (float32)
+        base = r["reconstruction"] + r["kl"]
+        want = {"beta-vae": r["reconstruction"] + 4.0 * r["kl"],
+                "annealed-vae": r["reconstruction"] + 100.0 * abs(r["kl"] - r["capacity"]),
+                "beta-tcvae": base + 5.0 * r.get("tc", 0.0),
+                "factor-vae": base + 20.0 * r.get("tc", 0.0),
+                "dip-vae-i": base + 2.0 * r.get("dip_off_diagonal", 0) + 20.0 * r.get("dip_diagonal", 0),
+                "dip-vae-ii": base + 2.0 * r.get("dip_off_diagonal", 0) + 2.0 * r.get("dip_diagonal", 0)}[method]
+        assert r["loss"] == pytest.approx(want, rel=1e-5)
+    if method == "annealed-vae":
+        assert [r["capacity"] for r in log] == pytest.approx([0.0, 2.5, 5.0, 7.5])
+    if method == "factor-vae":
+        assert all(0 <= r["discriminator_accuracy"] <= 1 and r["discriminator_loss"] > 0 for r in log)
+    saved = read_json(run / "config.json")
+    assert saved["model"]["architecture"] == "dlib" and saved["model"]["architecture_version"] == 1
+    assert saved["model"]["parameters"] == sum(p.numel() for p in load_model(run)[0].parameters())
+    again = train(config, tmp_path / (method + "-again"))
+    assert same_weights(weights(run), weights(again)) and read_log(again)[-1]["loss"] == log[-1]["loss"]
+
+
+def _strip_new_fields(run_dir: Path) -> None:
+    """Make a run directory look like one written before architecture/lambda_od existed."""
+    import json
+    saved = read_json(run_dir / "config.json")
+    for key in ("architecture", "lambda_od"):
+        del saved["config"][key]
+    saved.pop("model")
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    for key in ("architecture", "lambda_od"):
+        del state["config"][key]
+    torch.save(state, run_dir / "checkpoint.pt")
+
+
+def test_old_run_directory_without_the_new_fields_loads_and_resumes(tmp_path, finished_run, tiny_data_path,
+                                                                     monkeypatch):
+    """A run written before architecture/lambda_od existed (keys absent from config.json
+    and the checkpoint) loads as burgess, counts as the same run, and an interrupted one
+    resumes from its checkpoint to the same weights."""
+    import shutil
+    from disentangle.models import methods
+    run, config = finished_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    _strip_new_fields(old)
+    model, cfg = load_model(old)
+    assert model.architecture == "burgess" and "architecture" not in cfg
+    assert same_weights(model.state_dict(), weights(run))
+    messages = []
+    assert train(config, old, echo=messages.append) == old and "already finished" in messages[0]
+    # interrupted at step 13 (the last checkpoint at step 10), then resumed as an old run
+    real, calls = methods.method_terms, {"n": 0}
+
+    def stop_at_13(*args, **kw):
+        calls["n"] += 1
+        terms = real(*args, **kw)
+        return {**terms, "loss": terms["loss"] * float("inf")} if calls["n"] == 13 else terms
+
+    monkeypatch.setattr(methods, "method_terms", stop_at_13)
+    part = tmp_path / "part"
+    with pytest.raises(TrainingDiverged):
+        train(config, part)
+    monkeypatch.setattr(methods, "method_terms", real)
+    _strip_new_fields(part)
+    messages = []
+    train(config, part, echo=messages.append)
+    assert "resuming at step 10" in messages[0]
+    assert same_weights(weights(part), weights(run))
+    assert read_log(part) == [{**r, "img_per_s": p["img_per_s"], "elapsed_s": p["elapsed_s"]}
+                              for r, p in zip(read_log(run), read_log(part))]
+
+
+def test_cli_rejects_a_hyperparameter_the_method_does_not_use(tmp_path):
+    from click.testing import CliRunner
+    from disentangle.cli import main
+    result = CliRunner().invoke(main, ["train", "--method", "dip-vae-ii", "--beta", "2", "--steps", "5",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: --beta: not a hyper-parameter of method dip-vae-ii (it uses --lambda-od)"]
+    result = CliRunner().invoke(main, ["train", "--architecture", "vgg", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "Error: --architecture: unknown architecture 'vgg' (choose from burgess, dlib, fc)"]
+    assert not (tmp_path / "r").exists()
 
 
 # --------------------------------------------------------------------------- refusals
@@ -206,7 +325,7 @@ def test_foreign_checkpoint_is_refused(tmp_path, finished_run, tiny_data_path):
 
 def test_bad_options_are_one_line_user_errors(tmp_path, tiny_data_path):
     for kw, pattern in (({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"),
-                        ({"objective": "beta-z"}, "--objective"),
+                        ({"objective": "beta-z"}, "--method: unknown method .beta-z. \\(choose from beta-vae, annealed-vae"),
                         ({"data": str(tmp_path / "missing.h5")}, "missing.h5: no such dataset file")):
         with pytest.raises(UserError, match=pattern) as info:
             train(small(tiny_data_path, **kw), tmp_path / "bad")
@@ -242,15 +361,15 @@ def test_huge_learning_rate_fails_with_status_and_message(tmp_path, tiny_data_pa
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, tiny_data_path, monkeypatch):
-    from disentangle.models import objectives
-    real, calls = objectives.vae_loss, {"n": 0}
+    from disentangle.models import methods
+    real, calls = methods.method_terms, {"n": 0}
 
     def poisoned(*args, **kw):   # the 13th step produces an infinite loss
         calls["n"] += 1
-        loss, *rest = real(*args, **kw)
-        return (loss * float("inf") if calls["n"] == 13 else loss), *rest
+        terms = real(*args, **kw)
+        return {**terms, "loss": terms["loss"] * float("inf")} if calls["n"] == 13 else terms
 
-    monkeypatch.setattr(objectives, "vae_loss", poisoned)
+    monkeypatch.setattr(methods, "method_terms", poisoned)
     out = tmp_path / "inf"
     with pytest.raises(TrainingDiverged, match="at step 13.*last good checkpoint \\(step 10\\)"):
         train(small(tiny_data_path, steps=30), out)
