@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from disentangle.config import format_value, grid_axis_order, run_name  # noqa: F401 (part of this API)
 from disentangle.errors import UserError
 from disentangle.results import (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, SCORES_FILE, STATUS_FILE,
                                  read_json, write_json_atomic, write_text_atomic)
@@ -57,16 +58,8 @@ SLURM_DIR = "slurm"
 STUDY_FORMAT = "disentangle-study-1"
 _STUDY_LOCK = ".study.lock"
 
-# Settings a grid may vary: the ones that change a run's numbers (TrainConfig identity).
-# Order = order of the parts of a run's name.
-NAME_ORDER = ("beta", "gamma", "capacity_max", "capacity_steps", "likelihood", "latent_dim",
-              "batch_size", "lr", "steps")
-ABBREVIATIONS = {"beta": "b", "gamma": "g", "capacity_max": "c", "capacity_steps": "cs",
-                 "likelihood": "", "latent_dim": "z", "batch_size": "bs", "lr": "lr", "steps": "n",
-                 "seed": "s"}
-# The settings an objective is about: always in its runs' names, swept or not, so a name
-# says what was trained ("beta-h_b4_s0", "beta-b_g1000_c25_s0").
-OBJECTIVE_KEYS = {"beta-h": ("beta",), "beta-b": ("gamma", "capacity_max")}
+# Which settings a grid may vary, how they nest and how runs are named come from the
+# configuration's identity fields (disentangle.config: grid_axis_order, run_name).
 
 # Run states as `sweep status` shows them.
 STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
@@ -192,35 +185,13 @@ def load_spec(path: str | os.PathLike) -> Study:
                  eval_seed=int(evaluate.get("seed", 0)), name=spec.get("name"), source=str(path))
 
 
-def format_value(value: Any) -> str:
-    """A setting's value as it appears in a run name: integral numbers without '.0',
-    other floats in their shortest exact form (4 -> '4', 0.5 -> '0.5', 1e-4 -> '0.0001')."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        value = int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    text = str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)
-
-
-def run_name(config: dict[str, Any], swept: Iterable[str]) -> str:
-    """'beta-h_b4_s0': the objective, its own settings, every other swept setting, the seed."""
-    swept = set(swept)
-    objective = config["objective"]
-    keys = list(OBJECTIVE_KEYS.get(objective, ()))
-    keys += [k for k in NAME_ORDER if k in swept and k not in keys]
-    parts = [format_value(objective)]
-    parts += [ABBREVIATIONS.get(k, k) + format_value(config[k]) for k in keys]
-    parts.append("s" + format_value(config["seed"]))
-    return "_".join(parts)
-
-
 def expand(study: Study, data: str | None = None, device: str | None = None,
            threads: int | None = None) -> list[RunSpec]:
     """Every combination of the grid as a validated run configuration, named by its
     settings. Order: seed outermost (a study that stops early has covered its other
-    axes for the first seeds), then the axes in NAME_ORDER."""
-    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys
+    axes for the first seeds), then the settings in the configuration's order, the
+    objective innermost (:func:`disentangle.config.grid_axis_order`)."""
+    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys, replicate_keys
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in list(study.grid) + list(study.fixed):
         if key not in known:
@@ -237,9 +208,9 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
     if not study.grid:
         raise UserError(f"{study.source}: the grid is empty: give at least one axis "
                         f"(e.g. --beta 1,4,16 --seeds 0-2, or [grid] in a --spec file)")
-    order = ["seed"] + [k for k in NAME_ORDER if k != "seed"] + sorted(study.grid)
+    order = list(grid_axis_order()) + sorted(study.grid)
     axes = [k for k in dict.fromkeys(order) if k in study.grid]
-    swept = [k for k in axes if len(study.grid[k]) > 1 and k != "seed"]
+    swept = [k for k in axes if len(study.grid[k]) > 1 and k not in replicate_keys()]
     fixed = dict(study.fixed)
     preset = fixed.pop("preset", None)
     runs: list[RunSpec] = []
@@ -249,9 +220,6 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
         try:
             cfg = TrainConfig.from_preset(preset, **{**fixed, **point, "data": data, "device": device,
                                                      "threads": threads})
-            # integers given where the field is a float (beta = 4) are the same setting
-            for key in ("beta", "gamma", "capacity_max", "lr"):
-                setattr(cfg, key, float(getattr(cfg, key)))
             cfg.validate()
         except UserError as exc:
             raise UserError(f"{study.source}: {exc}") from None
@@ -276,7 +244,8 @@ def _value_key(value: Any) -> str:
 
 
 def swept_axes(study: Study) -> list[str]:
-    return [k for k in NAME_ORDER + ("objective",) if len(study.grid.get(k, [])) > 1]
+    from disentangle.config import replicate_keys
+    return [k for k in grid_axis_order() if k not in replicate_keys() and len(study.grid.get(k, [])) > 1]
 
 
 # =========================================================================== locks
@@ -1085,8 +1054,9 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
         return written, ["no run has scores yet: no figures"]
     if "info.rate_nats" in scored.columns:
         attempt("rate–distortion", lambda: plots.rate_distortion(scored), fig_dir / "rate_distortion.png")
+    from disentangle.evaluation.metrics import metrics_of_kind
     metrics = []
-    for metric in ("beta_vae", "factor_vae", "mig", "dci", "sap"):
+    for metric in metrics_of_kind("disentanglement"):
         try:
             if scored[headline_column(scored, metric)].notna().any():
                 metrics.append(metric)

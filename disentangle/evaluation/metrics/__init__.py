@@ -173,7 +173,6 @@ METRICS: dict[str, MetricSpec] = {
         headline_keys=("rate_nats", "distortion_nats", "entropy_x_nats", "i_gen_lower_nats", "i_q_nats"),
         labels={"rate_nats": "rate R (nats)", "distortion_nats": "distortion D (nats)",
                 "i_q_nats": "I_q(X;Z) (nats)", "i_gen_lower_nats": "I_gen lower bound H(X) − D (nats)",
-                "entropy_x_nats": "H(X) (nats)",
                 "total_correlation_nats": "total correlation (nats)", "active_dims": "active dimensions"},
         # nats: the caption says so once
         latex={"rate_nats": r"$R$", "distortion_nats": r"$D$", "entropy_x_nats": r"$H(X)$",
