@@ -181,8 +181,27 @@ def load_spec(path: str | os.PathLike) -> Study:
     metrics = evaluate.get("metrics", ["all"])
     if isinstance(metrics, str):
         metrics = [metrics]
-    return Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
-                 eval_seed=int(evaluate.get("seed", 0)), name=spec.get("name"), source=str(path))
+    if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
+        raise UserError(f"{path}: [evaluate] metrics must be a metric name or a list of them, got {metrics!r}")
+    seed = evaluate.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"{path}: [evaluate] seed must be a non-negative integer, got {seed!r}")
+    study = Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
+                  eval_seed=seed, name=spec.get("name"), source=str(path))
+    check_evaluation_options(study)
+    return study
+
+
+def check_evaluation_options(study: Study) -> None:
+    """The evaluation every run will get (metric names, their parameters, the seed),
+    checked like ``disentangle evaluate`` checks them, so that an option that would fail
+    every run's evaluation stops the sweep before anything trains."""
+    from disentangle.evaluation.evaluate import check_evaluation
+    try:
+        check_evaluation(study.metrics, study.eval_seed)
+    except UserError as exc:
+        message = str(exc).replace("--seed", "the evaluation seed (--eval-seed, [evaluate] seed)")
+        raise UserError(f"{study.source}: {message}") from None
 
 
 def expand(study: Study, data: str | None = None, device: str | None = None,
@@ -861,6 +880,7 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         raise UserError(f"--jobs {jobs}: must be at least 1")
     if threads_per_job is not None and threads_per_job < 1:
         raise UserError(f"--threads-per-job {threads_per_job}: must be at least 1")
+    check_evaluation_options(study)
     # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories)
     data_path = resolve_data_path(data).resolve()
