@@ -18,7 +18,8 @@ so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables
 - ``headline_keys``: the scores a table shows by default, the first standing for the
   metric in figures; ``labels`` (axis/legend text) and ``latex`` (table headers) per key.
 - ``kind``: "disentanglement" or "information"; :func:`display_order` lists the metrics
-  by kind, then in registry order.
+  by kind, then in registry order. ``summary``: optional console text of one run's values
+  (``info`` prints its sandwich H(X) - D <= I_q <= R with its warnings).
 
 Callers record ``spec.record_params(overrides)`` next to the values: the protocol
 parameters actually used plus what the environment decides (e.g. the installed sklearn's
@@ -63,6 +64,8 @@ class MetricSpec:
     needs: tuple[str, ...] = ("codes", "ground_truth")
     kind: str = "disentanglement"
     provenance: Callable[[dict], dict] = field(default=lambda params: {})
+    # console text for a run's values beyond the table's headline cells (None: nothing)
+    summary: Callable[[dict], str] | None = None
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.needs if n not in INPUTS]
@@ -170,6 +173,7 @@ METRICS: dict[str, MetricSpec] = {
     "info": MetricSpec(
         name="info", fn=information.information_scores, defaults=dict(information.DEFAULT_PARAMS),
         check=information.check_params, needs=("model", "codes_table", "dataset"), kind="information",
+        summary=information.format_summary,
         headline_keys=("rate_nats", "distortion_nats", "entropy_x_nats", "i_gen_lower_nats", "i_q_nats"),
         labels={"rate_nats": "rate R (nats)", "distortion_nats": "distortion D (nats)",
                 "i_q_nats": "I_q(X;Z) (nats)", "i_gen_lower_nats": "I_gen lower bound H(X) − D (nats)",
