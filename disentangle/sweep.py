@@ -74,12 +74,14 @@ def _now() -> str:
 class Study:
     """A grid of runs: ``grid`` maps settings to lists of values (one run per combination),
     ``fixed`` holds the settings every run shares (TrainConfig fields, "preset" included).
-    ``metrics`` and ``eval_seed`` say how each run is evaluated."""
+    ``metrics``, ``eval_seed`` and ``eval_params`` (per-metric protocol parameters, as
+    ``evaluate --param``) say how each run is evaluated."""
 
     grid: dict[str, list] = dataclasses.field(default_factory=dict)
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: tuple[str, ...] = ("all",)
     eval_seed: int = 0
+    eval_params: dict[str, dict] = dataclasses.field(default_factory=dict)
     name: str | None = None
     source: str = "command line"   # where the study came from, for error messages
 
@@ -153,6 +155,8 @@ def load_spec(path: str | os.PathLike) -> Study:
         [evaluate]                        # optional
         metrics = ["all"]
         seed = 0
+        [evaluate.params.mig]             # optional: protocol parameters (as --param mig.num_train=1000)
+        num_train = 1000
     """
     try:
         import tomllib
@@ -175,9 +179,12 @@ def load_spec(path: str | os.PathLike) -> Study:
             raise UserError(f"{path}: [{table}] must be a table")
     grid = {k: (v if isinstance(v, list) else [v]) for k, v in spec.get("grid", {}).items()}
     evaluate = spec.get("evaluate", {})
-    unknown = sorted(set(evaluate) - {"metrics", "seed"})
+    unknown = sorted(set(evaluate) - {"metrics", "seed", "params"})
     if unknown:
-        raise UserError(f"{path}: unknown key(s) in [evaluate]: {', '.join(unknown)} (expected metrics, seed)")
+        raise UserError(f"{path}: unknown key(s) in [evaluate]: {', '.join(unknown)} (expected metrics, seed, params)")
+    eval_params = evaluate.get("params", {})
+    if not (isinstance(eval_params, dict) and all(isinstance(v, dict) for v in eval_params.values())):
+        raise UserError(f"{path}: [evaluate.params] must hold one table per metric, e.g. [evaluate.params.mig]")
     metrics = evaluate.get("metrics", ["all"])
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -187,7 +194,7 @@ def load_spec(path: str | os.PathLike) -> Study:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UserError(f"{path}: [evaluate] seed must be a non-negative integer, got {seed!r}")
     study = Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
-                  eval_seed=seed, name=spec.get("name"), source=str(path))
+                  eval_seed=seed, eval_params=eval_params, name=spec.get("name"), source=str(path))
     check_evaluation_options(study)
     return study
 
@@ -198,7 +205,7 @@ def check_evaluation_options(study: Study) -> None:
     every run's evaluation stops the sweep before anything trains."""
     from disentangle.evaluation.evaluate import check_evaluation
     try:
-        check_evaluation(study.metrics, study.eval_seed)
+        check_evaluation(study.metrics, study.eval_seed, study.eval_params)
     except UserError as exc:
         message = str(exc).replace("--seed", "the evaluation seed (--eval-seed, [evaluate] seed)")
         raise UserError(f"{study.source}: {message}") from None
@@ -411,7 +418,8 @@ def _eval_device(device: str | None) -> str:
 def execute_run(job: dict) -> dict:
     """Train and evaluate one run, holding its lock; never raises for a failed run.
 
-    ``job``: name, run_dir, config (TrainConfig dict), metrics, eval_seed, retry_failed.
+    ``job``: name, run_dir, config (TrainConfig dict), metrics, eval_seed, eval_params,
+    retry_failed.
     Returns an outcome: {"name", "result": "done" | "failed" | "busy", "action", "reason",
     "seconds", "threads", "pid"}."""
     t0 = time.monotonic()
@@ -463,6 +471,7 @@ def execute_run(job: dict) -> dict:
             try:
                 from disentangle.evaluation.evaluate import evaluate_run
                 evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
+                             params=job.get("eval_params") or None,
                              data=job["config"].get("data"), device=_eval_device(job["config"].get("device")),
                              threads=job["config"].get("threads"), progress=False)
                 still = missing_metrics(run_dir, names)
@@ -857,7 +866,7 @@ def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor
             record = {"format": STUDY_FORMAT, "created": _now(), "runs": {}, "sweeps": []}
         record.update({"name": study.name or record.get("name") or results_dir.name, "grid": study.grid,
                        "fixed": study.fixed, "metrics": list(study.metrics), "eval_seed": study.eval_seed,
-                       "swept": swept_axes(study), "updated": _now()})
+                       "eval_params": study.eval_params, "swept": swept_axes(study), "updated": _now()})
         for run in runs:
             record["runs"][run.name] = {"config": run.config, "metrics": list(study.metrics),
                                         "eval_seed": study.eval_seed}
@@ -911,7 +920,7 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         else:
             todo.append({"name": run.name, "run_dir": str(run_dir.resolve()), "config": run.config,
                          "metrics": list(study.metrics), "eval_seed": study.eval_seed,
-                         "retry_failed": retry_failed})
+                         "eval_params": study.eval_params, "retry_failed": retry_failed})
     echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "
          f"{sum(o['result'] == 'done' for o in outcomes)} done, "
          f"{sum(o['result'] == 'failed' for o in outcomes)} failed earlier"

@@ -4,6 +4,7 @@ and retried only when asked, an interrupted sweep resumed from its checkpoint, a
 sweep processes on one directory sharing the work without training a run twice."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -354,8 +355,18 @@ def test_bad_evaluation_options_stop_a_sweep_before_anything_trains(tmp_path, ti
                          echo=lambda msg: None)
         assert not results.exists()
     for evaluate, named in (("seed = -3", "evaluation seed"), ('seed = "x"', r"\[evaluate\] seed"),
-                            ('metrics = ["mig", "nope"]', "nope")):
+                            ('metrics = ["mig", "nope"]', "nope"),
+                            ("[evaluate.params.mig]\nnum_train = -5", r"mig\.num_train"),
+                            ('[evaluate.params.dci]\nbackend = "nosuch"', r"dci\.backend"),
+                            ("[evaluate.params.info]\niq_min_samples = 1", r"info\.iq_min_samples")):
         spec = tmp_path / "spec.toml"
         spec.write_text(f"[grid]\nbeta = [1, 4]\n[evaluate]\n{evaluate}\n")
         with pytest.raises(UserError, match=named):
             sw.load_spec(spec)
+    spec.write_text("[grid]\nbeta = [1, 4]\n[evaluate]\nseed = 2\n[evaluate.params.mig]\nnum_train = 300\n")
+    study = sw.load_spec(spec)
+    assert (study.eval_seed, study.eval_params) == (2, {"mig": {"num_train": 300}})
+    with pytest.raises(UserError, match=r"sap\.num_test"):
+        sw.run_sweep(dataclasses.replace(study, eval_params={"sap": {"num_test": 0}}), results,
+                     data=str(tiny_data_path), threads_per_job=1, report=False, echo=lambda msg: None)
+    assert not results.exists()
