@@ -392,7 +392,7 @@ def sweep_status_cmd(results):
 @main.command("evaluate")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--metric", "metrics", multiple=True, default=("all",), show_default=True,
-              help="beta_vae, factor_vae, mig, dci, sap, info or all; repeatable.")
+              help="A registered metric (an unknown name lists them) or all; repeatable.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of each metric's numpy Generator.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
@@ -415,12 +415,14 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
                             protocol_encode=protocol_encode, params=params, threads=threads,
                             echo=echo_stderr)
     click.echo(score_table(results))
-    # the info metric's sandwich H(X) - D <= I_q <= R, per run, with its warnings
+    # what a metric has to say beyond its table cells (info: H(X) - D <= I_q <= R, per run)
+    from disentangle.evaluation.metrics import get_metric
     for run, entries in results.items():
-        if "info" in entries:
-            from disentangle.evaluation.information import format_summary
-            click.echo(f"\n{run}: information (nats / bits)")
-            click.echo(format_summary(entries["info"]["values"]))
+        for name, entry in entries.items():
+            spec = get_metric(name)
+            if spec.summary is not None:
+                click.echo(f"\n{run}: {name}")
+                click.echo(spec.summary(entry["values"]))
 
 
 if __name__ == "__main__":

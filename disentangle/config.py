@@ -10,6 +10,14 @@ read their columns from there. Two groups of fields:
   threads, checkpoint and log cadence, dataset path, compilation); changing them between
   an interrupted run and its resumption is allowed. The dataset itself is pinned by its
   content checksum, recorded in ``config.json["data"]``, not by its path.
+
+Each field says which group it is in through its dataclass metadata (:func:`identity`,
+:func:`execution`), and identity fields say how they appear in run names and tables. Every
+list of configuration columns is derived from these fields: the report's columns, the
+settings a group must not mix, the sort order (:func:`identity_keys`, :func:`setting_keys`,
+:func:`replicate_keys`, :func:`column_dtype`) and the run names (:func:`run_name`), so a
+new field appears everywhere once it is declared here. A field without metadata counts as
+identity (a new field changes the numbers unless it says otherwise).
 """
 from __future__ import annotations
 
@@ -39,13 +47,38 @@ METHOD_HYPERPARAMETERS = {
 # Network names (disentangle.models.architectures.NETWORKS; kept here so reading a
 # configuration needs no torch).
 ARCHITECTURES = ("burgess", "dlib", "fc")
+
+
+def _objectives_of(*methods: str) -> tuple[str, ...]:
+    """The objective values naming any of ``methods`` (their old aliases included)."""
+    return tuple(o for o in OBJECTIVES if METHOD_ALIASES.get(o, o) in methods)
 LIKELIHOODS = ("bernoulli", "gaussian")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("float32", "bf16-mixed")
 
-# How a run is executed, not what it computes: these may change on resume. ("preset" is
-# only a label: its values are copied into the other fields.)
-EXECUTION_KEYS = frozenset({"data", "device", "threads", "checkpoint_every", "log_every", "preset"})
+
+
+def identity(name_key: str | None = None, latex: str | None = None, always_shown: bool = False,
+             always_in_name: bool = False, in_name_when: dict[str, tuple] | None = None,
+             replicate: bool = False) -> dict[str, Any]:
+    """Metadata of an identity field (one that changes the numbers a run produces).
+
+    ``name_key``: the prefix of its part of a run name ("b" -> "b4"; "" -> the bare value;
+    None: "" for a string field, else the field's name). ``always_in_name``: in every run
+    name, swept or not (the objective, the seed); ``in_name_when``: in the name whenever
+    other fields have one of the given values (β for beta-h runs). ``replicate``: the
+    field repeats an experiment (the seed): tables average over it, it never splits
+    groups, names end with it. ``always_shown``: a column of the per-run table even when
+    constant. ``latex``: the LaTeX table header."""
+    return {"role": "identity", "name_key": name_key, "latex": latex, "always_shown": always_shown,
+            "always_in_name": always_in_name, "in_name_when": dict(in_name_when or {}),
+            "replicate": replicate}
+
+
+def execution() -> dict[str, Any]:
+    """Metadata of an execution field: how a run is executed, not what it computes; it
+    may change on resume and is no column, name part or grid axis."""
+    return {"role": "execution"}
 
 # Named settings. "dlib" is disentanglement_lib's unsupervised study (its conv network,
 # Bernoulli loss, 10 latents, 300k steps of Adam 1e-4 with torch's (= TF's) β1 0.9, β2
@@ -65,33 +98,46 @@ class TrainConfig:
 
     # the method (METHODS, or the old names "beta-h" = beta-vae, "beta-b" = annealed-vae);
     # see disentangle.models.methods
-    objective: str = "beta-h"
-    beta: float = 1.0
-    gamma: float = 1000.0
-    capacity_max: float = 25.0         # nats
-    capacity_steps: int = 5_000        # C rises linearly from 0 to capacity_max over these steps
-    lambda_od: float = 1.0             # DIP-VAE off-diagonal weight (λ_d = 10·λ_od for -i, λ_od for -ii)
-    architecture: str = "burgess"      # ARCHITECTURES; runs from before this field are burgess
-    likelihood: str = "bernoulli"      # "bernoulli" | "gaussian" (sum of squared errors)
-    latent_dim: int = 10
-    batch_size: int = 64
-    lr: float = 1e-4
-    steps: int = 10_000
-    seed: int = 0
-    data: str | None = None            # dataset path; None = the dataset rule
-    device: str = "auto"
-    threads: int | None = None         # torch intra-op threads; None = torch's default
-    checkpoint_every: int = 1_000
-    log_every: int = 100
+    objective: str = field(default="beta-h", metadata=identity(
+        name_key="", latex="objective", always_shown=True, always_in_name=True))
+    beta: float = field(default=1.0, metadata=identity(
+        name_key="b", latex=r"$\beta$", always_shown=True, in_name_when={"objective": _objectives_of("beta-vae", "beta-tcvae")}))
+    gamma: float = field(default=1000.0, metadata=identity(
+        name_key="g", latex=r"$\gamma$", in_name_when={"objective": _objectives_of("annealed-vae", "factor-vae")}))
+    capacity_max: float = field(default=25.0, metadata=identity(   # nats
+        name_key="c", latex=r"$C_{\max}$", in_name_when={"objective": _objectives_of("annealed-vae")}))
+    # C rises linearly from 0 to capacity_max over these steps
+    capacity_steps: int = field(default=5_000, metadata=identity(name_key="cs", latex=r"$C$ steps"))
+    # DIP-VAE off-diagonal weight (λ_d = 10·λ_od for -i, λ_od for -ii)
+    lambda_od: float = field(default=1.0, metadata=identity(
+        name_key="l", latex=r"$\lambda_{od}$", in_name_when={"objective": _objectives_of("dip-vae-i", "dip-vae-ii")}))
+    # ARCHITECTURES; runs from before this field are burgess
+    architecture: str = field(default="burgess", metadata=identity(name_key="", latex="network"))
+    # "bernoulli" | "gaussian" (sum of squared errors)
+    likelihood: str = field(default="bernoulli", metadata=identity(name_key=""))
+    latent_dim: int = field(default=10, metadata=identity(name_key="z", latex=r"$d_z$"))
+    batch_size: int = field(default=64, metadata=identity(name_key="bs"))
+    lr: float = field(default=1e-4, metadata=identity(name_key="lr"))
+    steps: int = field(default=10_000, metadata=identity(name_key="n", latex="steps"))
+    seed: int = field(default=0, metadata=identity(name_key="s", latex="seed", always_in_name=True,
+                                                   replicate=True))
+    # dataset path; None = the dataset rule
+    data: str | None = field(default=None, metadata=execution())
+    device: str = field(default="auto", metadata=execution())
+    # torch intra-op threads; None = torch's default
+    threads: int | None = field(default=None, metadata=execution())
+    checkpoint_every: int = field(default=1_000, metadata=execution())
+    log_every: int = field(default=100, metadata=execution())
     # "bf16-mixed": convolutions and hidden layers in bfloat16 (posterior head, decoder
     # stem and output layer, loss and Adam in float32); ~1.7x faster on CPUs with native
     # bfloat16 (AVX512-BF16/AMX), same loss curve within seed noise (README, Training)
-    precision: str = "float32"
-    preset: str | None = field(default=None)
+    precision: str = field(default="float32", metadata=identity(name_key=""))
+    # only a label: its values are copied into the other fields
+    preset: str | None = field(default=None, metadata=execution())
 
     def __post_init__(self) -> None:
         # 4 and 4.0 are the same β: store floats, so config.json compares and reads alike
-        for name in ("beta", "gamma", "capacity_max", "lambda_od", "lr"):
+        for name in (f.name for f in fields(self) if column_dtype(f.name, type(self)) == "float"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, float(value))
@@ -121,8 +167,9 @@ class TrainConfig:
         return cls.from_dict(values)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide the numbers (everything but :data:`EXECUTION_KEYS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        """The fields that decide the numbers (everything but the execution fields)."""
+        execution_only = execution_keys(type(self))
+        return {k: v for k, v in self.to_dict().items() if k not in execution_only}
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
@@ -144,8 +191,8 @@ class TrainConfig:
                  and abs(value) != float("inf"), name, f"must be a finite number, got {value!r}")
         need(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
         need(self.gamma >= 0, "gamma", f"must be >= 0, got {self.gamma}")
-        need(self.capacity_max >= 0, "capacity_max", f"must be >= 0, got {self.capacity_max}")
         need(self.lambda_od >= 0, "lambda_od", f"must be >= 0, got {self.lambda_od}")
+        need(self.capacity_max >= 0, "capacity_max", f"must be >= 0, got {self.capacity_max}")
         need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         for name, low in (("steps", 1), ("latent_dim", 1), ("batch_size", 1), ("capacity_steps", 1),
                           ("checkpoint_every", 1), ("log_every", 1), ("seed", 0)):
@@ -158,6 +205,107 @@ class TrainConfig:
              f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
         need(self.preset is None or self.preset in PRESETS, "preset", f"unknown preset {self.preset!r}")
         return self
+
+
+# --------------------------------------------------------------------------- derived lists
+# Every function takes the configuration class (default: TrainConfig, looked up when
+# called), so a subclass with more fields gets its columns and names without edits here.
+def _meta(f: dataclasses.Field) -> dict[str, Any]:
+    meta = dict(f.metadata) if f.metadata else {}
+    if meta.get("role") == "execution":
+        return meta
+    return {**identity(), **meta, "role": "identity"}
+
+
+def _fields(cls=None) -> list[dataclasses.Field]:
+    return list(fields(cls or TrainConfig))
+
+
+def execution_keys(cls=None) -> frozenset[str]:
+    return frozenset(f.name for f in _fields(cls) if _meta(f)["role"] == "execution")
+
+
+def identity_keys(cls=None) -> tuple[str, ...]:
+    """The identity fields as table columns: declaration order, replicate fields last."""
+    return setting_keys(cls) + replicate_keys(cls)
+
+
+def setting_keys(cls=None) -> tuple[str, ...]:
+    """The identity fields that tell experiments apart (all but the replicates): a group
+    of a report must not mix runs that differ in one it is not grouped by."""
+    return tuple(f.name for f in _fields(cls) if _meta(f)["role"] == "identity" and not _meta(f)["replicate"])
+
+
+def replicate_keys(cls=None) -> tuple[str, ...]:
+    return tuple(f.name for f in _fields(cls) if _meta(f)["role"] == "identity" and _meta(f)["replicate"])
+
+
+def always_shown_keys(cls=None) -> tuple[str, ...]:
+    return tuple(f.name for f in _fields(cls) if _meta(f)["role"] == "identity" and _meta(f)["always_shown"])
+
+
+def latex_names(cls=None) -> dict[str, str]:
+    """Identity field -> LaTeX header, for the fields that declare one."""
+    return {f.name: _meta(f)["latex"] for f in _fields(cls)
+            if _meta(f)["role"] == "identity" and _meta(f)["latex"]}
+
+
+def column_dtype(key: str, cls=None) -> str | None:
+    """How a table column of the field is typed: "float", "Int64" (nullable int) or None
+    (kept as is), from the field's annotation."""
+    for f in _fields(cls):
+        if f.name == key:
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            kind = kind.split("|")[0].strip()
+            return {"float": "float", "int": "Int64"}.get(kind)
+    return None
+
+
+def grid_axis_order(cls=None) -> tuple[str, ...]:
+    """The order in which a sweep nests its axes, outermost first: replicates (a study
+    that stops early has covered its other axes for the first seeds), the settings, the
+    always-named ones (the objective) innermost."""
+    named = [f.name for f in _fields(cls) if _meta(f)["role"] == "identity" and _meta(f)["always_in_name"]]
+    return replicate_keys(cls) + tuple(k for k in setting_keys(cls) if k not in named) + \
+        tuple(k for k in setting_keys(cls) if k in named)
+
+
+def format_value(value: Any) -> str:
+    """A setting's value as it appears in a run name: integral numbers without '.0',
+    other floats in their shortest exact form (4 -> '4', 0.5 -> '0.5', 1e-4 -> '0.0001')."""
+    import re
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    text = str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)
+
+
+def run_name(config: dict[str, Any], swept: Any = (), cls=None) -> str:
+    """The one run-name scheme ('beta-h_b4_s0', 'beta-b_g1000_c25_s1',
+    'beta-h_b4_lr0.0003_s0'): the always-named fields (the objective), the fields the
+    objective is about, every other ``swept`` setting in declaration order, the seed.
+    Used by ``train`` for its default directory and by sweeps for every grid point.
+    (Runs are found by their config.json, so older directories stay readable whatever
+    their names.)"""
+    swept = set(swept)
+    lead, parts, tail = [], [], []
+    for f in _fields(cls):
+        meta = _meta(f)
+        if meta["role"] != "identity" or f.name not in config:
+            continue
+        when = meta["in_name_when"]
+        named = (meta["always_in_name"] or f.name in swept
+                 or any(config.get(k) in values for k, values in when.items()))
+        if not named:
+            continue
+        key = meta["name_key"]
+        if key is None:
+            key = "" if column_dtype(f.name, cls) is None and isinstance(config[f.name], str) else f.name
+        part = key + format_value(config[f.name])
+        (tail if meta["replicate"] else lead if meta["always_in_name"] else parts).append(part)
+    return "_".join(lead + parts + tail)
 
 
 def method_of(objective: str) -> str:
@@ -183,8 +331,12 @@ def differing_keys(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Identity keys whose values differ between two ``to_dict()`` outputs. A field that a
     dict lacks (a run written before the field existed) counts as its default value."""
     keys = (set(saved) | set(wanted)) - EXECUTION_KEYS
-    return sorted(k for k in keys if saved.get(k, _DEFAULTS.get(k, _MISSING)) != wanted.get(k, _DEFAULTS.get(k, _MISSING)))
+    return sorted(k for k in keys
+                  if saved.get(k, _DEFAULTS.get(k, _MISSING)) != wanted.get(k, _DEFAULTS.get(k, _MISSING)))
 
 
 _MISSING = object()
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+# How a run is executed, not what it computes: these may change on resume.
+EXECUTION_KEYS = execution_keys(TrainConfig)

@@ -28,27 +28,14 @@ KL_SAMPLE_IMAGES = 8192   # images encoded to rank dimensions by KL when no code
 OBJECTIVE_LABELS = {"beta-h": "β-VAE (Higgins, β·KL)", "beta-b": "capacity β-VAE (Burgess, γ|KL−C|)"}
 OBJECTIVE_MARKERS = {"beta-h": "o", "beta-b": "s"}
 
-# Axis labels for score columns; anything else shows its column name.
-METRIC_LABELS = {
-    "beta_vae.eval_accuracy": "β-VAE metric (eval accuracy)",
-    "factor_vae.eval_accuracy": "FactorVAE score (eval accuracy)",
-    "mig.discrete_mig": "MIG",
-    "dci.disentanglement": "DCI disentanglement",
-    "dci.completeness": "DCI completeness",
-    "dci.informativeness_test": "DCI informativeness (test)",
-    "sap.sap_score": "SAP score",
-    "info.rate_nats": "rate R (nats)",
-    "info.distortion_nats": "distortion D (nats)",
-    "info.i_q_nats": "I_q(X;Z) (nats)",
-    "info.i_gen_lower_nats": "I_gen lower bound H(X) − D (nats)",
-    "info.total_correlation_nats": "total correlation (nats)",
-    "info.active_dims": "active dimensions",
-}
-
-
 def metric_label(column: str) -> str:
-    if column in METRIC_LABELS:
-        return METRIC_LABELS[column]
+    """Axis label of a score column: the metric registry's label for the key; anything
+    else shows its column name."""
+    from disentangle.evaluation.metrics import METRICS
+    metric, _, key = column.partition(".")
+    spec = METRICS.get(metric)
+    if spec is not None and key in spec.labels:
+        return spec.labels[key]
     return column + (" (nats)" if column.endswith("_nats") and "(nats)" not in column else "")
 
 

@@ -18,37 +18,11 @@ from disentangle.errors import UserError
 
 FORMATS = ("markdown", "csv", "latex")
 
-# The number a paper quotes for each metric (PROTOCOLS.md); `info` contributes the
-# rate-distortion quantities. Metrics not listed here show all their scalar keys.
-HEADLINE_KEYS = {
-    "beta_vae": ("eval_accuracy",),
-    "factor_vae": ("eval_accuracy",),
-    "mig": ("discrete_mig",),
-    "dci": ("disentanglement", "completeness", "informativeness_test"),
-    "sap": ("sap_score",),
-    "info": ("rate_nats", "distortion_nats", "entropy_x_nats", "i_gen_lower_nats", "i_q_nats"),
-}
+# Which score columns a table shows by default, in which order, and their LaTeX headers
+# come from the metric registry (disentangle.evaluation.metrics); the configuration
+# columns' names and LaTeX headers from the configuration's fields (disentangle.config).
+_LATEX_OTHER = {"data_label": "data", "n": r"$n$"}
 
-_METRIC_ORDER = ("beta_vae", "factor_vae", "mig", "dci", "sap", "info")
-
-# Column headers for the LaTeX table (a paper wants names, not keys).
-LATEX_NAMES = {
-    "beta": r"$\beta$", "gamma": r"$\gamma$", "capacity_max": r"$C_{\max}$",
-    "capacity_steps": r"$C$ steps", "latent_dim": r"$d_z$", "data_label": "data",
-    "objective": "objective", "seed": "seed", "steps": "steps", "n": r"$n$",
-    "beta_vae.eval_accuracy": r"$\beta$-VAE score", "factor_vae.eval_accuracy": "FactorVAE score",
-    "mig.discrete_mig": "MIG", "dci.disentanglement": "DCI D", "dci.completeness": "DCI C",
-    "dci.informativeness_test": "DCI I", "sap.sap_score": "SAP",
-    # nats: the caption says so once
-    "info.rate_nats": r"$R$", "info.distortion_nats": r"$D$",
-    "info.entropy_x_nats": r"$H(X)$", "info.i_gen_lower_nats": r"$H(X) - D$",
-    "info.i_q_nats": r"$I_q(X;Z)$",
-}
-
-# Columns that identify a group of runs; the ones not grouped by must not vary inside a
-# group (apart from the seed), or the mean mixes different experiments.
-_SETTING_COLUMNS = ("objective", "beta", "gamma", "capacity_max", "capacity_steps", "likelihood",
-                    "latent_dim", "batch_size", "lr", "steps")
 _DATA_KEYS = ("data_label", "data_sha256")
 
 
@@ -75,17 +49,10 @@ def score_columns(df) -> list[str]:
 
 
 def _headline_keys(metric: str) -> tuple[str, ...]:
-    # the metric registry names each metric's headline; HEADLINE_KEYS adds the secondary
-    # keys a table shows by default (and covers `info`, which is not a plain metric)
-    keys = HEADLINE_KEYS.get(metric, ())
-    try:
-        from disentangle.evaluation.metrics import METRICS
-        spec = METRICS.get(metric)
-    except ImportError:
-        spec = None
-    if spec is not None and getattr(spec, "headline", None):
-        keys = (spec.headline,) + tuple(k for k in keys if k != spec.headline)
-    return keys
+    # the registry's headline keys; a metric it does not know shows all its scalar keys
+    from disentangle.evaluation.metrics import METRICS
+    spec = METRICS.get(metric)
+    return spec.headline_keys if spec is not None else ()
 
 
 def metric_columns(df, metrics: Sequence[str] | None = None, headline_only: bool = True) -> list[str]:
@@ -99,10 +66,9 @@ def metric_columns(df, metrics: Sequence[str] | None = None, headline_only: bool
         if not headline_only:
             return available
         chosen = []
-        names = list(dict.fromkeys(c.split(".", 1)[0] for c in available))
-        # disentanglement scores in the usual order of papers, then the rest, info last
-        names.sort(key=lambda m: (_METRIC_ORDER.index(m) if m in _METRIC_ORDER else _METRIC_ORDER.index("info") - 0.5, m))
-        for metric in names:
+        from disentangle.evaluation.metrics import display_order
+        # disentanglement scores in the registry's order, then the rest, information last
+        for metric in display_order(c.split(".", 1)[0] for c in available):
             keys = _headline_keys(metric)
             own = [c for c in available if c.startswith(metric + ".")]
             picked = [f"{metric}.{k}" for k in keys if f"{metric}.{k}" in own] if keys else []
@@ -170,7 +136,10 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
 
 
 def _varying_settings(df, keys: Sequence[str]) -> list[str]:
-    rest = [c for c in _SETTING_COLUMNS if c in df.columns and c not in keys]
+    # the configuration's settings (identity fields but the seed) not grouped by must not
+    # vary inside a group, or the mean mixes different experiments
+    from disentangle.config import setting_keys
+    rest = [c for c in setting_keys() if c in df.columns and c not in keys]
     if not rest or df.empty:
         return []
     nunique = df.groupby(list(keys), dropna=False)[rest].nunique(dropna=False)
@@ -210,13 +179,15 @@ def _fmt_setting(value) -> str:
 
 
 def _display_setting_columns(df, extra: Sequence[str] = ()) -> list[str]:
-    """Per-run table: always run, data, objective, beta, seed; other settings only where
-    they vary (a constant column is noise), plus status where some run is unfinished."""
-    cols = ["run", "data_label", "objective", "beta"]
-    for c in ("gamma", "capacity_max", "likelihood", "latent_dim", "steps"):
-        if c in df.columns and df[c].nunique(dropna=False) > 1:
+    """Per-run table: always run, data, the always-shown settings (objective, beta) and
+    the seed; other settings only where they vary (a constant column is noise), plus
+    status where some run is unfinished."""
+    from disentangle.config import always_shown_keys, replicate_keys, setting_keys
+    cols = ["run", "data_label", *always_shown_keys()]
+    for c in setting_keys():
+        if c not in cols and c in df.columns and df[c].nunique(dropna=False) > 1:
             cols.append(c)
-    cols.append("seed")
+    cols += list(replicate_keys())
     if "status" in df.columns and (df["status"] != "finished").any():
         cols.append("status")
     return [c for c in cols if c in df.columns] + [c for c in extra if c not in cols]
@@ -295,12 +266,26 @@ def _latex_cell(text: str) -> str:
     return latex_escape(text)
 
 
+def latex_name(column: str) -> str:
+    """A column's LaTeX header: the metric registry's for scores, the configuration
+    field's for settings, else the escaped column name."""
+    from disentangle.config import latex_names
+    from disentangle.evaluation.metrics import METRICS
+    if "." in column:
+        metric, key = column.split(".", 1)
+        spec = METRICS.get(metric)
+        if spec is not None and key in spec.latex:
+            return spec.latex[key]
+    names = {**latex_names(), **_LATEX_OTHER}
+    return names.get(column, latex_escape(column))
+
+
 def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
              label: str = "tab:disentangle") -> str:
     numeric = [any(_looks_numeric(r[i]) for r in rows) and all(_looks_numeric(r[i]) for r in rows if r[i])
                for i in range(len(header))]
     spec = "".join("r" if n else "l" for n in numeric)
-    head = " & ".join(LATEX_NAMES.get(h, latex_escape(h)) for h in header)
+    head = " & ".join(latex_name(h) for h in header)
     body = [" & ".join(_latex_cell(c) for c in r) + r" \\" for r in rows]
     lines = [r"% requires \usepackage{booktabs}",
              r"\begin{table}[t]", r"\centering", r"\small",
@@ -317,8 +302,8 @@ def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | N
     if group_by:
         out = aggregate(df, group_by, columns)
     else:
-        from disentangle.results import RUN_COLUMNS
-        out = df[[c for c in RUN_COLUMNS if c in df.columns] + columns]
+        from disentangle.results import run_columns
+        out = df[[c for c in run_columns() if c in df.columns] + columns]
     return out.to_csv(index=False)
 
 

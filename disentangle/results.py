@@ -140,12 +140,21 @@ def environment_info() -> dict:
 
 
 # --------------------------------------------------------------------------- collecting runs
-# Configuration fields that become table columns, in display order (config.json["config"]).
-CONFIG_COLUMNS = ("objective", "beta", "gamma", "capacity_max", "capacity_steps", "likelihood",
-                  "latent_dim", "batch_size", "lr", "steps", "seed")
-# Columns describing the run itself rather than its scores.
-RUN_COLUMNS = ("run", "path", "status", "data_source", "data_label", "data_sha256",
-               "num_images", "package_version") + CONFIG_COLUMNS
+# Columns describing where a run's numbers come from, before its configuration columns.
+SOURCE_COLUMNS = ("run", "path", "status", "data_source", "data_label", "data_sha256",
+                  "num_images", "package_version")
+
+
+def config_columns() -> tuple[str, ...]:
+    """The configuration fields that become table columns, in display order
+    (config.json["config"]): every identity field of the configuration, the seed last."""
+    from disentangle.config import identity_keys
+    return identity_keys()
+
+
+def run_columns() -> tuple[str, ...]:
+    """Columns describing the run itself rather than its scores."""
+    return SOURCE_COLUMNS + config_columns()
 
 
 class ResultsWarning(UserWarning):
@@ -217,7 +226,7 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
     config = cfg_file.get("config") or {}
     provenance = cfg_file.get("data") or {}
     package = cfg_file.get("package") or {}
-    for key in CONFIG_COLUMNS:
+    for key in config_columns():
         row[key] = config.get(key)
     row["data_source"] = provenance.get("source")
     row["data_label"] = data_label(provenance)
@@ -253,8 +262,8 @@ def collect(results_dir: str | os.PathLike):
 
     Columns: run (path relative to results_dir), path, status, data_source ('official' |
     'rendered'), data_label (for captions), data_sha256, num_images, package_version,
-    the configuration (objective, beta, gamma, capacity_max, capacity_steps, likelihood,
-    latent_dim, batch_size, lr, steps, seed) and one column per score, named
+    the configuration's identity fields (:func:`config_columns`: objective, beta, ...,
+    precision, seed; typed by the field's annotation) and one column per score, named
     "<metric>.<key>" as in scores.json. A run whose scores are missing or unreadable gets
     NaN there and ONE ResultsWarning naming the file; nothing raises for a bad run.
     """
@@ -274,11 +283,13 @@ def collect(results_dir: str | os.PathLike):
         if problems:
             warnings.warn(f"run {row['run']}: " + "; ".join(problems), ResultsWarning, stacklevel=2)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    from disentangle.config import column_dtype, replicate_keys, setting_keys
+    columns = list(run_columns())
+    df = pd.DataFrame(rows, columns=columns)
     if rows:
         df = pd.DataFrame(rows)
-    score_cols = sorted(c for c in df.columns if c not in RUN_COLUMNS)
-    df = df.reindex(columns=list(RUN_COLUMNS) + score_cols)
+    score_cols = sorted(c for c in df.columns if c not in columns)
+    df = df.reindex(columns=columns + score_cols)
     for col in score_cols:
         # a key missing from some runs -> NaN, numeric columns stay float; flags
         # (info.is_bound) and labels (info.likelihood) keep their type
@@ -288,12 +299,16 @@ def collect(results_dir: str | os.PathLike):
         converted = pd.to_numeric(df[col], errors="coerce")
         if converted.notna().sum() == df[col].notna().sum():
             df[col] = converted.astype(float)
-    for col in ("beta", "gamma", "capacity_max", "lr"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    for col in ("latent_dim", "steps", "seed", "batch_size", "capacity_steps", "num_images"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    # configuration columns typed by their fields (a run without a key -> NaN / <NA>)
+    for col in config_columns():
+        dtype = column_dtype(col)
+        if dtype == "float":
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        elif dtype == "Int64":
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    df["num_images"] = pd.to_numeric(df["num_images"], errors="coerce").astype("Int64")
     # the order a reader expects: by dataset, then settings, seeds last (not "b16" < "b4")
-    order = ["data_label", "objective", "beta", "gamma", "capacity_max", "latent_dim", "steps", "seed", "run"]
+    order = ["data_label", *setting_keys(), *replicate_keys(), "run"]
     df = df.sort_values(order, na_position="last", kind="stable").reset_index(drop=True)
     df = df.replace({None: np.nan})
     df.attrs["results_dir"] = str(root)

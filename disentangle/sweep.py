@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from disentangle.config import format_value, grid_axis_order, run_name  # noqa: F401 (part of this API)
 from disentangle.devices import resolve_device, set_thread_env
 from disentangle.errors import ParameterError, UserError
 from disentangle.results import CONFIG_FILE, read_json, write_json_atomic, write_text_atomic
@@ -58,16 +59,8 @@ SLURM_DIR = "slurm"
 STUDY_FORMAT = "disentangle-study-1"
 _STUDY_LOCK = ".study.lock"
 
-# Settings a grid may vary: the ones that change a run's numbers (TrainConfig identity).
-# Order = order of the parts of a run's name.
-NAME_ORDER = ("beta", "gamma", "capacity_max", "capacity_steps", "likelihood", "latent_dim",
-              "batch_size", "lr", "steps")
-ABBREVIATIONS = {"beta": "b", "gamma": "g", "capacity_max": "c", "capacity_steps": "cs",
-                 "likelihood": "", "latent_dim": "z", "batch_size": "bs", "lr": "lr", "steps": "n",
-                 "seed": "s"}
-# The settings an objective is about: always in its runs' names, swept or not, so a name
-# says what was trained ("beta-h_b4_s0", "beta-b_g1000_c25_s0").
-OBJECTIVE_KEYS = {"beta-h": ("beta",), "beta-b": ("gamma", "capacity_max")}
+# Which settings a grid may vary, how they nest and how runs are named come from the
+# configuration's identity fields (disentangle.config: grid_axis_order, run_name).
 
 # Run states as `sweep status` shows them.
 STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
@@ -82,12 +75,14 @@ def _now() -> str:
 class Study:
     """A grid of runs: ``grid`` maps settings to lists of values (one run per combination),
     ``fixed`` holds the settings every run shares (TrainConfig fields, "preset" included).
-    ``metrics`` and ``eval_seed`` say how each run is evaluated."""
+    ``metrics``, ``eval_seed`` and ``eval_params`` (per-metric protocol parameters, as
+    ``evaluate --param``) say how each run is evaluated."""
 
     grid: dict[str, list] = dataclasses.field(default_factory=dict)
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: tuple[str, ...] = ("all",)
     eval_seed: int = 0
+    eval_params: dict[str, dict] = dataclasses.field(default_factory=dict)
     name: str | None = None
     source: str = "command line"   # where the study came from, for error messages
 
@@ -161,6 +156,8 @@ def load_spec(path: str | os.PathLike) -> Study:
         [evaluate]                        # optional
         metrics = ["all"]
         seed = 0
+        [evaluate.params.mig]             # optional: protocol parameters (as --param mig.num_train=1000)
+        num_train = 1000
     """
     try:
         import tomllib
@@ -183,45 +180,49 @@ def load_spec(path: str | os.PathLike) -> Study:
             raise UserError(f"{path}: [{table}] must be a table")
     grid = {k: (v if isinstance(v, list) else [v]) for k, v in spec.get("grid", {}).items()}
     evaluate = spec.get("evaluate", {})
-    unknown = sorted(set(evaluate) - {"metrics", "seed"})
+    unknown = sorted(set(evaluate) - {"metrics", "seed", "params"})
     if unknown:
-        raise UserError(f"{path}: unknown key(s) in [evaluate]: {', '.join(unknown)} (expected metrics, seed)")
+        raise UserError(f"{path}: unknown key(s) in [evaluate]: {', '.join(unknown)} (expected metrics, seed, params)")
+    eval_params = evaluate.get("params", {})
+    if not (isinstance(eval_params, dict) and all(isinstance(v, dict) for v in eval_params.values())):
+        raise UserError(f"{path}: [evaluate.params] must hold one table per metric, e.g. [evaluate.params.mig]")
     metrics = evaluate.get("metrics", ["all"])
     if isinstance(metrics, str):
         metrics = [metrics]
-    return Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
-                 eval_seed=int(evaluate.get("seed", 0)), name=spec.get("name"), source=str(path))
+    if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
+        raise UserError(f"{path}: [evaluate] metrics must be a metric name or a list of them, got {metrics!r}")
+    seed = evaluate.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"{path}: [evaluate] seed must be a non-negative integer, got {seed!r}")
+    study = Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
+                  eval_seed=seed, eval_params=eval_params, name=spec.get("name"), source=str(path))
+    check_evaluation_options(study)
+    return study
 
 
-def format_value(value: Any) -> str:
-    """A setting's value as it appears in a run name: integral numbers without '.0',
-    other floats in their shortest exact form (4 -> '4', 0.5 -> '0.5', 1e-4 -> '0.0001')."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        value = int(value) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    text = str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)
-
-
-def run_name(config: dict[str, Any], swept: Iterable[str]) -> str:
-    """'beta-h_b4_s0': the objective, its own settings, every other swept setting, the seed."""
-    swept = set(swept)
-    objective = config["objective"]
-    keys = list(OBJECTIVE_KEYS.get(objective, ()))
-    keys += [k for k in NAME_ORDER if k in swept and k not in keys]
-    parts = [format_value(objective)]
-    parts += [ABBREVIATIONS.get(k, k) + format_value(config[k]) for k in keys]
-    parts.append("s" + format_value(config["seed"]))
-    return "_".join(parts)
+def check_evaluation_options(study: Study) -> None:
+    """The evaluation every run will get (metric names, their parameters, the seed),
+    checked like ``disentangle evaluate`` checks them, so that an option that would fail
+    every run's evaluation stops the sweep before anything trains."""
+    from disentangle.evaluation.evaluate import check_evaluation
+    try:
+        check_evaluation(study.metrics, study.eval_seed, study.eval_params)
+    except ParameterError as exc:
+        if exc.parameter == "seed":
+            raise UserError(f"{study.source}: the evaluation seed (--eval-seed, [evaluate] seed) "
+                            f"{exc.message}") from None
+        raise UserError(f"{study.source}: {exc}") from None
+    except UserError as exc:
+        raise UserError(f"{study.source}: {exc}") from None
 
 
 def expand(study: Study, data: str | None = None, device: str | None = None,
            threads: int | None = None) -> list[RunSpec]:
     """Every combination of the grid as a validated run configuration, named by its
     settings. Order: seed outermost (a study that stops early has covered its other
-    axes for the first seeds), then the axes in NAME_ORDER."""
-    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys
+    axes for the first seeds), then the settings in the configuration's order, the
+    objective innermost (:func:`disentangle.config.grid_axis_order`)."""
+    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys, replicate_keys
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in list(study.grid) + list(study.fixed):
         if key not in known:
@@ -238,9 +239,9 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
     if not study.grid:
         raise UserError(f"{study.source}: the grid is empty: give at least one axis "
                         f"(e.g. --beta 1,4,16 --seeds 0-2, or [grid] in a --spec file)")
-    order = ["seed"] + [k for k in NAME_ORDER if k != "seed"] + sorted(study.grid)
+    order = list(grid_axis_order()) + sorted(study.grid)
     axes = [k for k in dict.fromkeys(order) if k in study.grid]
-    swept = [k for k in axes if len(study.grid[k]) > 1 and k != "seed"]
+    swept = [k for k in axes if len(study.grid[k]) > 1 and k not in replicate_keys()]
     fixed = dict(study.fixed)
     preset = fixed.pop("preset", None)
     runs: list[RunSpec] = []
@@ -250,9 +251,6 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
         try:
             cfg = TrainConfig.from_preset(preset, **{**fixed, **point, "data": data, "device": device,
                                                      "threads": threads})
-            # integers given where the field is a float (beta = 4) are the same setting
-            for key in ("beta", "gamma", "capacity_max", "lr"):
-                setattr(cfg, key, float(getattr(cfg, key)))
             cfg.validate()
         except UserError as exc:
             raise UserError(f"{study.source}: {exc}") from None
@@ -277,7 +275,8 @@ def _value_key(value: Any) -> str:
 
 
 def swept_axes(study: Study) -> list[str]:
-    return [k for k in NAME_ORDER + ("objective",) if len(study.grid.get(k, [])) > 1]
+    from disentangle.config import replicate_keys
+    return [k for k in grid_axis_order() if k not in replicate_keys() and len(study.grid.get(k, [])) > 1]
 
 
 # =========================================================================== locks
@@ -397,7 +396,8 @@ def _exception_reason(exc: BaseException) -> str:
 def execute_run(job: dict) -> dict:
     """Train and evaluate one run, holding its lock; never raises for a failed run.
 
-    ``job``: name, run_dir, config (TrainConfig dict), metrics, eval_seed, retry_failed.
+    ``job``: name, run_dir, config (TrainConfig dict), metrics, eval_seed, eval_params,
+    retry_failed.
     Returns an outcome: {"name", "result": "done" | "failed" | "busy", "action", "reason",
     "seconds", "threads", "pid"}."""
     t0 = time.monotonic()
@@ -450,6 +450,7 @@ def execute_run(job: dict) -> dict:
             try:
                 from disentangle.evaluation.evaluate import evaluate_run
                 evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
+                             params=job.get("eval_params") or None,
                              data=job["config"].get("data"),
                              device=resolve_device(job["config"].get("device") or "auto"),
                              threads=job["config"].get("threads"), progress=False)
@@ -847,7 +848,7 @@ def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor
             record = {"format": STUDY_FORMAT, "created": _now(), "runs": {}, "sweeps": []}
         record.update({"name": study.name or record.get("name") or results_dir.name, "grid": study.grid,
                        "fixed": study.fixed, "metrics": list(study.metrics), "eval_seed": study.eval_seed,
-                       "swept": swept_axes(study), "updated": _now()})
+                       "eval_params": study.eval_params, "swept": swept_axes(study), "updated": _now()})
         for run in runs:
             record["runs"][run.name] = {"config": run.config, "metrics": list(study.metrics),
                                         "eval_seed": study.eval_seed}
@@ -870,6 +871,7 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         raise ParameterError("jobs", "must be at least 1", value=jobs)
     if threads_per_job is not None and threads_per_job < 1:
         raise ParameterError("threads_per_job", "must be at least 1", value=threads_per_job)
+    check_evaluation_options(study)
     # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories)
     data_path = resolve_data_path(data).resolve()
@@ -900,11 +902,11 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         else:
             todo.append({"name": run.name, "run_dir": str(run_dir.resolve()), "config": run.config,
                          "metrics": list(study.metrics), "eval_seed": study.eval_seed,
-                         "retry_failed": retry_failed})
+                         "eval_params": study.eval_params, "retry_failed": retry_failed})
     echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "
          f"{sum(o['result'] == 'done' for o in outcomes)} done, "
          f"{sum(o['result'] == 'failed' for o in outcomes)} failed earlier"
-         + (f" (not retried; --retry-failed)" if any(o['result'] == 'failed' for o in outcomes) else ""))
+         + (" (not retried; --retry-failed)" if any(o['result'] == 'failed' for o in outcomes) else ""))
     for outcome in outcomes:
         if outcome["result"] == "failed":
             echo(f"  failed  {outcome['name']}: {outcome['reason']}")
@@ -1064,8 +1066,9 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
         return written, ["no run has scores yet: no figures"]
     if "info.rate_nats" in scored.columns:
         attempt("rate–distortion", lambda: plots.rate_distortion(scored), fig_dir / "rate_distortion.png")
+    from disentangle.evaluation.metrics import metrics_of_kind
     metrics = []
-    for metric in ("beta_vae", "factor_vae", "mig", "dci", "sap"):
+    for metric in metrics_of_kind("disentanglement"):
         try:
             if scored[headline_column(scored, metric)].notna().any():
                 metrics.append(metric)

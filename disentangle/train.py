@@ -247,11 +247,10 @@ def _check_existing(run: RunDir, config: TrainConfig) -> dict | None:
 
 
 def default_run_dir(config: TrainConfig, results_dir: str | Path = "results") -> Path:
-    """results/<objective>-b<beta>[-g<gamma>-c<capacity>]-s<seed>, e.g. results/beta-h-b4-s0."""
-    name = f"{config.objective}-b{config.beta:g}"
-    if config.objective == "beta-b":
-        name = f"{config.objective}-g{config.gamma:g}-c{config.capacity_max:g}"
-    return Path(results_dir) / f"{name}-s{config.seed}"
+    """results/<run name>, e.g. results/beta-h_b4_s0 (the sweep's naming scheme,
+    :func:`disentangle.config.run_name`)."""
+    from disentangle.config import run_name
+    return Path(results_dir) / run_name(config.to_dict())
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = False,

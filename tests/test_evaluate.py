@@ -183,3 +183,47 @@ def test_cli_errors_are_one_line(args, message, run_dir, tmp_path):
     err = result.output.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in result.output
     assert not (run_dir / "scores.json").exists()
+
+
+@pytest.mark.parametrize("param, named", [
+    ("info.iq_min_samples=1", "info.iq_min_samples"),
+    ("mig.num_train=-5", "mig.num_train"),
+    ("sap.num_train=0", "sap.num_train"),
+    ("dci.backend=nosuch", "dci.backend"),
+    ("info.distortion_images=1", "info.distortion_images"),
+    ("beta_vae.batch_size=0", "beta_vae.batch_size"),
+])
+def test_bad_metric_parameters_are_refused_before_any_work(param, named, run_dir, tiny_data_path):
+    # issue 12 item 1: these used to encode codes.h5 and score (and save) the other
+    # metrics before failing, and with two runs the first was scored
+    second = run_dir.parent / "run-b"
+    shutil.copytree(run_dir, second)
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), str(second), "--data", str(tiny_data_path),
+                                       "--device", "cpu", "--threads", "1", "--param", param])
+    assert result.exit_code == 1, result.output
+    err = result.output.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and "Traceback" not in result.output, result.output
+    for run in (run_dir, second):
+        assert not (run / "codes.h5").exists() and not (run / "scores.json").exists()
+
+
+def test_every_registered_metric_checks_its_parameters_up_front():
+    from disentangle.cli import user_message
+    from disentangle.evaluation.evaluate import check_evaluation
+    plan = check_evaluation(["all"], seed=3)
+    assert plan.names == list(ALL_METRICS) and plan.seed == 3
+    assert plan.recorded["info"]["iq_min_samples"] == 1000
+    for bad, named in (({"factor_vae": {"prune_threshold": float("nan")}}, "factor_vae.prune_threshold"),
+                       ({"sap": {"continuous_factors": "yes"}}, "sap.continuous_factors"),
+                       ({"mig": {"num_bins": 2.5}}, "mig.num_bins"),
+                       ({"info": {"iq_max_samples": 10, "iq_min_samples": 100}}, "info.iq_max_samples")):
+        with pytest.raises(UserError, match=named.replace(".", r"\.")):
+            check_evaluation(["all"], params=bad)
+    # parameters of a metric that is not selected are not its business
+    assert check_evaluation(["mig"], params={"sap": {"num_train": 0}}).names == ["mig"]
+    for kwargs, named in (({"seed": -1}, "--seed"), ({"batch_size": 0}, "--batch-size"),
+                          ({"threads": True}, "--threads")):
+        # the library names the parameter; the CLI prints its flag
+        with pytest.raises(UserError) as info:
+            check_evaluation(["mig"], **kwargs)
+        assert named in user_message(info.value)

@@ -276,3 +276,84 @@ def test_latex_compiles_with_booktabs(df, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:]
     assert (tmp_path / "doc.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+# --------------------------------------------------------------------------- configuration columns (issue 10)
+def _fake_tree(root: Path, configs: list[dict], mig: list[float]) -> Path:
+    """Run directories holding only config.json and scores.json (collect reads no more)."""
+    from disentangle.config import TrainConfig
+    data = {"source": "rendered", "renderer_version": "t", "content_sha256": "abc", "num_images": 737_280}
+    for i, (overrides, value) in enumerate(zip(configs, mig)):
+        config = {**TrainConfig().to_dict(), **overrides}
+        run = root / f"run{i}"
+        write_json_atomic(run / "config.json", {"config": config, "data": data})
+        write_json_atomic(run / "status.json", {"state": "finished"})
+        write_json_atomic(run / "scores.json", {"mig": {"values": {"discrete_mig": value}}})
+    return root
+
+
+def test_precision_is_a_column_and_mixing_it_warns(tmp_path):
+    # used to average float32 and bf16-mixed runs together without a word
+    tree = _fake_tree(tmp_path / "r", [{"seed": 0}, {"seed": 1}, {"seed": 0, "precision": "bf16-mixed"}],
+                      [0.1, 0.2, 0.6])
+    df = collect(tree)
+    assert list(df["precision"]) == ["bf16-mixed", "float32", "float32"]   # sorted by setting, then seed
+    with pytest.warns(ReportWarning, match="precision"):
+        aggregate(df, ["objective"], ["mig.discrete_mig"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReportWarning)
+        agg = aggregate(df, ["precision"], ["mig.discrete_mig"])
+    assert dict(zip(agg["precision"], agg["mig.discrete_mig.mean"])) == pytest.approx(
+        {"float32": 0.15, "bf16-mixed": 0.6})
+    # the per-run table shows it because it varies
+    from disentangle.report import table_cells
+    header, _ = table_cells(df)
+    assert "precision" in header
+
+
+def test_cli_report_groups_by_precision(tmp_path):
+    # `disentangle report --group-by precision` used to fail: no such column
+    from click.testing import CliRunner
+
+    from disentangle.cli import main
+    tree = _fake_tree(tmp_path / "r", [{"seed": 0}, {"seed": 1}, {"precision": "bf16-mixed"}], [0.1, 0.2, 0.6])
+    res = CliRunner().invoke(main, ["report", str(tree), "--group-by", "precision"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("|")[1].strip(): line for line in res.output.splitlines()[2:]}
+    assert set(rows) == {"float32", "bf16-mixed"} and "0.150" in rows["float32"]
+
+
+def test_a_new_identity_field_gets_columns_names_and_groups(tmp_path, monkeypatch):
+    # what the coming `architecture` and method hyper-parameters rely on: declaring the
+    # field is all it takes
+    import dataclasses
+
+    from disentangle import config as cfg
+    from disentangle import sweep as sw
+
+    @dataclasses.dataclass
+    class Extended(cfg.TrainConfig):
+        normalisation: str = "batch"                    # no metadata: an identity field
+        kl_weight: float = dataclasses.field(default=1.0, metadata=cfg.identity(name_key="kw", latex=r"$w$"))
+        probe_every: int = dataclasses.field(default=10, metadata=cfg.execution())
+
+    assert cfg.identity_keys(Extended)[-4:] == ("precision", "normalisation", "kl_weight", "seed")
+    assert "probe_every" in cfg.execution_keys(Extended) and "probe_every" not in Extended().identity()
+    assert cfg.column_dtype("kl_weight", Extended) == "float"
+    base = Extended(beta=4).to_dict()
+    assert cfg.run_name(base, ["normalisation", "kl_weight"], Extended) == "beta-h_b4_batch_kw1_s0"
+    monkeypatch.setattr(cfg, "TrainConfig", Extended)
+    assert Extended(kl_weight=2).kl_weight == 2.0 and isinstance(Extended(kl_weight=2).kl_weight, float)
+    runs = sw.expand(sw.Study(grid={"normalisation": ["batch", "layer"], "kl_weight": [1, 2]}))
+    assert [r.name for r in runs] == ["beta-h_b1_batch_kw1_s0", "beta-h_b1_batch_kw2_s0",
+                                      "beta-h_b1_layer_kw1_s0", "beta-h_b1_layer_kw2_s0"]
+    tree = _fake_tree(tmp_path / "r", [{"normalisation": "batch", "kl_weight": 1.0},
+                                       {"normalisation": "layer", "kl_weight": 1.0}], [0.1, 0.5])
+    df = collect(tree)
+    assert list(df["normalisation"]) == ["batch", "layer"] and df["kl_weight"].dtype == float
+    with pytest.warns(ReportWarning, match="normalisation"):
+        aggregate(df, ["objective"], ["mig.discrete_mig"])
+    text = make_report(df, "markdown", group_by="normalisation")
+    assert "layer" in text and "0.500" in text
+    from disentangle.report import latex_name
+    assert latex_name("kl_weight") == r"$w$" and latex_name("normalisation") == "normalisation"

@@ -4,6 +4,7 @@ and retried only when asked, an interrupted sweep resumed from its checkpoint, a
 sweep processes on one directory sharing the work without training a run twice."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -327,3 +328,48 @@ def test_failed_evaluation_is_recorded_and_retried_without_retraining(tmp_path, 
     assert _status(run_dir)["state"] == "finished" and _status(run_dir)["reason"] is None
     assert sw.execute_run(job)["action"] == "already done"
     assert not sw.is_locked(run_dir)
+
+
+# --------------------------------------------------------------------------- issue 10/12: identity and options
+def test_a_grid_over_precision_gets_one_name_per_point():
+    # used to stop with "two grid points get the run name ...; this is a naming bug"
+    runs = sw.expand(sw.Study(grid={"precision": ["float32", "bf16-mixed"]}, fixed={"beta": 4}))
+    assert [r.name for r in runs] == ["beta-h_b4_float32_s0", "beta-h_b4_bf16-mixed_s0"]
+    assert [r.config["precision"] for r in runs] == ["float32", "bf16-mixed"]
+
+
+def test_train_and_sweep_name_a_run_alike():
+    # train's default directory used to be "beta-h-b4-s0", the sweep's "beta-h_b4_s0"
+    from disentangle.config import TrainConfig
+    from disentangle.train import default_run_dir
+    for fixed in ({"beta": 4}, {"objective": "beta-b", "gamma": 100, "capacity_max": 5}):
+        (run,) = sw.expand(sw.Study(grid={"seed": [3]}, fixed=fixed))
+        assert default_run_dir(TrainConfig(**fixed, seed=3), "results") == Path("results") / run.name
+    assert default_run_dir(TrainConfig(beta=4, seed=0)).name == "beta-h_b4_s0"
+
+
+def test_bad_evaluation_options_stop_a_sweep_before_anything_trains(tmp_path, tiny_data_path):
+    # issue 12 item 2: a bad eval seed used to train every run, then mark it failed
+    results = tmp_path / "study"
+    for study, named in ((sw.Study(grid={"beta": [1, 4]}, fixed={"steps": 20}, eval_seed=-1), "evaluation seed"),
+                         (sw.Study(grid={"beta": [1]}, fixed={"steps": 20}, metrics=("mig", "nope")), "nope")):
+        with pytest.raises(UserError, match=named):
+            sw.run_sweep(study, results, data=str(tiny_data_path), threads_per_job=1, report=False,
+                         echo=lambda msg: None)
+        assert not results.exists()
+    for evaluate, named in (("seed = -3", "evaluation seed"), ('seed = "x"', r"\[evaluate\] seed"),
+                            ('metrics = ["mig", "nope"]', "nope"),
+                            ("[evaluate.params.mig]\nnum_train = -5", r"mig\.num_train"),
+                            ('[evaluate.params.dci]\nbackend = "nosuch"', r"dci\.backend"),
+                            ("[evaluate.params.info]\niq_min_samples = 1", r"info\.iq_min_samples")):
+        spec = tmp_path / "spec.toml"
+        spec.write_text(f"[grid]\nbeta = [1, 4]\n[evaluate]\n{evaluate}\n")
+        with pytest.raises(UserError, match=named):
+            sw.load_spec(spec)
+    spec.write_text("[grid]\nbeta = [1, 4]\n[evaluate]\nseed = 2\n[evaluate.params.mig]\nnum_train = 300\n")
+    study = sw.load_spec(spec)
+    assert (study.eval_seed, study.eval_params) == (2, {"mig": {"num_train": 300}})
+    with pytest.raises(UserError, match=r"sap\.num_test"):
+        sw.run_sweep(dataclasses.replace(study, eval_params={"sap": {"num_test": 0}}), results,
+                     data=str(tiny_data_path), threads_per_job=1, report=False, echo=lambda msg: None)
+    assert not results.exists()

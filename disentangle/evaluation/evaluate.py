@@ -1,9 +1,8 @@
 """Evaluate run directories: metrics in, scores.json out.
 
 :func:`evaluate_run` scores one run with the registered metrics
-(:data:`disentangle.evaluation.metrics.METRICS`) and the ``info`` metric
-(:func:`disentangle.evaluation.information.information_scores`), and merges one entry per
-metric into the run's scores.json::
+(:data:`disentangle.evaluation.metrics.METRICS`, ``info`` included), and merges one entry
+per metric into the run's scores.json::
 
     {"<metric>": {"values": {...}, "params": {...}, "seed": int, "seconds": float,
                   "data": {source, content_sha256, renderer_version | source_checksum, path,
@@ -19,11 +18,16 @@ lock), so an interrupted evaluation keeps the scores it already computed.
 Codes: by default the metrics read the run's codes table (:func:`get_codes`, built once
 per model and dataset). With ``protocol_encode=True`` they read a
 :class:`ProtocolCodes`, which encodes each requested image on the fly as the published
-protocols do; the scores are the same (tests/test_evaluate.py), only slower. ``info``
-always uses the table: it needs every image's posterior, not samples.
+protocols do; the scores are the same (tests/test_evaluate.py), only slower. What each
+metric is given follows what its registry entry ``needs``: ``info`` always uses the table
+(it needs every image's posterior, not samples) and the model.
+
+Every option and every parameter of every selected metric is checked
+(:func:`check_evaluation`) before any run is touched.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import glob
 import os
@@ -35,23 +39,20 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
+from disentangle.evaluation.metrics import METRICS, display_order, get_metric
 from disentangle.rundir import DataCache, RunDir
 
-# the five published metrics, then the information-theoretic estimates
-ALL_METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "info")
-INFO = "info"
-# what a table of results shows for ``info`` (the registry metrics name their own headline)
-INFO_HEADLINES = ("rate_nats", "distortion_nats")
+# what ``--metric all`` stands for: every registered metric, in display order
+ALL_METRICS = tuple(display_order())
 
 
 # --------------------------------------------------------------------------- names and paths
 def metric_names(requested: Iterable[str]) -> list[str]:
     """Expand ``all`` and check names, keeping order and dropping repeats."""
-    from disentangle.evaluation.metrics import METRICS
-    known = list(METRICS) + [INFO]
+    known = list(METRICS)
     out: list[str] = []
     for name in requested:
-        names = [m for m in ALL_METRICS if m in known] if name == "all" else [name]
+        names = display_order() if name == "all" else [name]
         for n in names:
             if n not in known:
                 raise UserError(f"--metric {n!r}: unknown metric (known: {', '.join(known)}, all)")
@@ -63,10 +64,7 @@ def metric_names(requested: Iterable[str]) -> list[str]:
 
 
 def headline_keys(metric: str) -> tuple[str, ...]:
-    if metric == INFO:
-        return INFO_HEADLINES
-    from disentangle.evaluation.metrics import get_metric
-    return (get_metric(metric).headline,)
+    return get_metric(metric).headline_keys
 
 
 def expand_runs(patterns: Iterable[str]) -> list[Path]:
@@ -97,21 +95,44 @@ def check_run(run_dir: "RunDir | str | os.PathLike") -> RunDir:
 def _split_params(metrics: list[str], params: Mapping[str, Mapping] | None) -> dict[str, dict]:
     """Each metric's overrides. Overrides for a known metric that is not being evaluated
     are ignored (one params dict can serve several calls); an unknown name is a typo."""
-    from disentangle.evaluation.metrics import METRICS
     params = dict(params or {})
-    unknown = sorted(set(params) - set(METRICS) - {INFO})
+    unknown = sorted(set(params) - set(METRICS))
     if unknown:
         raise UserError(f"parameters given for unknown metric(s): {', '.join(unknown)} "
-                        f"(known: {', '.join(list(METRICS) + [INFO])})")
+                        f"(known: {', '.join(METRICS)})")
     return {m: dict(params.get(m) or {}) for m in metrics}
 
 
-def _info_params(overrides: dict) -> dict:
-    from disentangle.evaluation.information import DEFAULT_PARAMS
-    unknown = sorted(set(overrides) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise UserError(f"metric 'info' has no parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    return {**DEFAULT_PARAMS, **overrides}
+def _positive_int_or_none(value, parameter: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise ParameterError(parameter, f"must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationPlan:
+    """What :func:`check_evaluation` accepted: metric names, each metric's overrides and
+    the params to record (defaults, overrides, provenance), the seed."""
+
+    names: list[str]
+    overrides: dict[str, dict]
+    recorded: dict[str, dict]
+    seed: int
+
+
+def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
+                     params: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
+                     threads: int | None = None) -> EvaluationPlan:
+    """Check every option and every parameter of every selected metric (names, types,
+    ranges, allowed values) without touching any run; UserError naming the first bad one.
+    :func:`evaluate_runs` and the sweep call it before any work starts."""
+    names = metric_names(metrics)
+    overrides = _split_params(names, params)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ParameterError("seed", f"must be a non-negative integer, got {seed!r}")
+    _positive_int_or_none(batch_size, "batch_size")
+    _positive_int_or_none(threads, "threads")
+    recorded = {m: get_metric(m).record_params(overrides[m]) for m in names}
+    return EvaluationPlan(names, overrides, recorded, int(seed))
 
 
 def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] = ("all",), seed: int = 0,
@@ -121,29 +142,27 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
                  echo: Callable[[str], None] | None = None, _data_cache: DataCache | None = None) -> dict:
     """Score one run directory; merge and return ``{metric: entry}`` (scores.json format).
 
-    ``metrics``: names from the registry, ``info``, or ``all``. ``data``: a DSpritesData,
-    a dataset path, or None (the dataset the run trained on; see :meth:`RunDir.dataset`).
-    ``params``: per-metric overrides of the protocol parameters, e.g.
-    ``{"mig": {"num_train": 1000}}``. ``protocol_encode``: encode sampled images on the
-    fly instead of reading the codes table. ``batch_size``: encoder batch (default by
-    device, see codes.py). ``threads``: torch/BLAS threads for the whole evaluation.
+    ``metrics``: names from the registry (``info`` included) or ``all``. ``data``: a
+    DSpritesData, a dataset path, or None (the dataset the run trained on; see
+    :meth:`RunDir.dataset`). ``params``: per-metric overrides of the protocol parameters,
+    e.g. ``{"mig": {"num_train": 1000}}``. ``protocol_encode``: encode sampled images on
+    the fly instead of reading the codes table (metrics that need ``codes``). ``batch_size``:
+    encoder batch (default by device, see codes.py). ``threads``: torch/BLAS threads for
+    the whole evaluation.
     """
     from disentangle.devices import resolve_device, thread_limit
     from disentangle.evaluation.codes import ProtocolCodes, get_codes
-    from disentangle.evaluation.metrics import get_metric
     from disentangle.results import package_version
 
     say = echo or (lambda msg: None)
     run = check_run(run_dir)
     run_dir = run.path
-    names = metric_names(metrics)
-    overrides = _split_params(names, params)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ParameterError("seed", f"must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
-    # check every parameter before the (possibly long) work starts
-    recorded = {m: (_info_params(overrides[m]) if m == INFO else get_metric(m).record_params(overrides[m]))
-                for m in names}
+    # check every option and parameter before the (possibly long) work starts
+    plan = check_evaluation(metrics, seed, params, batch_size, threads)
+    names, seed = plan.names, plan.seed
+    specs = {m: get_metric(m) for m in names}
+    needs = {n for spec in specs.values() for n in spec.needs}
+    encode_codes = protocol_encode and "codes" in needs
     dataset = run.dataset(data, _data_cache)
     data_info = run.data_record(dataset)
     if data_info["matches_training_data"] is False:
@@ -156,9 +175,9 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     results: dict[str, dict] = {}
     with thread_limit(threads):
         # the table path needs no model at all when codes.h5 is fresh
-        model = run.load_model(device)[0] if protocol_encode or INFO in names else None
+        model = run.load_model(device)[0] if encode_codes or "model" in needs else None
         codes = None
-        if not protocol_encode or INFO in names:
+        if "codes_table" in needs or ("codes" in needs and not protocol_encode):
             codes = get_codes(run, dataset, device=device, batch_size=batch_size, progress=progress,
                               model=model)
             if codes.built:
@@ -166,35 +185,37 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
                     f"in {codes.encode_seconds:.1f} s")
             if codes.model_sha256 != model_sha:
                 raise UserError(f"{run.model_path}: changed during evaluation; run evaluate again")
-        protocol_codes = ProtocolCodes(model, dataset, device, batch_size) if protocol_encode else None
+        protocol_codes = ProtocolCodes(model, dataset, device, batch_size) if encode_codes else None
+        # the inputs a registry entry may name in ``needs``, built on first use
+        inputs: dict[str, Callable[[], object]] = {
+            "codes": lambda: protocol_codes if protocol_encode else codes.mean,
+            "ground_truth": lambda: dataset.ground_truth, "codes_table": lambda: codes,
+            "model": lambda: model, "dataset": lambda: dataset}
         for name in names:
+            spec = specs[name]
             rng = np.random.default_rng(seed)
             t0 = time.perf_counter()
-            if name == INFO:
-                from disentangle.evaluation.information import information_scores
-                values = information_scores(model, codes, dataset, rng, device=device, **overrides[name])
-                mode = "table"
-            else:
-                spec = get_metric(name)
-                source = protocol_codes if protocol_encode else codes.mean
-                values = spec(source, dataset.ground_truth, rng, **overrides[name])
-                mode = "protocol-encode" if protocol_encode else "table"
+            values = spec(*(inputs[k]() for k in spec.needs), rng, **plan.overrides[name])
+            mode = "protocol-encode" if protocol_encode and "codes" in spec.needs else "table"
             seconds = time.perf_counter() - t0
-            entry = {"values": values, "params": recorded[name], "seed": seed,
+            entry = {"values": values, "params": plan.recorded[name], "seed": seed,
                      "seconds": round(seconds, 4), "data": data_info, "codes": mode,
                      "model_sha256": model_sha, "package": package_version(),
                      "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
             run.merge_scores({name: entry})
             results[name] = entry
-            shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in headline_keys(name))
+            shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in spec.headline_keys)
             say(f"{run_dir}: {name}: {shown} ({seconds:.1f} s, {mode})")
     return results
 
 
 def evaluate_runs(run_dirs: Iterable[str | os.PathLike], data=None, **kwargs) -> dict[Path, dict]:
     """:func:`evaluate_run` for several runs; each dataset file is loaded once. All runs
-    are checked before any is evaluated, so a typo fails fast."""
+    and every option and metric parameter are checked before any is evaluated, so a typo
+    fails fast and leaves every run untouched."""
     runs = [check_run(r) for r in run_dirs]
+    check_evaluation(kwargs.get("metrics", ("all",)), kwargs.get("seed", 0), kwargs.get("params"),
+                     kwargs.get("batch_size"), kwargs.get("threads"))
     cache = DataCache()
     return {run.path: evaluate_run(run, data=data, _data_cache=cache, **kwargs) for run in runs}
 

@@ -27,7 +27,6 @@ architecture. ``channels_last`` keeps conv activations NHWC.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn

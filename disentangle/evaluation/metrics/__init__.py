@@ -1,17 +1,33 @@
-"""The metric registry: CLI name -> :class:`MetricSpec`.
+"""The metric registry: CLI name -> :class:`MetricSpec`, every metric the toolkit
+computes (the five published disentanglement metrics and ``info``).
 
-Every metric is a plain function ``fn(codes, ground_truth, rng, **params) -> dict[str,
-float]`` with disentanglement_lib's protocol parameters as defaults (PROTOCOLS.md).
-``codes`` is an (N, D) array-like in dataset index order that the metric reads only as
-``codes[idx]`` (1-D int64 index) plus ``codes.shape``; so a user can score any
-representation laid out in index order, and the protocol-encode path can pass a lazy
-object that encodes images on demand.
+Each entry declares everything the rest of the toolkit needs to know about its metric,
+so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables:
+
+- ``fn`` and ``needs``: the function is called as ``fn(*inputs, rng, **params)`` with the
+  inputs named in ``needs``, in that order, from this vocabulary (:data:`INPUTS`):
+  ``codes`` (an (N, D) array-like of encoder means in dataset index order, read only as
+  ``codes[idx]`` plus ``codes.shape``: the codes table, or a lazy object that encodes
+  images on demand), ``ground_truth`` (the dataset's factors), ``codes_table`` (the run's
+  whole table: ``.mean`` and ``.logvar``), ``model`` (the trained model) and ``dataset``
+  (the DSpritesData). The published metrics need ``("codes", "ground_truth")``, so a
+  user can score any representation laid out in index order.
+- ``defaults`` and ``check``: the protocol parameters (PROTOCOLS.md) and a function that
+  checks a complete parameter dict, raising UserError naming ``metric.param``;
+  :meth:`MetricSpec.params` runs it, so every value is checked before any work starts.
+- ``headline_keys``: the scores a table shows by default, the first standing for the
+  metric in figures; ``labels`` (axis/legend text) and ``latex`` (table headers) per key.
+- ``kind``: "disentanglement" or "information"; :func:`display_order` lists the metrics
+  by kind, then in registry order. ``summary``: optional console text of one run's values
+  (``info`` prints its sandwich H(X) - D <= I_q <= R with its warnings).
 
 Callers record ``spec.record_params(overrides)`` next to the values: the protocol
 parameters actually used plus what the environment decides (e.g. the installed sklearn's
 version and LogisticRegression solver), so readers can tell which numbers are comparable.
 
-Importing this module is cheap: sklearn and friends are imported inside the metrics.
+Adding a metric: its module (function, DEFAULTS, check_params) and one entry below.
+
+Importing this module is cheap: sklearn, torch and friends are imported inside the metrics.
 """
 from __future__ import annotations
 
@@ -19,16 +35,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from disentangle.errors import UserError
+from disentangle.evaluation import information
 from disentangle.evaluation.metrics import beta_vae, dci, factor_vae, mig, sap
 from disentangle.evaluation.metrics.utils import sklearn_version
+
+# What an entry's ``needs`` may name (see the module docstring).
+INPUTS = ("codes", "ground_truth", "codes_table", "model", "dataset")
+# Display order of the kinds: disentanglement scores first, as papers list them.
+KINDS = ("disentanglement", "information")
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One registered metric.
+    """One registered metric (fields: see the module docstring).
 
-    ``defaults``: the protocol parameters (the function's keyword defaults).
-    ``headline``: the key of the score that tables report by default.
     ``provenance``: returns environment-dependent settings worth recording with the
     params (called at evaluation time; may import sklearn).
     """
@@ -36,26 +56,51 @@ class MetricSpec:
     name: str
     fn: Callable[..., dict]
     defaults: Mapping[str, Any]
-    headline: str
+    check: Callable[[dict], Any]
+    headline_keys: tuple[str, ...]
     description: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    latex: Mapping[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ("codes", "ground_truth")
+    kind: str = "disentanglement"
     provenance: Callable[[dict], dict] = field(default=lambda params: {})
+    # console text for a run's values beyond the table's headline cells (None: nothing)
+    summary: Callable[[dict], str] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.needs if n not in INPUTS]
+        if unknown or self.kind not in KINDS or not self.headline_keys:
+            raise ValueError(f"metric {self.name!r}: bad registry entry (needs {unknown}, kind {self.kind!r})")
+
+    @property
+    def headline(self) -> str:
+        """The one key that stands for the metric (figures, the first table column)."""
+        return self.headline_keys[0]
 
     def params(self, overrides: Mapping[str, Any] | None = None) -> dict:
-        """The protocol parameters with ``overrides`` applied; unknown names -> UserError."""
+        """The protocol parameters with ``overrides`` applied and every value checked;
+        unknown names or bad values -> UserError naming the metric."""
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
             raise UserError(f"metric {self.name!r} has no parameter(s) {unknown}; "
                             f"known: {sorted(self.defaults)}")
-        return {**self.defaults, **overrides}
+        params = {**self.defaults, **overrides}
+        self.check(params)
+        return params
 
     def record_params(self, overrides: Mapping[str, Any] | None = None) -> dict:
         """What to store as the score's "params": :meth:`params` plus :attr:`provenance`."""
         params = self.params(overrides)
         return {**params, **self.provenance(params)}
 
-    def __call__(self, codes, ground_truth, rng, **overrides) -> dict[str, float]:
-        return self.fn(codes, ground_truth, rng, **self.params(overrides))
+    def label(self, key: str) -> str:
+        """Axis or legend text for the score ``key``; the column name when none is declared."""
+        return self.labels.get(key, f"{self.name}.{key}")
+
+    def __call__(self, *inputs_and_rng, **overrides) -> dict[str, float]:
+        """``spec(*inputs, rng, **overrides)``: inputs as named in :attr:`needs`."""
+        return self.fn(*inputs_and_rng, **self.params(overrides))
 
 
 def _logistic_regression_provenance(params: dict) -> dict:
@@ -85,34 +130,59 @@ def _dci_provenance(params: dict) -> dict:
 METRICS: dict[str, MetricSpec] = {
     "beta_vae": MetricSpec(
         name="beta_vae", fn=beta_vae.beta_vae_score, defaults=dict(beta_vae.DEFAULTS),
-        headline="eval_accuracy",
+        check=beta_vae.check_params, headline_keys=("eval_accuracy",),
+        labels={"eval_accuracy": "β-VAE metric (eval accuracy)"},
+        latex={"eval_accuracy": r"$\beta$-VAE score"},
         description="β-VAE metric (Higgins et al. 2017): logistic regression predicts the "
                     "fixed factor from mean |z1 - z2| over 64 pairs; chance 1/K",
         provenance=_logistic_regression_provenance),
     "factor_vae": MetricSpec(
         name="factor_vae", fn=factor_vae.factor_vae_score, defaults=dict(factor_vae.DEFAULTS),
-        headline="eval_accuracy",
+        check=factor_vae.check_params, headline_keys=("eval_accuracy",),
+        labels={"eval_accuracy": "FactorVAE score (eval accuracy)"},
+        latex={"eval_accuracy": "FactorVAE score"},
         description="FactorVAE score (Kim & Mnih 2018): majority vote of the least-variable "
                     "normalised dimension per fixed factor; chance 1/K",
         provenance=lambda params: {"classifier": "majority vote"}),
     "mig": MetricSpec(
-        name="mig", fn=mig.mig_score, defaults=dict(mig.DEFAULTS), headline="discrete_mig",
+        name="mig", fn=mig.mig_score, defaults=dict(mig.DEFAULTS), check=mig.check_params,
+        headline_keys=("discrete_mig",), labels={"discrete_mig": "MIG"}, latex={"discrete_mig": "MIG"},
         description="Mutual Information Gap (Chen et al. 2018) as disentanglement_lib computes "
                     "it: 20-bin histogram of the codes, plug-in MI, normalised by H(factor)",
         provenance=lambda params: {"discretizer": "histogram", "mi_estimator": "plug-in (nats)"}),
     "dci": MetricSpec(
-        name="dci", fn=dci.dci_score, defaults=dict(dci.DEFAULTS), headline="disentanglement",
+        name="dci", fn=dci.dci_score, defaults=dict(dci.DEFAULTS), check=dci.check_params,
+        headline_keys=("disentanglement", "completeness", "informativeness_test"),
+        labels={"disentanglement": "DCI disentanglement", "completeness": "DCI completeness",
+                "informativeness_test": "DCI informativeness (test)"},
+        latex={"disentanglement": "DCI D", "completeness": "DCI C", "informativeness_test": "DCI I"},
         description="DCI (Eastwood & Williams 2018): gradient-boosted-tree importances -> "
                     "disentanglement, completeness; informativeness = accuracy",
         provenance=_dci_provenance),
     "sap": MetricSpec(
-        name="sap", fn=sap.sap_score, defaults=dict(sap.DEFAULTS), headline="sap_score",
+        name="sap", fn=sap.sap_score, defaults=dict(sap.DEFAULTS), check=sap.check_params,
+        headline_keys=("sap_score",), labels={"sap_score": "SAP score"}, latex={"sap_score": "SAP"},
         description="SAP score (Kumar et al. 2018): gap between the two code dimensions that "
                     "best predict each factor alone (LinearSVC accuracy)",
         provenance=lambda params: {
             "classifier": ("squared correlation" if params["continuous_factors"] else
                            "sklearn.svm.LinearSVC(C=0.01, class_weight='balanced')"),
             "sklearn_version": sklearn_version()}),
+    # information-theoretic estimates: every image's posterior (the whole codes table),
+    # the decoder (distortion) and the images themselves (H(X))
+    "info": MetricSpec(
+        name="info", fn=information.information_scores, defaults=dict(information.DEFAULT_PARAMS),
+        check=information.check_params, needs=("model", "codes_table", "dataset"), kind="information",
+        summary=information.format_summary,
+        headline_keys=("rate_nats", "distortion_nats", "entropy_x_nats", "i_gen_lower_nats", "i_q_nats"),
+        labels={"rate_nats": "rate R (nats)", "distortion_nats": "distortion D (nats)",
+                "i_q_nats": "I_q(X;Z) (nats)", "i_gen_lower_nats": "I_gen lower bound H(X) − D (nats)",
+                "total_correlation_nats": "total correlation (nats)", "active_dims": "active dimensions"},
+        # nats: the caption says so once
+        latex={"rate_nats": r"$R$", "distortion_nats": r"$D$", "entropy_x_nats": r"$H(X)$",
+               "i_gen_lower_nats": r"$H(X) - D$", "i_q_nats": r"$I_q(X;Z)$"},
+        description="rate, distortion, exact H(X), the bounds on I(X;Z), I_q, total "
+                    "correlation and per-dimension KL (nats, with *_bits)"),
 }
 
 
@@ -124,4 +194,22 @@ def get_metric(name: str) -> MetricSpec:
         raise UserError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
 
 
-__all__ = ["METRICS", "MetricSpec", "get_metric"]
+def display_order(names=None) -> list[str]:
+    """Registered metric names (or the given ones) in display order: by kind, then in
+    registry order; names not registered go after the disentanglement metrics, sorted."""
+    names = list(METRICS) if names is None else list(dict.fromkeys(names))
+    registered = list(METRICS)
+
+    def rank(name):
+        spec = METRICS.get(name)
+        if spec is None:
+            return (KINDS.index("disentanglement"), len(registered), name)
+        return (KINDS.index(spec.kind), registered.index(name), name)
+    return sorted(names, key=rank)
+
+
+def metrics_of_kind(kind: str) -> list[str]:
+    return [m for m in display_order() if METRICS[m].kind == kind]
+
+
+__all__ = ["INPUTS", "KINDS", "METRICS", "MetricSpec", "display_order", "get_metric", "metrics_of_kind"]

@@ -7,10 +7,16 @@ import numpy as np
 
 from disentangle.errors import UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, gather,
-                                                  index_of_columns, random_state_int,
+                                                  index_of_columns, random_state_int, require_int,
                                                   sample_factor_columns)
 
 DEFAULTS = {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000}
+
+
+def check_params(params: dict) -> None:
+    """Every parameter's value (UserError naming ``beta_vae.KEY``)."""
+    for key in ("batch_size", "num_train", "num_eval"):
+        require_int("beta_vae", params, key)
 
 
 def _points(codes, ground_truth, num_points: int, batch_size: int, rng: np.random.Generator):

@@ -6,10 +6,23 @@ import numpy as np
 
 from disentangle.errors import UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints,
-                                                  random_state_int, sample_points)
+                                                  random_state_int, require_choice, require_int,
+                                                  sample_points)
 
 BACKENDS = ("lightgbm", "sklearn-gbt")
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16, "backend": "lightgbm"}
+
+
+def check_params(params: dict) -> None:
+    """Every parameter's value (UserError naming ``dci.KEY``), and that the chosen
+    backend's package is installed."""
+    import importlib.util
+    for key in ("num_train", "num_test", "batch_size"):
+        require_int("dci", params, key)
+    require_choice("dci", params, "backend", BACKENDS)
+    if params["backend"] == "lightgbm" and importlib.util.find_spec("lightgbm") is None:
+        raise UserError("--param dci.backend=lightgbm: the lightgbm package is not installed "
+                        "(pip install lightgbm), or use --param dci.backend=sklearn-gbt")
 
 # Hyper-parameters of the reference, sklearn.ensemble.GradientBoostingClassifier() with all
 # defaults, which the fast backend mirrors: 100 stages, learning rate 0.1, depth-3 trees,

@@ -5,11 +5,21 @@ import numpy as np
 
 from disentangle.errors import UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, gather,
-                                                  index_of_columns, sample_factor_columns,
-                                                  sample_points)
+                                                  index_of_columns, require_int, require_number,
+                                                  sample_factor_columns, sample_points)
 
 DEFAULTS = {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000,
             "num_variance_estimate": 10_000, "prune_threshold": 0.05}
+
+
+def check_params(params: dict) -> None:
+    """Every parameter's value (UserError naming ``factor_vae.KEY``); the variances use
+    ddof = 1, so batch_size and num_variance_estimate need 2 points."""
+    require_int("factor_vae", params, "batch_size", low=2)
+    require_int("factor_vae", params, "num_train")
+    require_int("factor_vae", params, "num_eval")
+    require_int("factor_vae", params, "num_variance_estimate", low=2)
+    require_number("factor_vae", params, "prune_threshold", low=0.0)
 
 
 def _votes(codes, ground_truth, num_votes: int, batch_size: int, rng: np.random.Generator,

@@ -7,9 +7,15 @@ import numpy as np
 from disentangle.errors import UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, entropy_discrete,
                                                   histogram_discretize, mutual_info_matrix,
-                                                  sample_points)
+                                                  require_int, sample_points)
 
 DEFAULTS = {"num_train": 10_000, "batch_size": 16, "num_bins": 20}
+
+
+def check_params(params: dict) -> None:
+    """Every parameter's value (UserError naming ``mig.KEY``)."""
+    for key in ("num_train", "batch_size", "num_bins"):
+        require_int("mig", params, key)
 
 
 def mig_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int = 10_000,

@@ -6,10 +6,18 @@ import warnings
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.evaluation.metrics.utils import check_codes, check_positive_ints, sample_points
+from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, require_bool,
+                                                  require_int, sample_points)
 
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16,
             "continuous_factors": False}
+
+
+def check_params(params: dict) -> None:
+    """Every parameter's value (UserError naming ``sap.KEY``)."""
+    for key in ("num_train", "num_test", "batch_size"):
+        require_int("sap", params, key)
+    require_bool("sap", params, "continuous_factors")
 
 
 def _score_matrix_discrete(z_train, y_train, z_test, y_test) -> np.ndarray:

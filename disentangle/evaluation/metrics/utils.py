@@ -168,3 +168,43 @@ def check_positive_ints(**params) -> None:
     for name, value in params.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise UserError(f"metric parameter {name} must be a positive integer, got {value!r}")
+
+
+# --------------------------------------------------------------------------- parameter checks
+# Each metric module has a ``check_params(params)`` built from these; the registry runs it
+# on the complete parameter dict before any work starts, so a bad value fails in one line
+# naming ``metric.param`` before codes are encoded or other metrics are scored.
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def param_error(metric: str, key: str, value, want: str) -> UserError:
+    return UserError(f"--param {metric}.{key}={value!r}: expected {want}")
+
+
+def require_int(metric: str, params: dict, key: str, low: int = 1) -> None:
+    value = params[key]
+    if not (_is_int(value) and value >= low):
+        want = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise param_error(metric, key, value, want)
+
+
+def require_number(metric: str, params: dict, key: str, low: float, strict: bool = False) -> None:
+    """A finite real number >= ``low`` (``> low`` when ``strict``)."""
+    value = params[key]
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+          and np.isfinite(value) and (value > low if strict else value >= low))
+    if not ok:
+        raise param_error(metric, key, value, f"a finite number {'>' if strict else '>='} {low:g}")
+
+
+def require_choice(metric: str, params: dict, key: str, choices) -> None:
+    value = params[key]
+    if not (isinstance(value, str) and value in choices):
+        raise UserError(f"--param {metric}.{key}={value!r}: unknown {key} (choose from {', '.join(choices)})")
+
+
+def require_bool(metric: str, params: dict, key: str) -> None:
+    value = params[key]
+    if not isinstance(value, (bool, np.bool_)):
+        raise param_error(metric, key, value, "true or false")
