@@ -288,11 +288,21 @@ class RunLock:
     informative; it is the one file not renamed into place, because the lock belongs to
     the file's inode."""
 
+    # locks this process holds, by path: flock conflicts between two descriptors even in
+    # one process, and train() takes the lock its sweep worker already holds
+    _held: dict[str, int] = {}
+
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / LOCK_FILE
         self.fd: int | None = None
+        self._nested = False
 
     def acquire(self, tries: int = 2) -> bool:
+        key = os.path.realpath(self.path)
+        if key in RunLock._held:
+            RunLock._held[key] += 1
+            self._nested = True
+            return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         for attempt in range(tries):
@@ -306,12 +316,19 @@ class RunLock:
                     return False
                 time.sleep(0.2)
         self.fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
+        RunLock._held[key] = 1
+        with contextlib.suppress(OSError):  # informative only; a full disk must not stop the run
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
         return True
 
     def release(self) -> None:
+        if self._nested:
+            RunLock._held[os.path.realpath(self.path)] -= 1
+            self._nested = False
+            return
         if self.fd is not None:
+            RunLock._held.pop(os.path.realpath(self.path), None)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -35,8 +35,8 @@ import numpy as np
 from disentangle.config import TrainConfig, differing_keys
 from disentangle.errors import UserError
 from disentangle.results import (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, STATUS_FILE, TRAIN_LOG_FILE,
-                                 atomic_path, environment_info, file_sha256, read_json, write_json_atomic,
-                                 write_text_atomic)
+                                 WriteError, clean_stale_temps, environment_info, file_sha256, read_json,
+                                 write_bytes_atomic, write_error, write_json_atomic, write_text_atomic)
 
 CHECKPOINT_FORMAT = "disentangle-checkpoint-1"
 
@@ -206,8 +206,16 @@ def _save_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches, st
         "elapsed_s": float(elapsed),
         "config": trainer.config.identity(),
     }
-    with atomic_path(run_dir / CHECKPOINT_FILE) as tmp:
-        torch.save(state, tmp)
+    _torch_save_atomic(state, run_dir / CHECKPOINT_FILE)
+
+
+def _torch_save_atomic(obj, path: Path) -> None:
+    """torch.save into memory, then an atomic write: torch's own file writer reports a
+    full disk as "RuntimeError: ... unexpected pos"; a Python write says ENOSPC."""
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def _load_checkpoint(run_dir: Path, trainer: Trainer, batches: PackedBatches) -> dict:
@@ -285,29 +293,86 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
 
     import torch
     device = resolve_device(config.device)
-    with _torch_threads(config.threads) as threads:
-        if device.type == "cuda":
-            # exact repeatability on one GPU type: deterministic conv algorithms only
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-        trainer = Trainer(config, device)
-        batches = PackedBatches(data.packed, device, trainer.batch_seed)
+    from disentangle.sweep import RunLock
+    lock = RunLock(run_dir)
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if saved is None:
-            write_json_atomic(run_dir / CONFIG_FILE, {
-                "config": config.to_dict(), "data": data.provenance, "package": environment_info(),
-                "created": _now()})
-        resumed = None
-        if (run_dir / CHECKPOINT_FILE).is_file():
-            resumed = _load_checkpoint(run_dir, trainer, batches)
-            say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
-        start = resumed["step"] if resumed else 0
-        # pid and host let a sweep tell a live "running" run from one that was killed
-        runtime = {"device": str(device), "threads": threads, "pid": os.getpid(), "host": socket.gethostname()}
-        write_status(run_dir, "running", start, runtime=runtime)
-        _loop(config, run_dir, trainer, batches, resumed, progress, runtime)
+        locked = lock.acquire()
+    except OSError as exc:
+        raise (write_error(exc, run_dir) or exc) from None
+    if not locked:
+        raise UserError(f"{run_dir}: busy: another process is working on this run ({lock.holder()}); "
+                        f"wait for it or choose another --out")
+    try:
+        # under the lock: another process may have written the run meanwhile
+        saved = _check_existing(run_dir, config)
+        if saved is not None and is_finished(run_dir):
+            say(f"{run_dir}: already finished ({config.steps} steps); nothing to do")
+            return run_dir
+        # no other writer is alive: what a killed one left half-written goes
+        clean_stale_temps(run_dir)
+        _train_locked(config, run_dir, saved, data, device, progress, say)
+    finally:
+        lock.release()
     say(f"{run_dir}: finished ({config.steps} steps)")
     return run_dir
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def _train_locked(config: TrainConfig, run_dir: Path, saved: dict | None, data, device, progress: bool,
+                  say: Callable[[str], None]) -> None:
+    import torch
+    step = 0
+    try:
+        with _torch_threads(config.threads) as threads:
+            if device.type == "cuda":
+                # exact repeatability on one GPU type: deterministic conv algorithms only
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+            trainer = Trainer(config, device)
+            batches = PackedBatches(data.packed, device, trainer.batch_seed)
+            resumed = None
+            if (run_dir / CHECKPOINT_FILE).is_file():
+                # before config.json is written: a refused checkpoint leaves the directory as it was
+                resumed = _load_checkpoint(run_dir, trainer, batches)
+                say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
+            if saved is None:
+                write_json_atomic(run_dir / CONFIG_FILE, {
+                    "config": config.to_dict(), "data": data.provenance, "package": environment_info(),
+                    "created": _now()})
+            step = resumed["step"] if resumed else 0
+            # pid and host let a sweep tell a live "running" run from one that was killed
+            runtime = {"device": str(device), "threads": threads, "pid": os.getpid(),
+                       "host": socket.gethostname()}
+            write_status(run_dir, "running", step, runtime=runtime)
+            _loop(config, run_dir, trainer, batches, resumed, progress, runtime)
+    except WriteError as exc:
+        _record_failure(run_dir, f"training failed: {exc}")
+        raise
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        reason = (f"out of memory on {device} (--batch-size {config.batch_size}, --latent-dim "
+                  f"{config.latent_dim}); use a smaller batch or model")
+        _record_failure(run_dir, f"training failed: {reason}")
+        raise UserError(f"{run_dir}: {reason}") from None
+
+
+def _record_failure(run_dir: Path, reason: str) -> None:
+    """status.json "failed" with ``reason`` (its step kept), where it can still be written."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return  # nothing of the run was written: leave the directory as it was
+    with contextlib.suppress(UserError, OSError, ValueError, TypeError):
+        status = read_status(run_dir)
+        step = int((status or {}).get("step", 0) or 0) if isinstance(status, dict) else 0
+        write_status(run_dir, "failed", step, reason=reason)
 
 
 def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedBatches,
@@ -363,8 +428,8 @@ def _loop(config: TrainConfig, run_dir: Path, trainer: Trainer, batches: PackedB
                 if done < config.steps:
                     write_status(run_dir, "running", done, runtime=runtime)
         model_path = run_dir / MODEL_FILE
-        with atomic_path(model_path) as tmp:
-            torch.save({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, tmp)
+        _torch_save_atomic({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()},
+                           model_path)
         write_status(run_dir, "finished", config.steps, runtime=runtime, model_sha256=file_sha256(model_path))
     finally:
         if bar is not None:
