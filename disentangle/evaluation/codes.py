@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.results import CODES_FILE, MODEL_FILE, atomic_path, file_sha256
+from disentangle.results import CODES_FILE, CONFIG_FILE, MODEL_FILE, atomic_h5, file_sha256, read_json
 
 CODES_FORMAT = "disentangle-codes-1"
 
@@ -74,8 +74,9 @@ def thread_limit(threads: int | None):
     if threads is None:
         yield
         return
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
+    from disentangle.config import max_threads
+    if threads < 1 or threads > max_threads():
+        raise UserError(f"--threads must be between 1 and {max_threads()} (4 per core here), got {threads}")
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -260,9 +261,20 @@ def codes_state(run_dir: str | os.PathLike, data) -> str:
         return "stale: model.pt changed"
     if attrs.get("data_content_sha256") != _data_sha(data):
         return "stale: dataset changed"
-    if shape is None or not has_logvar or shape[0] != data.num_images:
+    if shape is None or not has_logvar or len(shape) != 2 or shape[0] != data.num_images:
         return "stale: wrong shape"
+    latent_dim = _run_latent_dim(run_dir)
+    if latent_dim is not None and shape[1] != latent_dim:
+        return f"stale: {shape[1]} columns, the run has {latent_dim} latent dimensions"
     return "fresh"
+
+
+def _run_latent_dim(run_dir: Path) -> int | None:
+    try:
+        value = read_json(run_dir / CONFIG_FILE)["config"]["latent_dim"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def read_codes(path: str | os.PathLike) -> Codes:
@@ -280,26 +292,24 @@ def read_codes(path: str | os.PathLike) -> Codes:
 
 def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *, model_sha256: str,
                 data, batch_size: int, device: str, encode_seconds: float) -> Path:
-    import h5py
     import torch
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("mean", data=np.asarray(mean, dtype=np.float32))
-            f.create_dataset("logvar", data=np.asarray(logvar, dtype=np.float32))
-            f.attrs.update({
-                "format": CODES_FORMAT,
-                "model_sha256": model_sha256,
-                "data_content_sha256": _data_sha(data),
-                "data_provenance": json.dumps(data.provenance, default=str),
-                "latent_dim": int(mean.shape[1]),
-                "num_images": int(mean.shape[0]),
-                "batch_size": int(batch_size),
-                "device": str(device),
-                "torch": str(torch.__version__),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "encode_seconds": float(encode_seconds),
-            })
+    with atomic_h5(path) as f:
+        f.create_dataset("mean", data=np.asarray(mean, dtype=np.float32))
+        f.create_dataset("logvar", data=np.asarray(logvar, dtype=np.float32))
+        f.attrs.update({
+            "format": CODES_FORMAT,
+            "model_sha256": model_sha256,
+            "data_content_sha256": _data_sha(data),
+            "data_provenance": json.dumps(data.provenance, default=str),
+            "latent_dim": int(mean.shape[1]),
+            "num_images": int(mean.shape[0]),
+            "batch_size": int(batch_size),
+            "device": str(device),
+            "torch": str(torch.__version__),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "encode_seconds": float(encode_seconds),
+        })
     return path
 
 

@@ -139,7 +139,13 @@ def resolve_data(run_dir: Path, data=None, cache: DataCache | None = None):
         candidate = cache.load(trained_path)
         if candidate.provenance.get("content_sha256") == trained.get("content_sha256"):
             return candidate
-    return cache.load(None)
+    from disentangle.data.dsprites import DataError
+    try:
+        return cache.load(None)
+    except DataError as exc:
+        if trained_path and not Path(trained_path).is_file() and str(exc).startswith("no dataset found"):
+            raise DataError(f"{run_dir}: the dataset it trained on, {trained_path}, is gone, and {exc}") from None
+        raise
 
 
 def data_record(data, run_dir: Path) -> dict:
@@ -215,6 +221,22 @@ def _info_params(overrides: dict) -> dict:
     return {**DEFAULT_PARAMS, **overrides}
 
 
+def _clean_temps_if_idle(run_dir: Path) -> None:
+    """Remove what a killed writer left, when no trainer or sweep worker holds the run."""
+    from disentangle.results import clean_stale_temps
+    from disentangle.sweep import RunLock
+    lock = RunLock(run_dir)
+    try:
+        if not lock.acquire(tries=1):
+            return
+    except OSError:  # a read-only run directory: nothing to clean there
+        return
+    try:
+        clean_stale_temps(run_dir)
+    finally:
+        lock.release()
+
+
 def evaluate_run(run_dir: str | os.PathLike, metrics: Iterable[str] = ("all",), seed: int = 0,
                  data=None, device: str = "cpu", protocol_encode: bool = False,
                  params: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
@@ -237,6 +259,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics: Iterable[str] = ("all",), 
 
     say = echo or (lambda msg: None)
     run_dir = check_run(run_dir)
+    _clean_temps_if_idle(run_dir)
     names = metric_names(metrics)
     overrides = _split_params(names, params)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
