@@ -107,7 +107,7 @@ class Study:
         return dataclasses.replace(
             self, grid=new_grid, fixed=new_fixed,
             metrics=tuple(metrics) if metrics else self.metrics,
-            eval_seed=self.eval_seed if eval_seed is None else int(eval_seed))
+            eval_seed=self.eval_seed if eval_seed is None else check_eval_seed(eval_seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +130,9 @@ def parse_values(text: str, option: str, kind: type = float) -> list:
                 lo, hi = (int(x) for x in part.split("-"))
                 if hi < lo:
                     raise ValueError
+                if hi - lo + 1 + len(values) > MAX_RUNS:
+                    raise UserError(f"{option} {text}: {hi - lo + 1:,} values; a study has at most "
+                                    f"{MAX_RUNS:,} runs")
                 values.extend(range(lo, hi + 1))
             elif kind is int:
                 values.append(int(part))
@@ -171,6 +174,9 @@ def load_spec(path: str | os.PathLike) -> Study:
             spec = tomllib.load(fh)
     except FileNotFoundError:
         raise UserError(f"--spec {path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--spec {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                        f"TOML files are UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"--spec {path}: not a readable TOML file ({exc})") from None
     unknown = sorted(set(spec) - {"name", "description", "fixed", "grid", "evaluate"})
@@ -188,8 +194,26 @@ def load_spec(path: str | os.PathLike) -> Study:
     metrics = evaluate.get("metrics", ["all"])
     if isinstance(metrics, str):
         metrics = [metrics]
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise UserError(f"{path}: [evaluate] metrics must be a list of metric names, got {metrics!r}")
+    eval_seed = evaluate.get("seed", 0)
+    check_eval_seed(eval_seed, f"{path}: [evaluate] seed")
+    name = spec.get("name")
+    if name is not None and not isinstance(name, str):
+        raise UserError(f"{path}: name must be a string, got {name!r}")
     return Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
-                 eval_seed=int(evaluate.get("seed", 0)), name=spec.get("name"), source=str(path))
+                 eval_seed=eval_seed, name=name, source=str(path))
+
+
+def check_eval_seed(value: Any, where: str = "--eval-seed") -> int:
+    """The metrics' seed must be a non-negative integer (numpy refuses others, in every run)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{where}: must be a non-negative integer, got {value!r}")
+    return value
+
+
+# A grid larger than this is a typo (0-100000000), not a study: refused before expanding.
+MAX_RUNS = 100_000
 
 
 def format_value(value: Any) -> str:
@@ -237,6 +261,11 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
     if not study.grid:
         raise UserError(f"{study.source}: the grid is empty: give at least one axis "
                         f"(e.g. --beta 1,4,16 --seeds 0-2, or [grid] in a --spec file)")
+    size = 1
+    for values in study.grid.values():
+        size *= len(values)
+    if size > MAX_RUNS:
+        raise UserError(f"{study.source}: the grid has {size:,} points; a study has at most {MAX_RUNS:,} runs")
     order = ["seed"] + [k for k in NAME_ORDER if k != "seed"] + sorted(study.grid)
     axes = [k for k in dict.fromkeys(order) if k in study.grid]
     swept = [k for k in axes if len(study.grid[k]) > 1 and k != "seed"]
@@ -249,10 +278,10 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
         try:
             cfg = TrainConfig.from_preset(preset, **{**fixed, **point, "data": data, "device": device,
                                                      "threads": threads})
+            cfg.validate()  # first: a string where a number belongs is named, not converted
             # integers given where the field is a float (beta = 4) are the same setting
             for key in ("beta", "gamma", "capacity_max", "lr"):
                 setattr(cfg, key, float(getattr(cfg, key)))
-            cfg.validate()
         except UserError as exc:
             raise UserError(f"{study.source}: {exc}") from None
         except TypeError as exc:
@@ -415,6 +444,12 @@ def _write_status(run_dir: Path, state: str, reason: str | None, **changes: Any)
     write_json_atomic(run_dir / STATUS_FILE, status)
 
 
+def _try_write_status(run_dir: Path, state: str, reason: str | None) -> None:
+    """_write_status where the disk still allows it (a full disk is the failure itself)."""
+    with contextlib.suppress(UserError, OSError):
+        _write_status(run_dir, state, reason)
+
+
 def _exception_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, UserError):
@@ -473,6 +508,11 @@ def execute_run(job: dict) -> dict:
             has_checkpoint = (run_dir / CHECKPOINT_FILE).is_file()
             if state == "failed":
                 actions.append(f"retried from step {step if has_checkpoint else 0}")
+            elif state == "running":
+                # we hold the lock, so whoever wrote "running" is gone (killed, or its sweep was)
+                pid = ((status or {}).get("runtime") or {}).get("pid")
+                actions.append(f"found interrupted at step {step} (its process{f' {pid}' if pid else ''} is gone); "
+                               + (f"resumed from step {step}" if has_checkpoint else "restarted from step 0"))
             elif has_checkpoint:
                 actions.append(f"resumed from step {step}")
             else:
@@ -483,8 +523,8 @@ def execute_run(job: dict) -> dict:
                 return finish("failed", actions[0], _exception_reason(exc))  # train() recorded it
             except Exception as exc:
                 reason = f"training failed: {_exception_reason(exc)}"
-                if (run_dir / CONFIG_FILE).is_file() or run_dir.is_dir():
-                    _write_status(run_dir, "failed", reason)
+                if (run_dir / CONFIG_FILE).is_file():
+                    _try_write_status(run_dir, "failed", reason)
                 return finish("failed", actions[0], reason)
         names = metric_names(job["metrics"])
         todo = missing_metrics(run_dir, names)
@@ -499,7 +539,7 @@ def execute_run(job: dict) -> dict:
                     raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
             except Exception as exc:
                 reason = f"evaluation failed: {_exception_reason(exc)}"
-                _write_status(run_dir, "failed", reason)
+                _try_write_status(run_dir, "failed", reason)
                 return finish("failed", ", ".join(actions + ["evaluation"]), reason)
             actions.append(f"evaluated ({', '.join(todo)})")
         return finish("done", ", ".join(actions) or "already done")
@@ -507,9 +547,23 @@ def execute_run(job: dict) -> dict:
         lock.release()
 
 
-def _worker_main(job: dict, conn) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker die when its sweep does (even by SIGKILL): Linux's parent-death
+    signal. A worker left running would finish its run unobserved, holding the lock."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the sweep died before the signal was armed
+        os._exit(1)
+
+
+def _worker_main(job: dict, conn, parent_pid: int | None = None) -> None:
     """Body of one local worker process: its output goes to <run>/sweep.log; the outcome
     goes back through ``conn``."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     run_dir = Path(job["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -526,8 +580,11 @@ def _worker_main(job: dict, conn) -> None:
     outcome = execute_run(job)
     print(f"--- {_now()} {outcome['result']}: {outcome['action']}"
           + (f" ({outcome['reason']})" if outcome["reason"] else ""), flush=True)
-    conn.send(outcome)
-    conn.close()
+    try:
+        conn.send(outcome)
+        conn.close()
+    except OSError:  # BrokenPipeError: the sweep is gone; the run's files say what happened
+        print("--- the sweep that started this worker is gone; outcome not reported", flush=True)
 
 
 class SlurmRun:
@@ -612,7 +669,7 @@ def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
             while pending and len(running) < n_jobs:
                 job = pending.pop(0)
                 recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker_main, args=(job, send), name=f"sweep {job['name']}",
+                proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid()), name=f"sweep {job['name']}",
                                    daemon=False)
                 proc.start()
                 send.close()
@@ -909,6 +966,13 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         raise UserError(f"--jobs {jobs}: must be at least 1")
     if threads_per_job is not None and threads_per_job < 1:
         raise UserError(f"--threads-per-job {threads_per_job}: must be at least 1")
+    # options every run would fail on: refused before any run starts (and so never
+    # recorded as a run's failure, which a corrected rerun would then skip)
+    check_eval_seed(study.eval_seed, "--eval-seed" if study.source == "command line"
+                    else f"{study.source}: [evaluate] seed (or --eval-seed)")
+    if executor == "local" and device not in (None, "auto"):
+        from disentangle.train import resolve_device
+        resolve_device(device)
     # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories)
     data_path = resolve_data_path(data).resolve()
