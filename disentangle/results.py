@@ -82,6 +82,25 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_writable(target: str | os.PathLike, need_bytes: int = 0) -> None:
+    """Before long work whose result goes to ``target``: refuse (WriteError) when its
+    directory cannot be created or written, or has less than ``need_bytes`` free."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        os.unlink(probe)
+        if need_bytes:
+            st = os.statvfs(target.parent)
+            free = st.f_bavail * st.f_frsize
+            if free < need_bytes:
+                raise WriteError(f"{target}: cannot write: no space left on device "
+                                 f"(needs about {need_bytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free)")
+    except OSError as exc:
+        raise (write_error(exc, target) or exc) from None
+
+
 @contextlib.contextmanager
 def atomic_h5(target: str | os.PathLike):
     """An h5py.File built in memory, written to ``target`` atomically on success.

@@ -984,7 +984,8 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         threads = threads_per_job or max(1, cpu_count() // jobs)
     runs = expand(study, data=str(data_path), device=device, threads=threads)
     names = metric_names(study.metrics)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    from disentangle.results import check_writable
+    check_writable(results_dir / STUDY_FILE)
     _preflight(runs, results_dir, data_sha)
     _record_study(results_dir, study, runs,
                   {"executor": executor, "jobs": jobs, "threads_per_job": threads,

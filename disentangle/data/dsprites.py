@@ -38,7 +38,7 @@ from disentangle.data.ground_truth import DSPRITES_FACTOR_NAMES, GroundTruth
 from disentangle.data.render import (IMAGE_SIZE, PACKED_ROW_BYTES, RENDERER_VERSION, pack_images,
                                      render_packed, unpack_images)
 from disentangle.errors import UserError
-from disentangle.results import atomic_h5, atomic_path, file_digest
+from disentangle.results import atomic_h5, atomic_path, check_writable, file_digest
 
 FILE_FORMAT = "disentangle-dsprites-1"
 OFFICIAL_NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
@@ -208,6 +208,7 @@ def render_dataset(out: str | os.PathLike = DEFAULT_RENDERED_PATH,
                    progress: Callable[[int], None] | None = None) -> Path:
     """Render a dSprites grid (default: all 737,280 images) into a dataset file."""
     gt = ground_truth or GroundTruth.dsprites()
+    check_writable(out)  # before minutes of rendering
     packed = render_packed(gt, pos_y_top=pos_y_top, progress=progress)
     chunks = (packed[i:i + _CHUNK_ROWS] for i in range(0, len(packed), _CHUNK_ROWS))
     return _write_dataset_file(out, gt, chunks, {

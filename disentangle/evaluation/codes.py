@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.results import CODES_FILE, CONFIG_FILE, MODEL_FILE, atomic_h5, file_sha256, read_json
+from disentangle.results import (CODES_FILE, CONFIG_FILE, MODEL_FILE, atomic_h5, check_writable, file_sha256,
+                                 read_json)
 
 CODES_FORMAT = "disentangle-codes-1"
 
@@ -269,6 +270,12 @@ def codes_state(run_dir: str | os.PathLike, data) -> str:
     return "fresh"
 
 
+def _encoder_dim(run_dir: Path, model) -> int:
+    if model is not None:
+        return int(model.latent_dim)
+    return _run_latent_dim(run_dir) or 1
+
+
 def _run_latent_dim(run_dir: Path) -> int | None:
     try:
         value = read_json(run_dir / CONFIG_FILE)["config"]["latent_dim"]
@@ -332,6 +339,8 @@ def get_codes(run_dir: str | os.PathLike, data, device: str = "cpu", batch_size:
     if state == "fresh":
         return read_codes(run_dir / CODES_FILE)
     device = resolve_device(device)
+    # before encoding: two float32 tables of (images, latents), plus HDF5's own bytes
+    check_writable(run_dir / CODES_FILE, need_bytes=2 * 4 * data.num_images * _encoder_dim(run_dir, model) + 65536)
     model_sha = file_sha256(model_file)
     if model is None:
         model = load_run_model(run_dir, device)
