@@ -318,7 +318,7 @@ class RunLock:
     the file's inode."""
 
     # locks this process holds, by path: flock conflicts between two descriptors even in
-    # one process, and train() takes the lock its sweep worker already holds
+    # one process, and train() takes (reentrant) the lock its sweep worker already holds
     _held: dict[str, int] = {}
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -326,9 +326,11 @@ class RunLock:
         self.fd: int | None = None
         self._nested = False
 
-    def acquire(self, tries: int = 2) -> bool:
+    def acquire(self, tries: int = 2, reentrant: bool = False) -> bool:
+        """Take the lock; False when another holder has it. ``reentrant``: succeed at once
+        when this process already holds it (train() inside a sweep worker)."""
         key = os.path.realpath(self.path)
-        if key in RunLock._held:
+        if reentrant and key in RunLock._held:
             RunLock._held[key] += 1
             self._nested = True
             return True

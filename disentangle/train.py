@@ -297,7 +297,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     lock = RunLock(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        locked = lock.acquire()
+        locked = lock.acquire(reentrant=True)
     except OSError as exc:
         raise (write_error(exc, run_dir) or exc) from None
     if not locked:

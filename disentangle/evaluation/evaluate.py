@@ -227,7 +227,7 @@ def _clean_temps_if_idle(run_dir: Path) -> None:
     from disentangle.sweep import RunLock
     lock = RunLock(run_dir)
     try:
-        if not lock.acquire(tries=1):
+        if not lock.acquire(tries=1, reentrant=True):
             return
     except OSError:  # a read-only run directory: nothing to clean there
         return
