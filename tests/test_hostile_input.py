@@ -175,6 +175,7 @@ def test_a_flipped_bit_in_the_images_is_refused(tmp_path, tiny_data_path):
         DSpritesData(bad)
     with pytest.raises(UserError, match="flipped.h5: images_packed does not match"):
         train(_config(bad), tmp_path / "run")
+    assert "does not match" in _one_line(CliRunner().invoke(cli, ["data", "info", str(bad)]))
     assert not (tmp_path / "run" / CONFIG_FILE).exists()
     DSpritesData(tiny_data_path)  # the intact file still loads
 

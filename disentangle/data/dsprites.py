@@ -380,11 +380,13 @@ def fetch_official(out: str | os.PathLike = DEFAULT_OFFICIAL_PATH, url: str = OF
 
 
 def dataset_info(path: str | os.PathLike) -> dict:
-    """Summary of a dataset file without loading its images."""
-    d = DSpritesData(path, load_images=False)
+    """Summary of a dataset file; its images are read once to verify content_sha256
+    (a damaged file is refused in one line, as train and evaluate refuse it)."""
+    d = DSpritesData(path)
     info = {"path": str(d.path), "source": d.source_label, "num_images": d.num_images,
             "factors": dict(zip(d.ground_truth.factor_names, d.ground_truth.factor_sizes)),
             "content_sha256": d.attrs.get("content_sha256"),
+            "content_check": "verified" if d.attrs.get("content_sha256") else "no checksum recorded",
             "file_bytes": d.path.stat().st_size}
     if d.source == "official":
         info["source_checksum"] = d.attrs.get("source_checksum")
