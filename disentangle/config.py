@@ -22,6 +22,7 @@ identity (a new field changes the numbers unless it says otherwise).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -55,6 +56,18 @@ def _objectives_of(*methods: str) -> tuple[str, ...]:
 LIKELIHOODS = ("bernoulli", "gaussian")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("float32", "bf16-mixed")
+
+# Upper bounds on sizes: beyond them a run cannot fit in memory or makes no sense for
+# 64x64 images, so they are refused up front rather than failing out of memory later.
+MAX_LATENT_DIM = 4096
+MAX_BATCH_SIZE = 65_536
+
+
+def max_threads() -> int:
+    """Most threads a run may ask for: 4 per core here (at least 64, for submit hosts
+    smaller than the nodes they submit to)."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
 
 
 
@@ -199,8 +212,11 @@ class TrainConfig:
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool), name, f"must be an integer, got {value!r}")
             need(value >= low, name, f"must be >= {low}, got {value}")
-        need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-             "threads", f"must be a positive integer, got {self.threads!r}")
+        need(self.latent_dim <= MAX_LATENT_DIM, "latent_dim", f"must be <= {MAX_LATENT_DIM}, got {self.latent_dim}")
+        need(self.batch_size <= MAX_BATCH_SIZE, "batch_size", f"must be <= {MAX_BATCH_SIZE}, got {self.batch_size}")
+        need(self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool)
+                                      and 1 <= self.threads <= max_threads()),
+             "threads", f"must be an integer from 1 to {max_threads()} (4 per core here), got {self.threads!r}")
         need(self.precision in PRECISIONS, "precision",
              f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
         need(self.preset is None or self.preset in PRESETS, "preset", f"unknown preset {self.preset!r}")

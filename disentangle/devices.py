@@ -34,8 +34,11 @@ def resolve_device(device: str | None = "cpu") -> str:
 
 
 def check_threads(threads: int | None) -> None:
+    from disentangle.config import max_threads
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ParameterError("threads", f"must be an integer >= 1, got {threads!r}")
+    if threads is not None and threads > max_threads():
+        raise ParameterError("threads", f"must be between 1 and {max_threads()} (4 per core here), got {threads}")
 
 
 @contextlib.contextmanager

@@ -453,6 +453,11 @@ def read_train_log(run_dir: str | os.PathLike):
         raise UserError(f"{path}: unreadable ({exc})") from None
     if "step" not in log.columns or log.empty:
         raise UserError(f"{path}: no logged steps yet")
+    # every column is a number (train.py writes nothing else): anything else is damage
+    bad = [c for c in log.columns if not pd.api.types.is_numeric_dtype(log[c])]
+    if bad:
+        raise UserError(f"{path}: non-numeric values in column(s) {', '.join(map(str, bad[:5]))}; "
+                        f"the log is damaged (train_log.csv is rewritten at the next checkpoint)")
     return log
 
 

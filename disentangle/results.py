@@ -17,6 +17,7 @@ Run directory (``results/<run>/``)::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -24,6 +25,8 @@ import platform
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from disentangle.errors import UserError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -34,29 +37,112 @@ SCORES_FILE = "scores.json"
 STATUS_FILE = "status.json"
 
 
+# errno values that mean "this path cannot be written here", as opposed to a bug
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+class WriteError(UserError):
+    """A file could not be written: no space left, read-only file system, no permission.
+    One line naming the path and the cause; nothing partial is left behind."""
+
+
+def write_error(exc: OSError, path: str | os.PathLike) -> WriteError | None:
+    """The WriteError for ``exc`` when it is a disk/permission failure, else None."""
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return WriteError(f"{path}: cannot write: {os.strerror(exc.errno).lower()}")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success, fsync and rename it over
     ``target``. On any exception the temporary file is removed and ``target`` is
-    untouched."""
+    untouched. A full disk or read-only directory raises :class:`WriteError`."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes 0600 files; give the result the permissions a plain open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    tmp_path = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        # mkstemp makes 0600 files; give the result the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+    except BaseException as exc:
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+        converted = write_error(exc, target) if isinstance(exc, OSError) else None
+        if converted is not None:
+            raise converted from None
         raise
+
+
+def check_writable(target: str | os.PathLike, need_bytes: int = 0) -> None:
+    """Before long work whose result goes to ``target``: refuse (WriteError) when its
+    directory cannot be created or written, or has less than ``need_bytes`` free."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        os.unlink(probe)
+        if need_bytes:
+            st = os.statvfs(target.parent)
+            free = st.f_bavail * st.f_frsize
+            if free < need_bytes:
+                raise WriteError(f"{target}: cannot write: no space left on device "
+                                 f"(needs about {need_bytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free)")
+    except OSError as exc:
+        raise (write_error(exc, target) or exc) from None
+
+
+@contextlib.contextmanager
+def atomic_h5(target: str | os.PathLike):
+    """An h5py.File built in memory, written to ``target`` atomically on success.
+    (HDF5 writing straight to a full disk can crash the process; a Python write fails
+    with ENOSPC instead, which :func:`atomic_path` reports in one line.)"""
+    import io
+
+    import h5py
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        yield f
+    write_bytes_atomic(target, buf.getbuffer())
+
+
+# The files of a run directory that are written through atomic_path: a SIGKILL inside
+# the write leaves ".<name>.XXXXXXXX.tmp" beside them.
+_TRAIN_TEMP_NAMES = ("checkpoint.pt", "model.pt", "status.json", "train_log.csv", "config.json")
+_EVAL_TEMP_NAMES = ("codes.h5", "scores.json")
+EVAL_TEMP_MIN_AGE_S = 600.0
+
+
+def clean_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove temporary files a killed writer left in ``run_dir``; return them.
+
+    The caller holds the run's lock (sweep.RunLock), so no trainer is writing. A plain
+    `evaluate` does not take that lock, so codes/scores temporaries are removed only when
+    older than :data:`EVAL_TEMP_MIN_AGE_S` (a live write lasts seconds)."""
+    import time
+    run_dir = Path(run_dir)
+    removed = []
+    now = time.time()
+    for name, min_age in ([(n, 0.0) for n in _TRAIN_TEMP_NAMES]
+                          + [(n, EVAL_TEMP_MIN_AGE_S) for n in _EVAL_TEMP_NAMES]):
+        for path in run_dir.glob(f".{name}.*.tmp"):
+            try:
+                if now - path.stat().st_mtime >= min_age:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue
+    return removed
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
@@ -73,7 +159,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return file_digest(path, "sha256")
 
 
-def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomic(target: str | os.PathLike, data) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
 
@@ -271,8 +357,6 @@ def collect(results_dir: str | os.PathLike):
 
     import numpy as np
     import pandas as pd
-
-    from disentangle.errors import UserError
 
     root = Path(results_dir)
     if not root.is_dir():

@@ -311,7 +311,14 @@ class RunDir:
                 if candidate.provenance.get("content_sha256") == trained.get("content_sha256"):
                     chosen = candidate
             if chosen is None:
-                chosen = cache.load(None)
+                from disentangle.data.dsprites import DataError
+                try:
+                    chosen = cache.load(None)
+                except DataError as exc:
+                    if trained_path and not Path(trained_path).is_file() and str(exc).startswith("no dataset found"):
+                        raise DataError(f"{self.path}: the dataset it trained on, {trained_path}, is gone, "
+                                        f"and {exc}") from None
+                    raise
         if require_training_data and self.data_record(chosen)["matches_training_data"] is False:
             want = (self.training_data() or {}).get("content_sha256")
             have = chosen.provenance.get("content_sha256")

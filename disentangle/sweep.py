@@ -103,7 +103,7 @@ class Study:
         return dataclasses.replace(
             self, grid=new_grid, fixed=new_fixed,
             metrics=tuple(metrics) if metrics else self.metrics,
-            eval_seed=self.eval_seed if eval_seed is None else int(eval_seed))
+            eval_seed=self.eval_seed if eval_seed is None else check_eval_seed(eval_seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +126,9 @@ def parse_values(text: str, option: str, kind: type = float) -> list:
                 lo, hi = (int(x) for x in part.split("-"))
                 if hi < lo:
                     raise ValueError
+                if hi - lo + 1 + len(values) > MAX_RUNS:
+                    raise UserError(f"{option} {text}: {hi - lo + 1:,} values; a study has at most "
+                                    f"{MAX_RUNS:,} runs")
                 values.extend(range(lo, hi + 1))
             elif kind is int:
                 values.append(int(part))
@@ -169,6 +172,9 @@ def load_spec(path: str | os.PathLike) -> Study:
             spec = tomllib.load(fh)
     except FileNotFoundError:
         raise ParameterError("spec", "no such file", value=path) from None
+    except UnicodeDecodeError as exc:
+        raise ParameterError("spec", f"not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files are UTF-8",
+                             value=path) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ParameterError("spec", f"not a readable TOML file ({exc})", value=path) from None
     unknown = sorted(set(spec) - {"name", "description", "fixed", "grid", "evaluate"})
@@ -192,12 +198,25 @@ def load_spec(path: str | os.PathLike) -> Study:
     if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
         raise UserError(f"{path}: [evaluate] metrics must be a metric name or a list of them, got {metrics!r}")
     seed = evaluate.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UserError(f"{path}: [evaluate] seed must be a non-negative integer, got {seed!r}")
+    check_eval_seed(seed, f"{path}: [evaluate] seed")
+    name = spec.get("name")
+    if name is not None and not isinstance(name, str):
+        raise UserError(f"{path}: name must be a string, got {name!r}")
     study = Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
-                  eval_seed=seed, eval_params=eval_params, name=spec.get("name"), source=str(path))
+                  eval_seed=seed, eval_params=eval_params, name=name, source=str(path))
     check_evaluation_options(study)
     return study
+
+
+def check_eval_seed(value: Any, where: str = "--eval-seed") -> int:
+    """The metrics' seed must be a non-negative integer (numpy refuses others, in every run)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{where}: must be a non-negative integer, got {value!r}")
+    return value
+
+
+# A grid larger than this is a typo (0-100000000), not a study: refused before expanding.
+MAX_RUNS = 100_000
 
 
 def check_evaluation_options(study: Study) -> None:
@@ -239,6 +258,11 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
     if not study.grid:
         raise UserError(f"{study.source}: the grid is empty: give at least one axis "
                         f"(e.g. --beta 1,4,16 --seeds 0-2, or [grid] in a --spec file)")
+    size = 1
+    for values in study.grid.values():
+        size *= len(values)
+    if size > MAX_RUNS:
+        raise UserError(f"{study.source}: the grid has {size:,} points; a study has at most {MAX_RUNS:,} runs")
     order = list(grid_axis_order()) + sorted(study.grid)
     axes = [k for k in dict.fromkeys(order) if k in study.grid]
     swept = [k for k in axes if len(study.grid[k]) > 1 and k not in replicate_keys()]
@@ -288,11 +312,23 @@ class RunLock:
     informative; it is the one file not renamed into place, because the lock belongs to
     the file's inode."""
 
+    # locks this process holds, by path: flock conflicts between two descriptors even in
+    # one process, and train() takes (reentrant) the lock its sweep worker already holds
+    _held: dict[str, int] = {}
+
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / LOCK_FILE
         self.fd: int | None = None
+        self._nested = False
 
-    def acquire(self, tries: int = 2) -> bool:
+    def acquire(self, tries: int = 2, reentrant: bool = False) -> bool:
+        """Take the lock; False when another holder has it. ``reentrant``: succeed at once
+        when this process already holds it (train() inside a sweep worker)."""
+        key = os.path.realpath(self.path)
+        if reentrant and key in RunLock._held:
+            RunLock._held[key] += 1
+            self._nested = True
+            return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         for attempt in range(tries):
@@ -306,12 +342,19 @@ class RunLock:
                     return False
                 time.sleep(0.2)
         self.fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
+        RunLock._held[key] = 1
+        with contextlib.suppress(OSError):  # informative only; a full disk must not stop the run
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
         return True
 
     def release(self) -> None:
+        if self._nested:
+            RunLock._held[os.path.realpath(self.path)] -= 1
+            self._nested = False
+            return
         if self.fd is not None:
+            RunLock._held.pop(os.path.realpath(self.path), None)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
@@ -385,6 +428,12 @@ def missing_metrics(run_dir: str | os.PathLike, names: Sequence[str]) -> list[st
 
 
 
+def _try_write_status(run: RunDir, state: str, reason: str | None) -> None:
+    """RunDir.write_status where the disk still allows it (a full disk is the failure itself)."""
+    with contextlib.suppress(UserError, OSError):
+        run.write_status(state, reason=reason)
+
+
 def _exception_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, UserError):
@@ -431,6 +480,11 @@ def execute_run(job: dict) -> dict:
             has_checkpoint = run.checkpoint_path.is_file()
             if state == "failed":
                 actions.append(f"retried from step {step if has_checkpoint else 0}")
+            elif state == "running":
+                # we hold the lock, so whoever wrote "running" is gone (killed, or its sweep was)
+                pid = ((status or {}).get("runtime") or {}).get("pid")
+                actions.append(f"found interrupted at step {step} (its process{f' {pid}' if pid else ''} is gone); "
+                               + (f"resumed from step {step}" if has_checkpoint else "restarted from step 0"))
             elif has_checkpoint:
                 actions.append(f"resumed from step {step}")
             else:
@@ -442,7 +496,7 @@ def execute_run(job: dict) -> dict:
             except Exception as exc:
                 reason = f"training failed: {_exception_reason(exc)}"
                 if run.has_config() or run_dir.is_dir():
-                    run.write_status("failed", reason=reason)
+                    _try_write_status(run, "failed", reason)
                 return finish("failed", actions[0], reason)
         names = metric_names(job["metrics"])
         todo = missing_metrics(run_dir, names)
@@ -459,7 +513,7 @@ def execute_run(job: dict) -> dict:
                     raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
             except Exception as exc:
                 reason = f"evaluation failed: {_exception_reason(exc)}"
-                run.write_status("failed", reason=reason)
+                _try_write_status(run, "failed", reason)
                 return finish("failed", ", ".join(actions + ["evaluation"]), reason)
             actions.append(f"evaluated ({', '.join(todo)})")
         return finish("done", ", ".join(actions) or "already done")
@@ -467,9 +521,23 @@ def execute_run(job: dict) -> dict:
         lock.release()
 
 
-def _worker_main(job: dict, conn) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker die when its sweep does (even by SIGKILL): Linux's parent-death
+    signal. A worker left running would finish its run unobserved, holding the lock."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the sweep died before the signal was armed
+        os._exit(1)
+
+
+def _worker_main(job: dict, conn, parent_pid: int | None = None) -> None:
     """Body of one local worker process: its output goes to <run>/sweep.log; the outcome
     goes back through ``conn``."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     run_dir = Path(job["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -486,8 +554,11 @@ def _worker_main(job: dict, conn) -> None:
     outcome = execute_run(job)
     print(f"--- {_now()} {outcome['result']}: {outcome['action']}"
           + (f" ({outcome['reason']})" if outcome["reason"] else ""), flush=True)
-    conn.send(outcome)
-    conn.close()
+    try:
+        conn.send(outcome)
+        conn.close()
+    except OSError:  # BrokenPipeError: the sweep is gone; the run's files say what happened
+        print("--- the sweep that started this worker is gone; outcome not reported", flush=True)
 
 
 class SlurmRun:
@@ -573,7 +644,7 @@ def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
             while pending and len(running) < n_jobs:
                 job = pending.pop(0)
                 recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker_main, args=(job, send), name=f"sweep {job['name']}",
+                proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid()), name=f"sweep {job['name']}",
                                    daemon=False)
                 proc.start()
                 send.close()
@@ -871,7 +942,13 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         raise ParameterError("jobs", "must be at least 1", value=jobs)
     if threads_per_job is not None and threads_per_job < 1:
         raise ParameterError("threads_per_job", "must be at least 1", value=threads_per_job)
+    # options every run would fail on: refused before any run starts (and so never
+    # recorded as a run's failure, which a corrected rerun would then skip)
+    check_eval_seed(study.eval_seed, "--eval-seed" if study.source == "command line"
+                    else f"{study.source}: [evaluate] seed (or --eval-seed)")
     check_evaluation_options(study)
+    if executor == "local" and device not in (None, "auto"):
+        resolve_device(device)
     # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories)
     data_path = resolve_data_path(data).resolve()
@@ -883,7 +960,8 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         threads = threads_per_job or max(1, cpu_count() // jobs)
     runs = expand(study, data=str(data_path), device=device, threads=threads)
     names = metric_names(study.metrics)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    from disentangle.results import check_writable
+    check_writable(results_dir / STUDY_FILE)
     _preflight(runs, results_dir, data_sha)
     _record_study(results_dir, study, runs,
                   {"executor": executor, "jobs": jobs, "threads_per_job": threads,

@@ -19,6 +19,7 @@ the training device; each batch is gathered and unpacked there with two integer 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -34,7 +35,8 @@ import numpy as np
 from disentangle.config import TrainConfig, differing_keys
 from disentangle.devices import resolve_device, thread_limit
 from disentangle.errors import ParameterError, UserError
-from disentangle.results import atomic_path, environment_info, write_text_atomic
+from disentangle.results import (WriteError, clean_stale_temps, environment_info, write_bytes_atomic,
+                                 write_error, write_text_atomic)
 from disentangle.rundir import RunDir
 
 CHECKPOINT_FORMAT = "disentangle-checkpoint-1"
@@ -178,7 +180,6 @@ def _log_csv(columns: list[str], rows: list[list[float]]) -> str:
 
 def _save_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches, step: int,
                      log_rows: list, elapsed: float, acc, acc_steps: int) -> None:
-    import torch
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": int(step),
@@ -196,8 +197,16 @@ def _save_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches, step
         "elapsed_s": float(elapsed),
         "config": trainer.config.identity(),
     }
-    with atomic_path(run.checkpoint_path) as tmp:
-        torch.save(state, tmp)
+    _torch_save_atomic(state, run.checkpoint_path)
+
+
+def _torch_save_atomic(obj, path: Path) -> None:
+    """torch.save into memory, then an atomic write: torch's own file writer reports a
+    full disk as "RuntimeError: ... unexpected pos"; a Python write says ENOSPC."""
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def _load_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches) -> dict:
@@ -281,30 +290,86 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
 
     import torch
     device = torch.device(resolve_device(config.device))
-    with thread_limit(config.threads) as threads:
-        if device.type == "cuda":
-            # exact repeatability on one GPU type: deterministic conv algorithms only
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-        trainer = Trainer(config, device)
-        batches = PackedBatches(data.packed, device, trainer.batch_seed)
+    from disentangle.sweep import RunLock
+    lock = RunLock(run_dir)
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if saved is None:
-            run.write_config({"config": config.to_dict(), "data": data.provenance,
-                              "package": environment_info(), "model": _model_record(config, trainer),
-                              "created": _now()})
-        resumed = None
-        if run.checkpoint_path.is_file():
-            resumed = _load_checkpoint(run, trainer, batches)
-            say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
-        start = resumed["step"] if resumed else 0
-        # pid and host let a sweep tell a live "running" run from one that was killed
-        runtime = {"device": str(device), "threads": threads, "pid": os.getpid(), "host": socket.gethostname()}
-        # a model checksum of an earlier finish no longer describes what is being trained
-        run.write_status("running", step=start, runtime=runtime, model_sha256=None)
-        _loop(config, run, trainer, batches, resumed, progress, runtime)
+        locked = lock.acquire(reentrant=True)
+    except OSError as exc:
+        raise (write_error(exc, run_dir) or exc) from None
+    if not locked:
+        raise ParameterError("out", f"busy: another process is working on this run ({lock.holder()}); "
+                             f"wait for it or choose another run directory", value=run_dir)
+    try:
+        # under the lock: another process may have written the run meanwhile
+        run = RunDir(run_dir)
+        saved = _check_existing(run, config)
+        if saved is not None and run.training_finished():
+            say(f"{run_dir}: already finished ({config.steps} steps); nothing to do")
+            return run_dir
+        # no other writer is alive: what a killed one left half-written goes
+        clean_stale_temps(run_dir)
+        _train_locked(config, run, saved, data, device, progress, say)
+    finally:
+        lock.release()
     say(f"{run_dir}: finished ({config.steps} steps)")
     return run_dir
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def _train_locked(config: TrainConfig, run: RunDir, saved: dict | None, data, device, progress: bool,
+                  say: Callable[[str], None]) -> None:
+    import torch
+    run_dir = run.path
+    try:
+        with thread_limit(config.threads) as threads:
+            if device.type == "cuda":
+                # exact repeatability on one GPU type: deterministic conv algorithms only
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+            trainer = Trainer(config, device)
+            batches = PackedBatches(data.packed, device, trainer.batch_seed)
+            resumed = None
+            if run.checkpoint_path.is_file():
+                # before config.json is written: a refused checkpoint leaves the directory as it was
+                resumed = _load_checkpoint(run, trainer, batches)
+                say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
+            if saved is None:
+                run.write_config({"config": config.to_dict(), "data": data.provenance,
+                                  "package": environment_info(), "model": _model_record(config, trainer),
+                                  "created": _now()})
+            start = resumed["step"] if resumed else 0
+            # pid and host let a sweep tell a live "running" run from one that was killed
+            runtime = {"device": str(device), "threads": threads, "pid": os.getpid(),
+                       "host": socket.gethostname()}
+            # a model checksum of an earlier finish no longer describes what is being trained
+            run.write_status("running", step=start, runtime=runtime, model_sha256=None)
+            _loop(config, run, trainer, batches, resumed, progress, runtime)
+    except WriteError as exc:
+        _record_failure(run, f"training failed: {exc}")
+        raise
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        reason = (f"out of memory on {device} (batch_size {config.batch_size}, latent_dim "
+                  f"{config.latent_dim}); use a smaller batch or model")
+        _record_failure(run, f"training failed: {reason}")
+        raise UserError(f"{run_dir}: {reason}") from None
+
+
+def _record_failure(run: RunDir, reason: str) -> None:
+    """status.json "failed" with ``reason`` (its step kept), where it can still be written."""
+    if not run.config_path.is_file():
+        return  # nothing of the run was written: leave the directory as it was
+    with contextlib.suppress(UserError, OSError, ValueError, TypeError):
+        run.write_status("failed", reason=reason)
 
 
 def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBatches,
@@ -360,8 +425,8 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
                 last_good = done
                 if done < config.steps:
                     run.write_status("running", step=done, runtime=runtime)
-        with atomic_path(run.model_path) as tmp:
-            torch.save({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}, tmp)
+        _torch_save_atomic({k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()},
+                           run.model_path)
         run.write_status("finished", step=config.steps, runtime=runtime, model_sha256=run.model_sha256())
     finally:
         if bar is not None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from disentangle.cli import main
 from disentangle.data import dsprites
-from disentangle.data.dsprites import DataError, DSpritesData, convert_npz, fetch_official, resolve_data_path
+from disentangle.data.dsprites import DataError, DSpritesData, fetch_official, resolve_data_path
 from disentangle.data.ground_truth import GroundTruth
 from disentangle.data.render import render_images, unpack_images
 

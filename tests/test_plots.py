@@ -2,7 +2,6 @@
 and the plotted data (read back from the matplotlib artists) is the table's."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Renderer fidelity (against real dSprites pixels) and invariants."""
 import numpy as np
-import pytest
 
 from disentangle.data.ground_truth import GroundTruth
 from disentangle.data.render import (SHAPE_NAMES, pack_images, render_image_reference, render_images,

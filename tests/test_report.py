@@ -3,7 +3,6 @@ tiny β-VAE runs trained on the 1,536-image dataset fixture and evaluated with s
 metric parameters. test_plots.py reuses the same tree (built once per session)."""
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil

@@ -351,13 +351,13 @@ def test_train_and_sweep_name_a_run_alike():
 def test_bad_evaluation_options_stop_a_sweep_before_anything_trains(tmp_path, tiny_data_path):
     # issue 12 item 2: a bad eval seed used to train every run, then mark it failed
     results = tmp_path / "study"
-    for study, named in ((sw.Study(grid={"beta": [1, 4]}, fixed={"steps": 20}, eval_seed=-1), "evaluation seed"),
+    for study, named in ((sw.Study(grid={"beta": [1, 4]}, fixed={"steps": 20}, eval_seed=-1), "eval-seed"),
                          (sw.Study(grid={"beta": [1]}, fixed={"steps": 20}, metrics=("mig", "nope")), "nope")):
         with pytest.raises(UserError, match=named):
             sw.run_sweep(study, results, data=str(tiny_data_path), threads_per_job=1, report=False,
                          echo=lambda msg: None)
         assert not results.exists()
-    for evaluate, named in (("seed = -3", "evaluation seed"), ('seed = "x"', r"\[evaluate\] seed"),
+    for evaluate, named in (("seed = -3", r"\[evaluate\] seed"), ('seed = "x"', r"\[evaluate\] seed"),
                             ('metrics = ["mig", "nope"]', "nope"),
                             ("[evaluate.params.mig]\nnum_train = -5", r"mig\.num_train"),
                             ('[evaluate.params.dci]\nbackend = "nosuch"', r"dci\.backend"),

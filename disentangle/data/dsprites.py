@@ -38,7 +38,7 @@ from disentangle.data.ground_truth import DSPRITES_FACTOR_NAMES, GroundTruth
 from disentangle.data.render import (IMAGE_SIZE, PACKED_ROW_BYTES, RENDERER_VERSION, pack_images,
                                      render_packed, unpack_images)
 from disentangle.errors import UserError
-from disentangle.results import atomic_path, file_digest
+from disentangle.results import atomic_h5, atomic_path, check_writable, file_digest
 
 FILE_FORMAT = "disentangle-dsprites-1"
 OFFICIAL_NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
@@ -85,6 +85,8 @@ class DSpritesData:
                     raise DataError(f"{self.path}: images_packed has shape {f['images_packed'].shape}, "
                                     f"expected ({self.ground_truth.num_images}, {PACKED_BYTES})")
                 self.packed = f["images_packed"][...] if load_images else None
+                if self.packed is not None:
+                    _verify_content(self.path, self.packed, attrs.get("content_sha256"))
         except DataError:
             raise
         except (OSError, KeyError, ValueError) as exc:
@@ -124,6 +126,27 @@ class DSpritesData:
         return unpack_images(self.packed_images(indices))
 
 
+# verdicts of content checks, by (path, size, mtime): one hash per file and process
+_VERIFIED: dict[tuple, str] = {}
+
+
+def _verify_content(path: Path, packed: np.ndarray, expected) -> None:
+    """Refuse a file whose images do not hash to its recorded content_sha256 (a flipped
+    bit, a foreign edit): runs record that checksum as the data they used."""
+    if not expected:
+        return  # files without the attribute are refused where the checksum is needed
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if _VERIFIED.get(key) == expected:
+        return
+    actual = hashlib.sha256(np.ascontiguousarray(packed)).hexdigest()
+    if actual != expected:
+        raise DataError(f"{path}: images_packed does not match the file's content_sha256 "
+                        f"({actual[:12]}... vs {str(expected)[:12]}... recorded); the file is damaged "
+                        f"or was edited: render or fetch it again")
+    _VERIFIED[key] = str(expected)
+
+
 def resolve_data_path(explicit: str | os.PathLike | None = None) -> Path:
     """The dataset rule: explicit path, else $DISENTANGLE_DATA, else data/dsprites.h5
     (official), else data/dsprites-rendered.h5."""
@@ -145,10 +168,10 @@ def load_dsprites(path: str | os.PathLike | None = None) -> DSpritesData:
 
 # --------------------------------------------------------------------------- writing
 def _write_dataset_file(out: str | os.PathLike, ground_truth: GroundTruth, packed_chunks,
-                        attrs: dict) -> Path:
+                        attrs: dict | Callable[[], dict]) -> Path:
     """Write the HDF5 layout atomically. ``packed_chunks`` yields (n, 512) uint8 arrays
-    in index order."""
-    import h5py
+    in index order; ``attrs`` (or a function returning them, called once every chunk is
+    written) are stored before the file is renamed into place."""
     out = Path(out)
     n = ground_truth.num_images
     classes = ground_truth.all_classes()
@@ -157,27 +180,26 @@ def _write_dataset_file(out: str | os.PathLike, ground_truth: GroundTruth, packe
     latents_classes = np.concatenate([np.zeros((n, 1), np.int64), official], axis=1)
     latents_values = np.concatenate([np.ones((n, 1)), ground_truth.values_of(classes)], axis=1)
     sha = hashlib.sha256()
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = f.create_dataset("images_packed", shape=(n, PACKED_BYTES), dtype=np.uint8,
-                                  chunks=(min(n, _CHUNK_ROWS), PACKED_BYTES), compression="lzf")
-            i = 0
-            for chunk in packed_chunks:
-                ds[i:i + len(chunk)] = chunk
-                sha.update(np.ascontiguousarray(chunk).tobytes())
-                i += len(chunk)
-            if i != n:
-                raise DataError(f"{out}: wrote {i} images, expected {n}")
-            f.create_dataset("latents_classes", data=latents_classes, compression="lzf")
-            f.create_dataset("latents_values", data=latents_values, compression="lzf")
-            f.attrs.update({
-                "format": FILE_FORMAT,
-                "factor_names": json.dumps(list(ground_truth.factor_names)),
-                "factor_values": json.dumps([v.tolist() for v in ground_truth.factor_values]),
-                "official_classes": json.dumps([c.tolist() for c in ground_truth.official_classes]),
-                "content_sha256": sha.hexdigest(),
-                **attrs,
-            })
+    with atomic_h5(out) as f:
+        ds = f.create_dataset("images_packed", shape=(n, PACKED_BYTES), dtype=np.uint8,
+                              chunks=(min(n, _CHUNK_ROWS), PACKED_BYTES), compression="lzf")
+        i = 0
+        for chunk in packed_chunks:
+            ds[i:i + len(chunk)] = chunk
+            sha.update(np.ascontiguousarray(chunk).tobytes())
+            i += len(chunk)
+        if i != n:
+            raise DataError(f"{out}: wrote {i} images, expected {n}")
+        f.create_dataset("latents_classes", data=latents_classes, compression="lzf")
+        f.create_dataset("latents_values", data=latents_values, compression="lzf")
+        f.attrs.update({
+            "format": FILE_FORMAT,
+            "factor_names": json.dumps(list(ground_truth.factor_names)),
+            "factor_values": json.dumps([v.tolist() for v in ground_truth.factor_values]),
+            "official_classes": json.dumps([c.tolist() for c in ground_truth.official_classes]),
+            "content_sha256": sha.hexdigest(),
+            **(attrs() if callable(attrs) else attrs),
+        })
     return out
 
 
@@ -186,6 +208,7 @@ def render_dataset(out: str | os.PathLike = DEFAULT_RENDERED_PATH,
                    progress: Callable[[int], None] | None = None) -> Path:
     """Render a dSprites grid (default: all 737,280 images) into a dataset file."""
     gt = ground_truth or GroundTruth.dsprites()
+    check_writable(out)  # before minutes of rendering
     packed = render_packed(gt, pos_y_top=pos_y_top, progress=progress)
     chunks = (packed[i:i + _CHUNK_ROWS] for i in range(0, len(packed), _CHUNK_ROWS))
     return _write_dataset_file(out, gt, chunks, {
@@ -321,18 +344,20 @@ def convert_npz(npz_path: str | os.PathLike, out: str | os.PathLike, source_chec
                         progress(n)
                     yield pack_images(imgs)
 
-        attrs = {"source": "official", "source_checksum": source_checksum}
+        def attrs() -> dict:
+            # computed from every chunk, stored before the atomic rename (no edit afterwards)
+            out_attrs = {"source": "official", "source_checksum": source_checksum}
+            total = sum(s for s, _ in pos_y_rows)
+            count = sum(c for _, c in pos_y_rows)
+            if count:
+                mean_row = total / count
+                # the official posY 0 sprites sit near row 16 (top) or row 48 (bottom);
+                # on a sub-grid the first posY class may be elsewhere, so only record the value
+                out_attrs["pos_y_class0_mean_row"] = float(mean_row)
+                out_attrs["pos_y_top"] = bool(mean_row < IMAGE_SIZE / 2)
+            return out_attrs
+
         path = _write_dataset_file(out, gt, chunks(), attrs)
-    total = sum(s for s, _ in pos_y_rows)
-    count = sum(c for _, c in pos_y_rows)
-    if count:
-        import h5py
-        mean_row = total / count
-        # the official posY 0 sprites sit near row 16 (top) or row 48 (bottom);
-        # on a sub-grid the first posY class may be elsewhere, so only record the value
-        with h5py.File(path, "r+") as f:
-            f.attrs["pos_y_class0_mean_row"] = float(mean_row)
-            f.attrs["pos_y_top"] = bool(mean_row < IMAGE_SIZE / 2)
     return path
 
 
@@ -355,11 +380,13 @@ def fetch_official(out: str | os.PathLike = DEFAULT_OFFICIAL_PATH, url: str = OF
 
 
 def dataset_info(path: str | os.PathLike) -> dict:
-    """Summary of a dataset file without loading its images."""
-    d = DSpritesData(path, load_images=False)
+    """Summary of a dataset file; its images are read once to verify content_sha256
+    (a damaged file is refused in one line, as train and evaluate refuse it)."""
+    d = DSpritesData(path)
     info = {"path": str(d.path), "source": d.source_label, "num_images": d.num_images,
             "factors": dict(zip(d.ground_truth.factor_names, d.ground_truth.factor_sizes)),
             "content_sha256": d.attrs.get("content_sha256"),
+            "content_check": "verified" if d.attrs.get("content_sha256") else "no checksum recorded",
             "file_bytes": d.path.stat().st_size}
     if d.source == "official":
         info["source_checksum"] = d.attrs.get("source_checksum")

@@ -39,7 +39,7 @@ import numpy as np
 
 from disentangle.devices import resolve_device, thread_limit
 from disentangle.errors import ParameterError, UserError
-from disentangle.results import atomic_path
+from disentangle.results import atomic_h5, check_writable
 from disentangle.rundir import RunDir
 
 CODES_FORMAT = "disentangle-codes-1"
@@ -201,9 +201,27 @@ def codes_state(run_dir: "RunDir | str | os.PathLike", data) -> str:
         return "stale: model.pt changed"
     if attrs.get("data_content_sha256") != _data_sha(data):
         return "stale: dataset changed"
-    if shape is None or not has_logvar or shape[0] != data.num_images:
+    if shape is None or not has_logvar or len(shape) != 2 or shape[0] != data.num_images:
         return "stale: wrong shape"
+    latent_dim = _run_latent_dim(run)
+    if latent_dim is not None and shape[1] != latent_dim:
+        return f"stale: {shape[1]} columns, the run has {latent_dim} latent dimensions"
     return "fresh"
+
+
+def _encoder_dim(run: RunDir, model) -> int:
+    if model is not None:
+        return int(model.latent_dim)
+    return _run_latent_dim(run) or 1
+
+
+def _run_latent_dim(run: RunDir) -> int | None:
+    """The latent dimension the run's configuration records (None when unreadable)."""
+    try:
+        value = run.config().get("latent_dim")
+    except UserError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def read_codes(path: str | os.PathLike) -> Codes:
@@ -221,26 +239,24 @@ def read_codes(path: str | os.PathLike) -> Codes:
 
 def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *, model_sha256: str,
                 data, batch_size: int, device: str, encode_seconds: float) -> Path:
-    import h5py
     import torch
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("mean", data=np.asarray(mean, dtype=np.float32))
-            f.create_dataset("logvar", data=np.asarray(logvar, dtype=np.float32))
-            f.attrs.update({
-                "format": CODES_FORMAT,
-                "model_sha256": model_sha256,
-                "data_content_sha256": _data_sha(data),
-                "data_provenance": json.dumps(data.provenance, default=str),
-                "latent_dim": int(mean.shape[1]),
-                "num_images": int(mean.shape[0]),
-                "batch_size": int(batch_size),
-                "device": str(device),
-                "torch": str(torch.__version__),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "encode_seconds": float(encode_seconds),
-            })
+    with atomic_h5(path) as f:
+        f.create_dataset("mean", data=np.asarray(mean, dtype=np.float32))
+        f.create_dataset("logvar", data=np.asarray(logvar, dtype=np.float32))
+        f.attrs.update({
+            "format": CODES_FORMAT,
+            "model_sha256": model_sha256,
+            "data_content_sha256": _data_sha(data),
+            "data_provenance": json.dumps(data.provenance, default=str),
+            "latent_dim": int(mean.shape[1]),
+            "num_images": int(mean.shape[0]),
+            "batch_size": int(batch_size),
+            "device": str(device),
+            "torch": str(torch.__version__),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "encode_seconds": float(encode_seconds),
+        })
     return path
 
 
@@ -263,6 +279,8 @@ def get_codes(run_dir: "RunDir | str | os.PathLike", data, device: str = "cpu", 
     if state == "fresh":
         return read_codes(run.codes_path)
     device = resolve_device(device)
+    # before encoding: two float32 tables of (images, latents), plus HDF5's own bytes
+    check_writable(run.codes_path, need_bytes=2 * 4 * data.num_images * _encoder_dim(run, model) + 65536)
     model_sha = run.model_sha256()
     if model is None:
         model, _config = run.load_model(device)

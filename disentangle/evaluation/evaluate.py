@@ -135,6 +135,22 @@ def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
     return EvaluationPlan(names, overrides, recorded, int(seed))
 
 
+def _clean_temps_if_idle(run_dir: Path) -> None:
+    """Remove what a killed writer left, when no trainer or sweep worker holds the run."""
+    from disentangle.results import clean_stale_temps
+    from disentangle.sweep import RunLock
+    lock = RunLock(run_dir)
+    try:
+        if not lock.acquire(tries=1, reentrant=True):
+            return
+    except OSError:  # a read-only run directory: nothing to clean there
+        return
+    try:
+        clean_stale_temps(run_dir)
+    finally:
+        lock.release()
+
+
 def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] = ("all",), seed: int = 0,
                  data=None, device: str = "cpu", protocol_encode: bool = False,
                  params: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
@@ -163,6 +179,7 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     specs = {m: get_metric(m) for m in names}
     needs = {n for spec in specs.values() for n in spec.needs}
     encode_codes = protocol_encode and "codes" in needs
+    _clean_temps_if_idle(run_dir)
     dataset = run.dataset(data, _data_cache)
     data_info = run.data_record(dataset)
     if data_info["matches_training_data"] is False:
