@@ -63,56 +63,8 @@ class AggregatePosterior:
         zt_all = torch.from_numpy(z).to(self.device)
         ref_all = torch.from_numpy(own_joint.astype(np.float32)).to(self.device)
         blocks = [(r0, min(r0 + row_tile, m_total)) for r0 in range(0, m_total, row_tile)]
-
-        def row_block(bounds):
-            r0, r1 = bounds
-            rows = r1 - r0
-            tbuf = torch.empty((rows, col_tile), dtype=torch.float32, device=self.device)
-            sbuf = torch.empty((rows, col_tile), dtype=torch.float32, device=self.device)
-            zt = zt_all[r0:r1]
-            ref = ref_all[r0:r1, None]
-            joint_sum = torch.zeros(rows, dtype=torch.float64, device=self.device)
-            marg_sum = torch.zeros((self.d, rows), dtype=torch.float64, device=self.device)
-            with torch.inference_mode():
-                for c0 in range(0, self.n, col_tile):
-                    c1 = min(c0 + col_tile, self.n)
-                    t = tbuf[:, :c1 - c0]
-                    s = sbuf[:, :c1 - c0]
-                    for j in range(self.d):
-                        # 1-D log-density of every posterior at every sample, in place:
-                        # c - ((z - mu) / (sqrt 2 sigma))^2, subtracting before scaling
-                        # (no large cancelling terms for narrow posteriors)
-                        torch.sub(zt[:, j:j + 1], self.mu[j:j + 1, c0:c1], out=t)
-                        t.mul_(self.inv_sqrt2_sigma[j:j + 1, c0:c1])
-                        torch.addcmul(self.const[j:j + 1, c0:c1], t, t, value=-1.0, out=t)
-                        if j == 0:
-                            s.copy_(t)
-                        else:
-                            s.add_(t)
-                        # exp of arguments below -87 takes a much slower path (float32
-                        # denormals); such terms are < 1e-38 each, so the floor changes a
-                        # row's sum by < N e^-87 (rows near that floor are redone exactly)
-                        marg_sum[j] += t.clamp_min_(EXP_FLOOR).exp_().sum(dim=1)
-                    joint_sum += s.sub_(ref).clamp_min_(EXP_FLOOR).exp_().sum(dim=1)
-                joint[r0:r1] = (joint_sum.log() + ref_all[r0:r1].double()).cpu().numpy()
-                marg[r0:r1] = marg_sum.log().T.cpu().numpy()
-
-        workers = torch.get_num_threads() if not on_gpu else 1
-        if workers > 1 and len(blocks) > 1:
-            # Coarse-grained parallelism: each thread owns whole row blocks and runs its
-            # ops single-threaded (torch releases the GIL inside ops). Splitting every
-            # small in-cache op across OpenMP threads instead synchronises ~100k times
-            # (slower; docs/performance.md).
-            from concurrent.futures import ThreadPoolExecutor
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    list(pool.map(row_block, blocks))
-            finally:
-                torch.set_num_threads(workers)
-        else:
-            for b in blocks:
-                row_block(b)
+        _run_row_blocks(lambda bounds: self._row_block(zt_all, ref_all, bounds, col_tile, joint, marg),
+                        blocks, parallel=not on_gpu)
         # a marginal sum within e^5 of the floor N e^-87 may be floor-dominated
         floor_hit = (marg < EXP_FLOOR + math.log(self.n) + 5.0).any(axis=1)
         joint -= math.log(self.n)
@@ -124,6 +76,63 @@ class AggregatePosterior:
             joint[bad], marg[bad] = log_aggregate_reference(z[bad], self.mean64, self.logvar64,
                                                             device=self.device)
         return joint, marg
+
+    def _row_block(self, zt_all, ref_all, bounds, col_tile: int, joint: np.ndarray, marg: np.ndarray) -> None:
+        """One row block of :meth:`log_densities`: the sums over all N posteriors of the
+        joint and per-dimension densities of samples ``bounds`` = (r0, r1), written into
+        rows r0:r1 of ``joint`` and ``marg`` (log, before the 1/N)."""
+        import torch
+        r0, r1 = bounds
+        rows = r1 - r0
+        tbuf = torch.empty((rows, col_tile), dtype=torch.float32, device=self.device)
+        sbuf = torch.empty((rows, col_tile), dtype=torch.float32, device=self.device)
+        zt = zt_all[r0:r1]
+        ref = ref_all[r0:r1, None]
+        joint_sum = torch.zeros(rows, dtype=torch.float64, device=self.device)
+        marg_sum = torch.zeros((self.d, rows), dtype=torch.float64, device=self.device)
+        with torch.inference_mode():
+            for c0 in range(0, self.n, col_tile):
+                c1 = min(c0 + col_tile, self.n)
+                t = tbuf[:, :c1 - c0]
+                s = sbuf[:, :c1 - c0]
+                for j in range(self.d):
+                    # 1-D log-density of every posterior at every sample, in place:
+                    # c - ((z - mu) / (sqrt 2 sigma))^2, subtracting before scaling
+                    # (no large cancelling terms for narrow posteriors)
+                    torch.sub(zt[:, j:j + 1], self.mu[j:j + 1, c0:c1], out=t)
+                    t.mul_(self.inv_sqrt2_sigma[j:j + 1, c0:c1])
+                    torch.addcmul(self.const[j:j + 1, c0:c1], t, t, value=-1.0, out=t)
+                    if j == 0:
+                        s.copy_(t)
+                    else:
+                        s.add_(t)
+                    # exp of arguments below -87 takes a much slower path (float32
+                    # denormals); such terms are < 1e-38 each, so the floor changes a
+                    # row's sum by < N e^-87 (rows near that floor are redone exactly)
+                    marg_sum[j] += t.clamp_min_(EXP_FLOOR).exp_().sum(dim=1)
+                joint_sum += s.sub_(ref).clamp_min_(EXP_FLOOR).exp_().sum(dim=1)
+            joint[r0:r1] = (joint_sum.log() + ref_all[r0:r1].double()).cpu().numpy()
+            marg[r0:r1] = marg_sum.log().T.cpu().numpy()
+
+
+def _run_row_blocks(row_block, blocks: list, parallel: bool) -> None:
+    """Run ``row_block`` on every block: on a CPU with several torch threads, a pool of
+    that many threads each owning whole row blocks, its ops single-threaded (torch
+    releases the GIL inside ops); splitting every small in-cache op across OpenMP threads
+    instead synchronises ~100k times (slower; docs/performance.md)."""
+    import torch
+    workers = torch.get_num_threads() if parallel else 1
+    if workers > 1 and len(blocks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(row_block, blocks))
+        finally:
+            torch.set_num_threads(workers)
+    else:
+        for b in blocks:
+            row_block(b)
 
 
 def log_aggregate_reference(z: np.ndarray, mean: np.ndarray, logvar: np.ndarray, device="cpu",

@@ -83,7 +83,6 @@ def information_scores(model, codes, data, rng: np.random.Generator, **params) -
 
     t0 = time.perf_counter()
     kl_dims = rate_per_dim(mean, logvar)
-    rate = float(kl_dims.sum())
     seconds["rate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -97,12 +96,19 @@ def information_scores(model, codes, data, rng: np.random.Generator, **params) -
                       batch_size=p["decode_batch_size"])
     seconds["distortion"] = time.perf_counter() - t0
 
+    return assemble_values(hx, kl_dims, mi, dist, float(p["active_threshold_nats"]), seconds)
+
+
+def assemble_values(hx: dict, kl_dims: np.ndarray, mi: dict, dist: dict, threshold: float,
+                    seconds: dict) -> dict:
+    """The ``info`` values from the H(X) (:func:`dataset_entropy`), per-dimension rate,
+    I_q (:func:`mutual_information`) and distortion (:func:`distortion`) results."""
+    rate = float(kl_dims.sum())
     likelihood = dist["likelihood"]
     is_bound = likelihood == "bernoulli"
     h = hx["entropy_nats"]
     d_nats = dist["distortion_nats"]
     i_gen_lower = h - d_nats if is_bound else float("nan")
-    threshold = float(p["active_threshold_nats"])
     values = {
         "rate_nats": rate, "rate_bits": bits(rate),
         "distortion_nats": d_nats, "distortion_bits": bits(d_nats),
