@@ -147,6 +147,7 @@ def test_kl_per_dimension_rebuilds_a_stale_codes_table_loudly_and_labels_a_sampl
     run.codes_path.unlink()
     t = figure_data.traversals(run, tiny_data, n_images=1, steps=3, echo=messages.append)
     assert t.kl.sampled and t.kl.num_images == 1536 and not run.codes_path.exists()
+    assert len(messages) == 2 and "missing" in messages[1] and "random sample of 1,536 images" in messages[1]
     assert np.allclose(t.kl.kl, kl.kl, rtol=1e-4, atol=1e-6)   # all 1,536 images were the sample
     assert "random sample of 1,536 images (no codes table)" in _texts(plots.traversal(t))
 

@@ -86,7 +86,8 @@ def kl_per_dimension(run_dir: "RunDir | str | os.PathLike", model, data, device:
                      rng: np.random.Generator | None = None,
                      echo: Callable[[str], None] = echo_stderr) -> KLPerDimension:
     """KL per dimension of the run's encoder on ``data`` (see the module docstring for
-    where it comes from); ``echo`` gets the message before a stale table is rebuilt."""
+    where it comes from); ``echo`` gets a message before a stale table is rebuilt or a
+    sample is encoded instead of a missing one."""
     from disentangle.evaluation.codes import BatchEncoder, codes_state, get_codes, read_codes
     run = RunDir.of(run_dir)
     state = codes_state(run, data)
@@ -94,6 +95,8 @@ def kl_per_dimension(run_dir: "RunDir | str | os.PathLike", model, data, device:
         rng = rng or np.random.default_rng(0)
         n = min(KL_SAMPLE_IMAGES, data.num_images)
         idx = np.sort(rng.choice(data.num_images, size=n, replace=False))
+        echo(f"{run.codes_path}: missing; KL per dimension from a random sample of {n:,} images "
+             f"(`disentangle evaluate {run.path}` builds the table)")
         mean, logvar = BatchEncoder(model, device).encode_packed(data.packed[idx])
         return KLPerDimension(rate_per_dim(mean, logvar), n, sampled=True)
     if state == "fresh":
