@@ -269,8 +269,9 @@ def plot_metric_vs_beta(results, metrics, x, out, dpi):
 def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
     """Latent traversals of RUN, dimensions sorted by KL, each row labelled with its KL."""
     from disentangle import plots
-    fig = plots.traversal(run, plots.run_data(run, data), n_images=n_images, steps=steps, span=span,
-                          seed=seed, device=_device(device))
+    from disentangle.evaluation import figure_data
+    fig = plots.traversal(figure_data.traversals(run, data, n_images=n_images, steps=steps, span=span,
+                                                 seed=seed, device=_device(device)))
     _save(fig, out or plots.default_out(run, "traversal.png"), dpi)
 
 
@@ -285,8 +286,9 @@ def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
 def plot_reconstructions(run, data, n_images, seed, device, out, dpi):
     """Originals over reconstructions of RUN, each labelled with its distortion (nats)."""
     from disentangle import plots
-    fig = plots.reconstructions(run, plots.run_data(run, data), n_images=n_images, seed=seed,
-                                device=_device(device))
+    from disentangle.evaluation import figure_data
+    fig = plots.reconstructions(figure_data.reconstructions(run, data, n_images=n_images, seed=seed,
+                                                            device=_device(device)))
     _save(fig, out or plots.default_out(run, "reconstructions.png"), dpi)
 
 
