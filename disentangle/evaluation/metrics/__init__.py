@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping
 
 from disentangle.errors import UserError
 from disentangle.evaluation.metrics import beta_vae, dci, factor_vae, mig, sap
+from disentangle.evaluation.metrics import (dci_es, infomec, irs, modularity_explicitness,
+                                            unsupervised)
 from disentangle.evaluation.metrics.utils import sklearn_version
 
 
@@ -113,6 +115,36 @@ METRICS: dict[str, MetricSpec] = {
             "classifier": ("squared correlation" if params["continuous_factors"] else
                            "sklearn.svm.LinearSVC(C=0.01, class_weight='balanced')"),
             "sklearn_version": sklearn_version()}),
+    # issue 13: each module also holds HEADLINE, LABELS, NEEDS and check_params for the
+    # new registry; udr is study-level (disentangle evaluate-study), not listed here
+    "modularity_explicitness": MetricSpec(
+        name="modularity_explicitness", fn=modularity_explicitness.modularity_explicitness,
+        defaults=dict(modularity_explicitness.DEFAULTS), headline="modularity_score",
+        description="Modularity & explicitness (Ridgeway & Mozer 2018) as dlib: 20-bin MI "
+                    "matrix -> modularity; one-vs-rest ROC-AUC of a logistic regression",
+        provenance=_logistic_regression_provenance),
+    "unsupervised": MetricSpec(
+        name="unsupervised", fn=unsupervised.unsupervised_scores, defaults=dict(unsupervised.DEFAULTS),
+        headline="gaussian_total_correlation",
+        description="dlib's unsupervised scores: Gaussian total / Wasserstein correlation of "
+                    "the codes' covariance, mean pairwise MI of the 20-bin codes (no factors)"),
+    "irs": MetricSpec(
+        name="irs", fn=irs.irs_score, defaults=dict(irs.DEFAULTS), headline="IRS",
+        description="Interventional robustness score (Suter et al. 2019) as dlib: 0.99 quantile "
+                    "of code deviation at fixed factor vs the dimension's max deviation"),
+    "dci_es": MetricSpec(
+        name="dci_es", fn=dci_es.dci_es_score, defaults=dict(dci_es.DEFAULTS), headline="explicitness",
+        description="DCI-ES (Eastwood et al. 2023): explicitness = 1 - area under the "
+                    "loss-capacity curve of random-forest probes (depth 1..32); size = K / D",
+        provenance=lambda params: {"probe": "sklearn.ensemble.RandomForestClassifier(n_estimators="
+                                            f"{params['num_trees']}), capacity = max_depth",
+                                   "sklearn_version": sklearn_version()}),
+    "infomec": MetricSpec(
+        name="infomec", fn=infomec.infomec_score, defaults=dict(infomec.DEFAULTS), headline="infom",
+        description="InfoMEC (Hsu et al. 2023): InfoM / InfoC from kNN-normalised MI after "
+                    "pruning latents, InfoE = linear (logistic) predictive information",
+        provenance=lambda params: {"mi_estimator": "sklearn mutual_info_classif (kNN)",
+                                   "sklearn_version": sklearn_version()}),
 }
 
 
