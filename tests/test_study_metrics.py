@@ -40,6 +40,16 @@ def test_grouping_ignores_seed_and_execution_fields(study):
     root, runs = study
     groups = list(group_runs(runs).values())
     assert groups == [runs[:3], runs[3:]]
+
+
+def test_unfinished_runs_are_left_out(study, tiny_data_path):
+    root, runs = study
+    (runs[2] / "model.pt").unlink()
+    notes = []
+    out = evaluate_study(root, data=str(tiny_data_path), device="cpu", params={"num_data_points": 100},
+                         progress=False, echo=notes.append)
+    assert set(out) == set(runs[:2]) and out[runs[0]]["group"] == ["b4-s0", "b4-s1"]
+    assert any("b4-s2" in n and "left out" in n for n in notes)
     assert "seed" not in configuration_key(runs[1]) and '"beta": 4.0' in configuration_key(runs[0])
 
 

@@ -6,8 +6,8 @@ execution fields of :data:`disentangle.config.EXECUTION_KEYS` never count), and 
 UDR (:mod:`disentangle.evaluation.metrics.udr`) within each group from the runs' codes
 tables. Each run gets a ``"udr"`` entry in its scores.json with the fields every metric's
 entry has (evaluate.py's docstring), plus ``"group"``: the runs it was compared with.
-A configuration with a single run has nothing to compare with: it is reported and
-skipped (no entry written).
+A configuration with a single finished run has nothing to compare with, and a run
+without model.pt (unfinished, failed) is left out; both are reported, no entry written.
 """
 from __future__ import annotations
 
@@ -91,9 +91,15 @@ def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: in
     runs = find_runs(root)
     if not runs:
         raise UserError(f"{root}: holds no run directory (no config.json found)")
-    for run in runs:
-        check_run(run)                                  # every run has its model, up front
-    groups = group_runs(runs)
+    finished = []
+    for run in runs:            # a study may hold unfinished or failed runs: leave them out
+        try:
+            check_run(run)
+        except UserError as exc:
+            say(f"{exc}; left out of udr")
+            continue
+        finished.append(run)
+    groups = group_runs(finished)
     cache = DataCache()
     out: dict[Path, dict] = {}
     with thread_limit(threads):
