@@ -285,3 +285,48 @@ def test_udr_same_representation_up_to_permutation_sign_scale(gt):
     assert none[0]["udr_lasso"] == 0.0 and none[1]["udr_spearman"] == 0.0
     with pytest.raises(UserError, match="at least 2 models"):
         udr.udr_scores([base], [kls[0]], np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------ agreement with the references' formulas
+def test_unsupervised_and_explicitness_equal_the_reference_formulas_on_regular_codes(tiny, gt, codes):
+    """Where no reference bug is triggered (no constant dimension, every class in both
+    splits), the scores equal the references' formulas computed directly on the same
+    samples: dlib's Gaussian TC / Wasserstein and its MultiLabelBinarizer + macro ROC-AUC."""
+    import scipy.linalg
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import MultiLabelBinarizer
+    from disentangle.evaluation.metrics.utils import sample_points
+    x = codes["rotated"][:, :5] + 0.3 * codes["noise"][:, :5]
+    got = run("unsupervised", x, gt, num_train=3000)
+    z, _ = sample_points(x, gt, 3000, np.random.default_rng(0))
+    cov = np.cov(z.T)
+    tc = 0.5 * (np.sum(np.log(np.diag(cov))) - np.linalg.slogdet(cov)[1])
+    w = 2 * np.trace(cov) - 2 * np.trace(scipy.linalg.sqrtm(cov * np.expand_dims(np.diag(cov), axis=1)))
+    assert got["gaussian_total_correlation"] == pytest.approx(tc, rel=1e-9)
+    assert got["gaussian_wasserstein_correlation"] == pytest.approx(float(np.real(w)), rel=1e-7)
+
+    f = normalised_factors(tiny)
+    y = f @ rotation() + 0.5 * np.random.default_rng(1).standard_normal(f.shape).astype(np.float32)
+    got = run("modularity_explicitness", y, tiny, num_train=1200, num_test=800)
+    rng = np.random.default_rng(0)
+    x_train, c_train = sample_points(y, tiny, 1200, rng)
+    x_test, c_test = sample_points(y, tiny, 800, rng)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    aucs = []
+    for k in range(tiny.num_factors):
+        rng.integers(0, 2**31 - 1)                       # the classifier seed the metric draws
+        clf = LogisticRegression().fit((x_train - mean) / std, c_train[:, k])
+        labels = MultiLabelBinarizer().fit_transform(np.expand_dims(c_test[:, k], 1))
+        aucs.append(roc_auc_score(labels, clf.predict_proba((x_test - mean) / std)))
+    assert got["explicitness_score_test"] == pytest.approx(np.mean(aucs), abs=1e-12)
+
+
+def test_udr_spearman_matrix_equals_scipy_pairwise():
+    from scipy.stats import spearmanr
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 3))
+    b = np.stack([a[:, 1] ** 3, rng.standard_normal(200), np.round(a[:, 0], 1)], axis=1)
+    expected = np.array([[abs(spearmanr(a[:, i], b[:, j])[0]) for j in range(3)] for i in range(3)])
+    assert np.allclose(udr.spearman_matrix(a, b), expected, atol=1e-12)
+    assert np.all(udr.spearman_matrix(a, np.zeros((200, 2))) == 0.0)      # scipy: NaN
