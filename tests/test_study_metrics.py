@@ -101,3 +101,21 @@ def test_cli_prints_the_table(study, tiny_data_path):
                                        "--param", "udr.num_data_points=200"])
     assert result.exit_code == 0, result.output
     assert "udr.udr_lasso" in result.output and "b4-s2" in result.output and "b8-s0" not in result.stdout
+
+
+def test_new_scores_reach_the_report(study, tiny_data_path):
+    """evaluate (a per-model metric of issue 13) and evaluate-study (udr) entries show up
+    in the report's table like any score."""
+    from disentangle.evaluation.evaluate import evaluate_run
+    from disentangle.report import metric_columns
+    from disentangle.results import collect
+    root, runs = study
+    evaluate_run(runs[0], metrics=["irs", "dci_es"], data=str(tiny_data_path), device="cpu",
+                 params={"irs": {"num_train": 300}, "dci_es": {"num_train": 200, "num_test": 100,
+                                                               "num_trees": 5}}, progress=False)
+    evaluate_study(root, data=str(tiny_data_path), device="cpu", params={"num_data_points": 100},
+                   progress=False)
+    df = collect(root)
+    columns = metric_columns(df)
+    for column in ("irs.IRS", "dci_es.explicitness", "udr.udr_lasso", "udr.udr_spearman"):
+        assert column in columns
