@@ -59,7 +59,7 @@ def main() -> None:
               f"{head} = {values[head]:.4f}  (load {os.getloadavg()[0]:.2f})", flush=True)
     rng = np.random.default_rng(args.seed)
     n = udr.DEFAULTS["num_data_points"] // (10 if args.quick else 1)
-    idx = gt.sample_indices(n, rng)
+    idx = gt.index_of(gt.sample_classes(n, rng))
     means = [codes[idx] + 0.05 * rng.standard_normal((n, codes.shape[1])) for _ in range(5)]
     kls = [np.full(codes.shape[1], 1.0)] * 5
     t0 = time.perf_counter()

@@ -51,7 +51,7 @@ def synthetic_codes(gt):
 
 
 def udr_of(code, gt, rng):
-    idx = gt.sample_indices(udr.DEFAULTS["num_data_points"], rng)
+    idx = gt.index_of(gt.sample_classes(udr.DEFAULTS["num_data_points"], rng))
     base = code[idx].astype(np.float64)
     logvar = np.where(base.std(axis=0) > 0, -4.0, 0.0) * np.ones_like(base)
     perm = rng.permutation(base.shape[1])

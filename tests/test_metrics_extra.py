@@ -261,7 +261,7 @@ def test_relative_strength_known_answers():
 
 def test_udr_same_representation_up_to_permutation_sign_scale(gt):
     rng = np.random.default_rng(2)
-    f = normalised_factors(gt)[gt.sample_indices(1000, rng)].astype(np.float64)
+    f = normalised_factors(gt)[gt.index_of(gt.sample_classes(1000, rng))].astype(np.float64)
     active, dead_lv = np.full((1000, 5), -4.0), np.zeros((1000, 3))
     base = np.concatenate([f, np.zeros((1000, 3))], axis=1)
     logvar = np.concatenate([active, dead_lv], axis=1)

@@ -115,7 +115,8 @@ def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: in
                                 f"datasets; pass --data to use one")
             dataset = datasets[0]
             rng = np.random.default_rng(int(seed))
-            idx = dataset.ground_truth.sample_indices(int(recorded["num_data_points"]), rng)
+            idx = dataset.ground_truth.index_of(
+                dataset.ground_truth.sample_classes(int(recorded["num_data_points"]), rng))
             means, kls, shas_model = [], [], []
             for run in members:
                 codes = get_codes(run, dataset, device=device, progress=progress)
