@@ -269,8 +269,9 @@ def plot_metric_vs_beta(results, metrics, x, out, dpi):
 def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
     """Latent traversals of RUN, dimensions sorted by KL, each row labelled with its KL."""
     from disentangle import plots
-    fig = plots.traversal(run, plots.run_data(run, data), n_images=n_images, steps=steps, span=span,
-                          seed=seed, device=_device(device))
+    from disentangle.evaluation import figure_data
+    fig = plots.traversal(figure_data.traversals(run, data, n_images=n_images, steps=steps, span=span,
+                                                 seed=seed, device=_device(device)))
     _save(fig, out or plots.default_out(run, "traversal.png"), dpi)
 
 
@@ -285,8 +286,9 @@ def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
 def plot_reconstructions(run, data, n_images, seed, device, out, dpi):
     """Originals over reconstructions of RUN, each labelled with its distortion (nats)."""
     from disentangle import plots
-    fig = plots.reconstructions(run, plots.run_data(run, data), n_images=n_images, seed=seed,
-                                device=_device(device))
+    from disentangle.evaluation import figure_data
+    fig = plots.reconstructions(figure_data.reconstructions(run, data, n_images=n_images, seed=seed,
+                                                            device=_device(device)))
     _save(fig, out or plots.default_out(run, "reconstructions.png"), dpi)
 
 
@@ -423,6 +425,38 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
             if spec.summary is not None:
                 click.echo(f"\n{run}: {name}")
                 click.echo(spec.summary(entry["values"]))
+
+
+# --------------------------------------------------------------------------- evaluate-study
+@main.command("evaluate-study")
+@click.argument("results", type=click.Path(file_okay=False))
+@click.option("--metric", type=click.Choice(["udr"]), default="udr", show_default=True,
+              help="Study-level metric: udr compares each run with the other seeds of its configuration.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the metric's numpy Generator (image sample, Lasso seeds).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file (default: the one the runs trained on, else the dataset rule).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Device for building missing codes tables.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch/BLAS threads.")
+@click.option("--param", "param_texts", multiple=True, metavar="udr.KEY=VALUE",
+              help="Override a protocol parameter, e.g. udr.num_data_points=2000; repeatable.")
+def evaluate_study_cmd(results, metric, seed, data, device, threads, param_texts):
+    """Score every run under RESULTS against the other seeds of its configuration (UDR) and
+    merge the scores into each run's scores.json."""
+    from disentangle.evaluation.evaluate import echo_stderr, parse_param
+    from disentangle.evaluation.study_metrics import evaluate_study, study_table
+    params: dict = {}
+    for text in param_texts:
+        name, key, value = parse_param(text)
+        if name != metric:
+            raise click.UsageError(f"--param {text!r}: not a parameter of {metric}")
+        params[key] = value
+    out = evaluate_study(results, metric=metric, seed=seed, data=data, device=device, params=params,
+                         threads=threads, echo=echo_stderr)
+    if not out:
+        raise UserError(f"{results}: no configuration has two or more runs (seeds) to compare")
+    click.echo(study_table(out))
 
 
 if __name__ == "__main__":

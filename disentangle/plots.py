@@ -7,7 +7,9 @@ and :func:`save_figure` writes it as PNG (raster, for slides and the README) and
 (vector, for the paper) through the Agg/PDF canvases. matplotlib and seaborn are
 imported inside the functions: ``import disentangle.plots`` is cheap.
 
-Titles name the data source of the runs shown; axes carry units (nats).
+Titles name the data source of the runs shown; axes carry units (nats). Figures draw the
+arrays and DataFrames they are given: what a run's figures need computed (traversal grids,
+reconstructions, KL per dimension) comes from :mod:`disentangle.evaluation.figure_data`.
 """
 from __future__ import annotations
 
@@ -22,8 +24,6 @@ import numpy as np
 from disentangle.errors import ParameterError, UserError
 
 PNG_DPI = 200
-TRAVERSAL_SPAN = 3.0      # sweep each latent over ±3 prior standard deviations (Higgins et al.)
-KL_SAMPLE_IMAGES = 8192   # images encoded to rank dimensions by KL when no codes table exists
 
 OBJECTIVE_LABELS = {"beta-h": "β-VAE (Higgins, β·KL)", "beta-b": "capacity β-VAE (Burgess, γ|KL−C|)"}
 OBJECTIVE_MARKERS = {"beta-h": "o", "beta-b": "s"}
@@ -277,79 +277,18 @@ def run_data(run_dir: str | os.PathLike, data_path: str | os.PathLike | None = N
     return RunDir(run_dir).require_dir().dataset(data_path, require_training_data=True)
 
 
-def _to_images(model, logits):
-    import torch
-    recon = getattr(model, "reconstruct_mean", None)
-    probs = recon(logits) if recon is not None else torch.sigmoid(logits)
-    return probs.detach().float().cpu().numpy()[:, 0]
-
-
-def kl_per_dimension(run_dir, model, data, device: str = "cpu", rng: np.random.Generator | None = None):
-    """Mean KL(q(z_d|x) ‖ N(0,1)) per latent dimension over the dataset (nats) and how
-    many images it averages: from the run's codes table when one exists (every image),
-    else from a random sample of ``KL_SAMPLE_IMAGES`` images encoded here."""
-    import torch
-
-    from disentangle.rundir import RunDir
-    run = RunDir.of(run_dir)
-    if run.codes_path.is_file():
-        from disentangle.evaluation.codes import get_codes
-        codes = get_codes(run, data, device=device, progress=False, model=model)
-        mean, logvar = np.asarray(codes.mean, dtype=np.float64), np.asarray(codes.logvar, dtype=np.float64)
-    else:
-        rng = rng or np.random.default_rng(0)
-        n = min(KL_SAMPLE_IMAGES, data.num_images)
-        idx = np.sort(rng.choice(data.num_images, size=n, replace=False))
-        means, logvars = [], []
-        with torch.no_grad():
-            for start in range(0, n, 512):
-                x = torch.from_numpy(data.images(idx[start:start + 512])).float().unsqueeze(1).to(device)
-                m, lv = model.encode(x)
-                means.append(m.double().cpu().numpy())
-                logvars.append(lv.double().cpu().numpy())
-        mean, logvar = np.concatenate(means), np.concatenate(logvars)
-    kl = 0.5 * (mean ** 2 + np.exp(logvar) - logvar - 1.0)
-    return kl.mean(axis=0), len(mean)
-
-
-def _run_title(run_dir, data) -> str:
-    return f"{Path(run_dir).name} · data: {data.source_label}"
+def _run_title(run_name: str, data_label: str) -> str:
+    return f"{run_name} · data: {data_label}"
 
 
 # --------------------------------------------------------------------------- traversal
-def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: int = 9,
-              span: float = TRAVERSAL_SPAN, seed: int = 0, device: str = "cpu", max_dims: int | None = None):
-    """Latent traversals: for ``n_images`` base images (drawn with ``seed``), each latent
-    dimension is set to ``steps`` values evenly spaced over [−span, span] (prior standard
-    deviations) while the others keep the image's posterior mean; rows are dimensions
-    sorted by their KL (most informative first) and labelled with it. One panel per base
-    image, the base image and its reconstruction at the left. ``fig.traversal_info``
-    holds what was drawn: dimension order, KL per dimension, image indices, sweep values."""
-    import torch
-
-    from disentangle.rundir import RunDir
-    run = RunDir.of(run_dir).require_dir()   # opened once: config read and model hashed once
-    data = data if data is not None else run.dataset(require_training_data=True)
-    model, _ = run.load_model(device)
-    rng = np.random.default_rng(seed)
-    kl, kl_images = kl_per_dimension(run, model, data, device=device, rng=np.random.default_rng(seed + 1))
-    order = np.argsort(-kl, kind="stable")
-    if max_dims is not None:
-        order = order[:max_dims]
-    idx = np.sort(rng.choice(data.num_images, size=n_images, replace=False))
-    values = np.linspace(-span, span, steps)
-    originals = data.images(idx).astype(np.float32)
-    with torch.no_grad():
-        x = torch.from_numpy(originals).unsqueeze(1).to(device)
-        mean, _ = model.encode(x)
-        recon = _to_images(model, model.decode(mean))
-        grids = []
-        for b in range(n_images):
-            z = mean[b].repeat(len(order) * steps, 1)
-            for r, d in enumerate(order):
-                z[r * steps:(r + 1) * steps, int(d)] = torch.as_tensor(values, dtype=z.dtype, device=z.device)
-            grids.append(_to_images(model, model.decode(z)).reshape(len(order), steps, 64, 64))
-
+def traversal(t):
+    """Latent traversals as computed by :func:`disentangle.evaluation.figure_data.traversals`
+    (``t``): rows are dimensions sorted by their KL (most informative first) and labelled
+    with it; one panel per base image, the base image and its reconstruction at the left.
+    ``fig.traversal_info`` holds what was drawn: dimension order, KL per dimension, image
+    indices, sweep values."""
+    order, kl, values, n_images, steps = t.order, t.kl.kl, t.values, len(t.indices), len(t.values)
     with _style():
         cell = 0.34  # inches per 64x64 image: small multiples stay legible, 3 panels fit a page width
         fig = _new_figure(1.1 + n_images * (steps + 2.3) * cell, 0.9 + len(order) * cell * 1.05)
@@ -360,9 +299,9 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
             # base image and its reconstruction in the first two columns, a gap, then the sweep
             rows = []
             for r in range(len(order)):
-                left = [originals[b] if r == 0 else blank, recon[b] if r == 0 else blank]
+                left = [t.originals[b] if r == 0 else blank, t.reconstructions[b] if r == 0 else blank]
                 cells = []
-                for cell in grids[b][r]:
+                for cell in t.grids[b][r]:
                     cells += [cell, np.full((64, 1), sep)]
                 row = np.concatenate(left + [np.zeros((64, gap))] + cells[:-1], axis=1)
                 rows.append(np.pad(row, ((0, gap // 2), (0, 0)), constant_values=sep))
@@ -379,63 +318,42 @@ def traversal(run_dir: str | os.PathLike, data=None, n_images: int = 3, steps: i
             ax.grid(False)
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            ax.set_title(f"image {int(idx[b])}", fontsize=8)
-        fig.suptitle(f"Latent traversals, z_d ∈ [−{span:g}, {span:g}] prior std; rows sorted by KL (nats, "
-                     f"mean over {kl_images:,} images)\n{_run_title(run_dir, data)}", fontsize=9)
-    fig.traversal_info = {"order": order, "kl": kl, "indices": idx, "values": values}
+            ax.set_title(f"image {int(t.indices[b])}", fontsize=8)
+        fig.suptitle(f"Latent traversals, z_d ∈ [−{t.span:g}, {t.span:g}] prior std; rows sorted by KL (nats, "
+                     f"mean over {t.kl.description})\n{_run_title(t.run_name, t.data_label)}", fontsize=9)
+    fig.traversal_info = {"order": order, "kl": kl, "indices": t.indices, "values": values}
     return fig
 
 
 # --------------------------------------------------------------------------- reconstructions
-def reconstructions(run_dir: str | os.PathLike, data=None, n_images: int = 10, seed: int = 0,
-                    device: str = "cpu"):
-    """Originals (top row) over reconstructions from the posterior mean (bottom row), for
-    ``n_images`` images drawn with ``seed``; each reconstruction is labelled with its
-    distortion −log p(x|z) (nats, Bernoulli) or squared error (Gaussian).
-    ``fig.reconstruction_info`` holds the image indices and their distortions."""
-    import torch
-    import torch.nn.functional as F
-
-    from disentangle.rundir import RunDir
-    run = RunDir.of(run_dir).require_dir()
-    data = data if data is not None else run.dataset(require_training_data=True)
-    model, config = run.load_model(device)
-    likelihood = getattr(model, "likelihood", None) or config.get("likelihood", "bernoulli")
-    idx = np.sort(np.random.default_rng(seed).choice(data.num_images, size=n_images, replace=False))
-    originals = data.images(idx).astype(np.float32)
-    with torch.no_grad():
-        x = torch.from_numpy(originals).unsqueeze(1).to(device)
-        mean, _ = model.encode(x)
-        logits = model.decode(mean)
-        recon = _to_images(model, logits)
-        if likelihood == "bernoulli":
-            err = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3))
-            err_label = "−log p(x|z)"
-        else:
-            err = (torch.sigmoid(logits) - x).square().sum(dim=(1, 2, 3))
-            err_label = "Σ(x − x̂)²"
-        err = err.cpu().numpy()
+def reconstructions(r):
+    """Originals (top row) over reconstructions from the posterior mean (bottom row), as
+    computed by :func:`disentangle.evaluation.figure_data.reconstructions` (``r``); each
+    reconstruction is labelled with its distortion −log p(x|z) (nats; for a Gaussian
+    decoder a density). ``fig.reconstruction_info`` holds the image indices and their
+    distortions."""
+    n_images = len(r.indices)
     with _style():
         fig = _new_figure(0.95 * n_images + 0.9, 2.6)
         axes = fig.subplots(2, n_images, squeeze=False)
         for k in range(n_images):
-            for r, img in enumerate((originals[k], recon[k])):
-                ax = axes[r][k]
+            for row, img in enumerate((r.originals[k], r.reconstructions[k])):
+                ax = axes[row][k]
                 im = ax.imshow(1.0 - img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                im.set_gid(f"{'original' if r == 0 else 'reconstruction'}:{k}")
+                im.set_gid(f"{'original' if row == 0 else 'reconstruction'}:{k}")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.grid(False)
                 for spine in ax.spines.values():
                     spine.set_edgecolor("0.7")
-            axes[1][k].set_xlabel(f"{err[k]:.1f}", fontsize=7)
+            axes[1][k].set_xlabel(f"{r.distortion[k]:.1f}", fontsize=7)
         axes[0][0].set_ylabel("input", fontsize=8)
         axes[1][0].set_ylabel("recon.", fontsize=8)
-        fig.suptitle(f"Reconstructions from the posterior mean; below: {err_label} (nats)"
-                     if likelihood == "bernoulli" else
-                     f"Reconstructions from the posterior mean; below: {err_label}", fontsize=9)
-        fig.supxlabel(_run_title(run_dir, data), fontsize=8)
-    fig.reconstruction_info = {"indices": idx, "distortion": err}
+        fig.suptitle("Reconstructions from the posterior mean; below: −log p(x|z) (nats)"
+                     + ("" if r.likelihood == "bernoulli" else f", {r.likelihood} decoder: a density"),
+                     fontsize=9)
+        fig.supxlabel(_run_title(r.run_name, r.data_label), fontsize=8)
+    fig.reconstruction_info = {"indices": r.indices, "distortion": r.distortion}
     return fig
 
 

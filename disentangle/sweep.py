@@ -1123,6 +1123,7 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
     import matplotlib
     matplotlib.use("Agg")
     from disentangle import plots
+    from disentangle.evaluation import figure_data
     from disentangle.report import headline_column
 
     fig_dir = results_dir / FIGURES_DIR
@@ -1159,7 +1160,7 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
     firsts = finished.drop_duplicates(subset=["objective", "beta", "gamma", "capacity_max"])
     for _, row in firsts.head(8).iterrows():
         run_dir = Path(row["path"])
-        attempt(f"traversal {run_dir.name}", lambda rd=run_dir: plots.traversal(rd),
+        attempt(f"traversal {run_dir.name}", lambda rd=run_dir: plots.traversal(figure_data.traversals(rd)),
                 fig_dir / f"traversal_{run_dir.name}.png")
     return written, notes
 

@@ -24,7 +24,12 @@ SMALL = {"beta_vae": dict(num_train=1000, num_eval=500),
          "factor_vae": dict(num_train=1000, num_eval=500, num_variance_estimate=2000),
          "mig": dict(num_train=3000),
          "dci": dict(num_train=400, num_test=200),
-         "sap": dict(num_train=500, num_test=300)}
+         "sap": dict(num_train=500, num_test=300),
+         "modularity_explicitness": dict(num_train=500, num_test=300),
+         "unsupervised": dict(num_train=2000),
+         "irs": dict(num_train=2000),
+         "dci_es": dict(num_train=400, num_test=200, num_trees=10),
+         "infomec": dict(num_train=500)}
 
 
 def normalised_factors(gt: GroundTruth) -> np.ndarray:
@@ -63,7 +68,8 @@ def run(name, codes, gt, seed=0, **params):
 
 # ------------------------------------------------------------------ registry
 def test_registry_names_defaults_and_errors():
-    assert list(METRICS) == ["beta_vae", "factor_vae", "mig", "dci", "sap", "info"]
+    assert list(METRICS) == ["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity_explicitness",
+                             "unsupervised", "irs", "dci_es", "infomec", "info"]
     assert METRICS["beta_vae"].defaults == {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000}
     assert METRICS["factor_vae"].defaults["prune_threshold"] == 0.05
     assert METRICS["factor_vae"].defaults["num_variance_estimate"] == 10_000
@@ -299,7 +305,7 @@ class IndexOnlyCodes:
 
 @pytest.mark.parametrize("name", CODE_METRICS)
 def test_metrics_read_codes_only_by_index_and_same_seed_same_numbers(name, gt, ideal, tiny_ground_truth):
-    if name in ("dci", "sap"):
+    if name in ("dci", "sap", "modularity_explicitness", "dci_es", "infomec"):
         # the classifier metrics' cost grows with the number of classes; the access
         # contract does not depend on the grid, so check them on the small one
         gt = tiny_ground_truth

@@ -10,6 +10,7 @@ import pytest
 
 from disentangle import plots
 from disentangle.errors import UserError
+from disentangle.evaluation import figure_data
 from disentangle.report import aggregate
 from disentangle.results import collect, read_json
 
@@ -104,7 +105,7 @@ def test_metric_vs_beta_lines_and_bands_are_the_aggregated_table(df, tmp_path):
 
 def test_traversal_rows_sorted_by_kl_and_labelled(tree, tiny_data, tmp_path):
     run = tree / run_name("beta-h", 1.0, 0)
-    fig = plots.traversal(run, tiny_data, n_images=2, steps=5)
+    fig = plots.traversal(figure_data.traversals(run, tiny_data, n_images=2, steps=5))
     info = fig.traversal_info
     kl = info["kl"]
     # the KL of the codes table is the info metric's per-dimension rate
@@ -122,13 +123,41 @@ def test_traversal_rows_sorted_by_kl_and_labelled(tree, tiny_data, tmp_path):
     _assert_saved(fig, tmp_path / "traversal.pdf")
 
 
+def test_kl_per_dimension_rebuilds_a_stale_codes_table_loudly_and_labels_a_sample(tree, tiny_data, tmp_path):
+    import shutil
+
+    import h5py
+
+    from disentangle.evaluation.codes import codes_state
+    from disentangle.rundir import RunDir
+    source = tree / run_name("beta-h", 1.0, 0)
+    fresh = read_json(source / "scores.json")["info"]["values"]
+    run = RunDir(shutil.copytree(source, tmp_path / "run"))
+    model, _ = run.load_model()
+    # a table stamped for another model: rebuilt, with a message first (never silently)
+    with h5py.File(run.codes_path, "r+") as f:
+        f.attrs["model_sha256"] = "0" * 64
+    messages = []
+    kl = figure_data.kl_per_dimension(run, model, tiny_data, echo=messages.append)
+    assert len(messages) == 1 and "model.pt changed" in messages[0] and "re-encoding all 1,536 images" in messages[0]
+    assert codes_state(run, tiny_data) == "fresh" and not kl.sampled and kl.num_images == 1536
+    assert np.allclose(kl.kl, [fresh[f"kl_dim_{d}"] for d in range(len(kl.kl))], rtol=1e-4, atol=1e-6)
+    # no table: a sample estimate, labelled as one in the figure, and nothing written
+    run.codes_path.unlink()
+    t = figure_data.traversals(run, tiny_data, n_images=1, steps=3, echo=messages.append)
+    assert t.kl.sampled and t.kl.num_images == 1536 and not run.codes_path.exists()
+    assert len(messages) == 2 and "missing" in messages[1] and "random sample of 1,536 images" in messages[1]
+    assert np.allclose(t.kl.kl, kl.kl, rtol=1e-4, atol=1e-6)   # all 1,536 images were the sample
+    assert "random sample of 1,536 images (no codes table)" in _texts(plots.traversal(t))
+
+
 def test_reconstructions_show_the_images_and_their_distortion(tree, tiny_data, tmp_path):
     import torch
     import torch.nn.functional as F
 
     from disentangle.rundir import load_model
     run = tree / run_name("beta-h", 4.0, 1)
-    fig = plots.reconstructions(run, tiny_data, n_images=4, seed=3)
+    fig = plots.reconstructions(figure_data.reconstructions(run, tiny_data, n_images=4, seed=3))
     idx = fig.reconstruction_info["indices"]
     x = tiny_data.images(idx).astype(np.float32)
     model, _ = load_model(run)

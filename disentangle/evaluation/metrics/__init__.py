@@ -37,6 +37,8 @@ from typing import Any, Callable, Mapping
 from disentangle.errors import UserError
 from disentangle.evaluation import information
 from disentangle.evaluation.metrics import beta_vae, dci, factor_vae, mig, sap
+from disentangle.evaluation.metrics import (dci_es, infomec, irs, modularity_explicitness,
+                                            unsupervised)
 from disentangle.evaluation.metrics.utils import sklearn_version
 
 # What an entry's ``needs`` may name (see the module docstring).
@@ -168,6 +170,44 @@ METRICS: dict[str, MetricSpec] = {
             "classifier": ("squared correlation" if params["continuous_factors"] else
                            "sklearn.svm.LinearSVC(C=0.01, class_weight='balanced')"),
             "sklearn_version": sklearn_version()}),
+    # the rest of what papers report (issue 13); udr is study-level (`disentangle
+    # evaluate-study`), so it is no entry here
+    "modularity_explicitness": MetricSpec(
+        name="modularity_explicitness", fn=modularity_explicitness.modularity_explicitness,
+        defaults=dict(modularity_explicitness.DEFAULTS), check=modularity_explicitness.check_params,
+        headline_keys=modularity_explicitness.HEADLINE, labels=modularity_explicitness.LABELS,
+        latex={"modularity_score": "Modularity", "explicitness_score_test": "Explicitness"},
+        description="Modularity & explicitness (Ridgeway & Mozer 2018) as dlib: 20-bin MI "
+                    "matrix -> modularity; one-vs-rest ROC-AUC of a logistic regression",
+        provenance=_logistic_regression_provenance),
+    "unsupervised": MetricSpec(
+        name="unsupervised", fn=unsupervised.unsupervised_scores, defaults=dict(unsupervised.DEFAULTS),
+        check=unsupervised.check_params, headline_keys=unsupervised.HEADLINE, labels=unsupervised.LABELS,
+        latex={"gaussian_total_correlation": "Gaussian TC", "mutual_info_score": "mean MI"},
+        description="dlib's unsupervised scores: Gaussian total / Wasserstein correlation of "
+                    "the codes' covariance, mean pairwise MI of the 20-bin codes (no factors)"),
+    "irs": MetricSpec(
+        name="irs", fn=irs.irs_score, defaults=dict(irs.DEFAULTS), check=irs.check_params,
+        headline_keys=irs.HEADLINE, labels=irs.LABELS, latex={"IRS": "IRS"},
+        description="Interventional robustness score (Suter et al. 2019) as dlib: 0.99 quantile "
+                    "of code deviation at fixed factor vs the dimension's max deviation"),
+    "dci_es": MetricSpec(
+        name="dci_es", fn=dci_es.dci_es_score, defaults=dict(dci_es.DEFAULTS), check=dci_es.check_params,
+        headline_keys=dci_es.HEADLINE, labels=dci_es.LABELS,
+        latex={"explicitness": "DCI-ES E", "size": "DCI-ES S"},
+        description="DCI-ES (Eastwood et al. 2023): explicitness = 1 - area under the "
+                    "loss-capacity curve of random-forest probes (depth 1..32); size = K / D",
+        provenance=lambda params: {"probe": "sklearn.ensemble.RandomForestClassifier(n_estimators="
+                                            f"{params['num_trees']}), capacity = max_depth",
+                                   "sklearn_version": sklearn_version()}),
+    "infomec": MetricSpec(
+        name="infomec", fn=infomec.infomec_score, defaults=dict(infomec.DEFAULTS), check=infomec.check_params,
+        headline_keys=infomec.HEADLINE, labels=infomec.LABELS,
+        latex={"infom": "InfoM", "infoc": "InfoC", "infoe": "InfoE"},
+        description="InfoMEC (Hsu et al. 2023): InfoM / InfoC from kNN-normalised MI after "
+                    "pruning latents, InfoE = linear (logistic) predictive information",
+        provenance=lambda params: {"mi_estimator": "sklearn mutual_info_classif (kNN)",
+                                   "sklearn_version": sklearn_version()}),
     # information-theoretic estimates: every image's posterior (the whole codes table),
     # the decoder (distortion) and the images themselves (H(X))
     "info": MetricSpec(
