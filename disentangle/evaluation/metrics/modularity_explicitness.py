@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints,
-                                                  histogram_discretize, mutual_info_matrix,
+from disentangle.evaluation.metrics.utils import (check_codes, histogram_discretize, mutual_info_matrix,
                                                   sample_points)
 
 NAME = "modularity_explicitness"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.evaluation.metrics.utils import check_positive_ints
 
 NAME = "udr"
 # dlib's udr gin defaults: 1,000 images (in batches of 10), Lasso alpha 0.1, KL filter 0.01
