@@ -28,6 +28,11 @@ SMALL = {
     "mig": {"num_train": 400},
     "dci": {"num_train": 200, "num_test": 100},
     "sap": {"num_train": 200, "num_test": 100},
+    "modularity_explicitness": {"num_train": 200, "num_test": 100},
+    "unsupervised": {"num_train": 200},
+    "irs": {"num_train": 200},
+    "dci_es": {"num_train": 200, "num_test": 100, "num_trees": 5},
+    "infomec": {"num_train": 200},
 }
 SMALL_INFO = {"distortion_images": 128, "iq_min_samples": 200, "iq_max_samples": 400}
 
@@ -59,7 +64,9 @@ def test_every_metric_from_the_table_equals_the_protocol_encode(run_dir, tiny_da
 def test_scores_json_entries_and_reproducibility(run_dir, tiny_data):
     # info is part of the package: a module that stops importing fails this test (it used
     # to skip the info checks then)
-    metrics = list(FIVE) + ["info"]
+    # `all`: every registered metric, info last
+    metrics = list(ALL_METRICS)
+    assert metrics[:5] == list(FIVE) and metrics[-1] == "info"
     params = dict(SMALL, info=SMALL_INFO)
     first = evaluate_run(run_dir, metrics=["all"], seed=0, data=tiny_data, params=params, progress=False)
     assert list(first) == metrics
