@@ -119,7 +119,7 @@ def data_info(path):
 # --------------------------------------------------------------------------- train
 @main.command("train")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default: results/<objective>-b<beta>-s<seed>).")
+              help="Run directory (default: results/<run name>, e.g. results/beta-h_b4_s0).")
 @click.option("--preset", type=click.Choice(["cpu-short", "dlib"]), default=None,
               help="cpu-short: 10k steps (the defaults); dlib: the disentanglement_lib study, 300k steps.")
 @click.option("--method", "--objective", "objective", default=None,
