@@ -293,17 +293,24 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
     return header, rows
 
 
-def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    numeric = [all(_looks_numeric(r[i]) for r in rows if r[i]) and any(r[i] for r in rows)
-               for i in range(len(header))]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+def _numeric_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
+    # a column of numbers (and blanks) is right-aligned; one with any text left-aligned
+    return [any(_looks_numeric(r[i]) for r in rows if r[i]) and all(_looks_numeric(r[i]) for r in rows if r[i])
+            for i in range(len(header))]
 
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
-                                 for c, w, num in zip(cells, widths, numeric)) + " |"
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                          for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line(header), rule] + [line(r) for r in rows]) + "\n"
+
+def _frame(header: Sequence[str], rows: Sequence[Sequence[str]]):
+    import pandas as pd
+    return pd.DataFrame([list(r) for r in rows], columns=list(header), dtype=object)
+
+
+def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub pipe table through pandas' own writer (DataFrame.to_markdown, i.e.
+    tabulate). The cells are already formatted (mean ± std, "(k of n)", flag marks), so
+    tabulate's number parsing is off: it would drop the trailing zeros of a column's
+    precision."""
+    align = ["right" if n else "left" for n in _numeric_columns(header, rows)]
+    return _frame(header, rows).to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
 
 
 def _looks_numeric(text: str) -> bool:
@@ -316,12 +323,14 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
+    """LaTeX-escape text the Styler does not escape itself: the caption and the notes
+    under a table (Styler.to_latex inserts its caption verbatim)."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
 def _latex_cell(text: str) -> str:
     # "0.41 ± 0.03 (2 of 3)" -> "$0.41 \pm 0.03^{2/3}$": the ± lives in math mode; a
-    # warning flag becomes a dagger after it
+    # warning flag becomes a dagger after it. Other text is left for the Styler to escape.
     if text.endswith(FLAG_MARK):
         return _latex_cell(text[:-len(FLAG_MARK)]) + r"$^\dagger$"
     m = re.fullmatch(r"(-?[\d.]+)(?: ± (-?[\d.]+))?(?: \((\d+) of (\d+)\))?", text)
@@ -330,12 +339,13 @@ def _latex_cell(text: str) -> str:
         # "(2 of 3)" becomes a compact superscript; the caption explains it
         cell += f"^{{{m.group(3)}/{m.group(4)}}}" if m.group(3) else ""
         return f"${cell}$"
-    return latex_escape(text)
+    return text
 
 
-def latex_name(column: str) -> str:
-    """A column's LaTeX header: the metric registry's for scores, the configuration
-    field's for settings, else the escaped column name."""
+def _latex_header(column: str) -> str:
+    # the registry's or the configuration's LaTeX header, else the column name; either
+    # goes through the Styler's "latex-math" escaping, so the LaTeX names must keep
+    # their markup inside $...$ (they do: r"$\beta$-VAE score", r"$d_z$", "DCI D")
     from disentangle.config import latex_names
     from disentangle.evaluation.metrics import METRICS
     if "." in column:
@@ -343,25 +353,38 @@ def latex_name(column: str) -> str:
         spec = METRICS.get(metric)
         if spec is not None and key in spec.latex:
             return spec.latex[key]
-    names = {**latex_names(), **_LATEX_OTHER}
-    return names.get(column, latex_escape(column))
+    return {**latex_names(), **_LATEX_OTHER}.get(column, column)
+
+
+def latex_name(column: str) -> str:
+    """A column's LaTeX header: the metric registry's for scores, the configuration
+    field's for settings, else the escaped column name."""
+    return _escape_latex_math(_latex_header(column))
+
+
+def _escape_latex_math(text: str) -> str:
+    # escape what lies outside $...$, as Styler's escape="latex-math" does
+    parts = re.split(r"(\$[^$]*\$)", text)
+    return "".join(p if p.startswith("$") and p.endswith("$") and len(p) > 1 else latex_escape(p) for p in parts)
 
 
 def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
              label: str = "tab:disentangle", notes: Sequence[str] = ()) -> str:
-    numeric = [any(_looks_numeric(r[i]) for r in rows) and all(_looks_numeric(r[i]) for r in rows if r[i])
-               for i in range(len(header))]
-    spec = "".join("r" if n else "l" for n in numeric)
-    head = " & ".join(latex_name(h) for h in header)
-    body = [" & ".join(_latex_cell(c) for c in r) + r" \\" for r in rows]
-    lines = [r"% requires \usepackage{booktabs}",
-             r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head + r" \\", r"\midrule",
-             *body, r"\bottomrule", r"\end{tabular}",
-             *([r"\par\smallskip\footnotesize"] + [_latex_note(n) + r"\\" for n in notes] if notes else []),
-             r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    """A booktabs table through pandas' own writer (Styler.to_latex; jinja2): caption,
+    label, \\small, rules, LaTeX escaping of text cells and headers outside math mode;
+    mean ± std and "(k of n)" in math (:func:`_latex_cell`); ``notes`` (the flag
+    footnote) as small lines under the tabular."""
+    frame = _frame([_latex_header(h) for h in header], [[_latex_cell(c) for c in r] for r in rows])
+    spec = "".join("r" if n else "l" for n in _numeric_columns(header, rows))
+    styler = (frame.style.hide(axis="index").format(escape="latex-math")
+              .format_index(escape="latex-math", axis=1)
+              .set_table_styles([{"selector": "small", "props": ":;"}], overwrite=False))
+    text = styler.to_latex(caption=latex_escape(caption), label=label, position="t",
+                           position_float="centering", hrules=True, column_format=spec)
+    if notes:
+        below = "\n".join([r"\par\smallskip\footnotesize"] + [_latex_note(n) + r"\\" for n in notes])
+        text = text.replace("\\end{tabular}\n", "\\end{tabular}\n" + below + "\n", 1)
+    return "% requires \\usepackage{booktabs}\n" + text
 
 
 def _latex_note(text: str) -> str:
@@ -384,12 +407,15 @@ def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | N
         out = aggregate(df, group_by, columns)
         keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
         positions = {idx: pos for pos, idx in enumerate(df.index)}
-        out["warnings"] = ["; ".join(dict.fromkeys(w for i in sub.index for w in per_run[positions[i]].split("; ") if w))
-                           for _, sub in df.groupby(keys, dropna=False, sort=True)]
+        flagged = ["; ".join(dict.fromkeys(w for i in sub.index for w in per_run[positions[i]].split("; ") if w))
+                   for _, sub in df.groupby(keys, dropna=False, sort=True)]
+        # before the score columns: what describes the row, then its numbers
+        out.insert(out.columns.get_loc("n"), "warnings", flagged)
     else:
         from disentangle.results import run_columns
-        out = df[[c for c in run_columns() if c in df.columns] + columns].copy()
-        out["warnings"] = per_run
+        described = [c for c in run_columns() if c in df.columns]
+        out = df[described + columns].copy()
+        out.insert(len(described), "warnings", per_run)
     return out.to_csv(index=False)
 
 
