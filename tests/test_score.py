@@ -171,3 +171,20 @@ def test_a_pruned_factor_vae_is_flagged_in_the_console_and_the_reports(tiny_grou
             assert df["warnings"].iloc[0].startswith("factor_vae: every code dimension was pruned")
     grouped = CliRunner().invoke(main, ["report", str(runs), "--group-by", "objective"])
     assert re.search(r"\| +0† +\|", grouped.stdout) and "† factor_vae (pruned)" in grouped.stdout
+
+
+def test_registry_warning_conditions():
+    from disentangle.evaluation.metrics import METRICS
+    assert METRICS["factor_vae"].warnings({"eval_accuracy": 0.0, "all_dims_pruned": 1.0})
+    assert not METRICS["factor_vae"].warnings({"eval_accuracy": 0.0, "all_dims_pruned": 0.0})
+    for name in ("mig", "sap", "dci"):
+        assert METRICS[name].warnings({"num_factors_dropped": 2.0})[0].startswith("2 factor(s) dropped")
+        assert not METRICS[name].warnings({"num_factors_dropped": 0.0})
+        assert not METRICS[name].warnings({"num_factors_dropped": float("nan")})   # a table's missing value
+    info = {"i_q_nats": 5.0, "i_q_se_nats": 0.1, "rate_nats": 4.0, "entropy_x_nats": 7.0,
+            "i_gen_lower_nats": 1.0, "distortion_se_nats": 0.1, "is_bound": True}
+    assert "exceeds R" in METRICS["info"].warnings(info)[0]
+    assert not METRICS["info"].warnings({**info, "rate_nats": 5.05})       # within one standard error
+    assert "exceeds R" in METRICS["info_posterior"].warnings(
+        {k: info[k] for k in ("i_q_nats", "i_q_se_nats", "rate_nats")})[0]
+    assert METRICS["info"].warnings({"rate_nats": 1.0}) == []              # keys missing: nothing to say
