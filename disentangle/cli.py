@@ -427,6 +427,38 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
                 click.echo(spec.summary(entry["values"]))
 
 
+# --------------------------------------------------------------------------- score
+@main.command("score")
+@click.argument("codes", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Directory to write (config.json, scores.json); report and plot read it like a run.")
+@click.option("--metric", "metrics", multiple=True, default=("all",), show_default=True,
+              help="A metric that needs only codes (info_posterior also needs logvar) or all; repeatable.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file whose images the rows are, in index order (default: the dataset rule).")
+@click.option("--label", default=None, help="The method's name: the report's objective column (default: CODES's stem).")
+@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A configuration column of the row, e.g. beta=4 or seed=2; repeatable.")
+@click.option("--factors", type=click.Path(dir_okay=False), default=None,
+              help="A .npy of each row's factor classes, checked against the dataset's latents_classes.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of each metric's numpy Generator.")
+@click.option("--param", "param_texts", multiple=True, metavar="METRIC.KEY=VALUE",
+              help="Override a protocol parameter, e.g. mig.num_train=1000; repeatable.")
+def score_cmd(codes, out, metrics, data, label, settings, factors, seed, param_texts):
+    """Score CODES (.npy, .npz with codes|mean [+ logvar], .h5): one row per dataset image
+    in index order, from any model (docs/score.md)."""
+    from disentangle.evaluation.evaluate import echo_stderr, parse_param, score_table
+    from disentangle.evaluation.score import score_codes
+    params: dict = {}
+    for text in param_texts:
+        metric, key, value = parse_param(text)
+        params.setdefault(metric, {})[key] = value
+    entries = score_codes(codes, out, metrics=metrics, data=data, label=label, settings=settings,
+                          seed=seed, params=params, factors=factors, echo=echo_stderr)
+    click.echo(score_table({out: entries}))
+
+
 # --------------------------------------------------------------------------- evaluate-study
 @main.command("evaluate-study")
 @click.argument("results", type=click.Path(file_okay=False))

@@ -30,6 +30,58 @@ class ReportWarning(UserWarning):
     """A table that may mislead: e.g. a group averaging runs of different settings."""
 
 
+# --------------------------------------------------------------------------- warning flags
+# The mark on a score its metric's registry entry warns about (MetricSpec.warnings); the
+# footnote under the table says why. LaTeX writes it as a math dagger.
+FLAG_MARK = "†"
+
+
+def score_flags(df) -> dict[int, dict[str, list[str]]]:
+    """{row position: {metric: warnings}} of a collect() table, from each registered
+    metric's ``warnings`` applied to that run's values (its "<metric>.<key>" columns)."""
+    from disentangle.evaluation.metrics import METRICS
+    by_metric: dict[str, list[str]] = {}
+    for col in df.columns:
+        if "." in col and col.split(".", 1)[0] in METRICS:
+            by_metric.setdefault(col.split(".", 1)[0], []).append(col)
+    flags: dict[int, dict[str, list[str]]] = {}
+    for pos, (_, row) in enumerate(df.iterrows()):
+        for metric, cols in by_metric.items():
+            values = {c.split(".", 1)[1]: row[c] for c in cols if not _is_missing(row[c])}
+            found = METRICS[metric].warnings(values) if values else []
+            if found:
+                flags.setdefault(pos, {})[metric] = list(found)
+    return flags
+
+
+def run_flags(df) -> dict[tuple[str, str], list[str]]:
+    """{(run, metric): warnings} of a collect() table (what :func:`flag_footnote` takes)."""
+    runs = list(df["run"]) if "run" in df.columns else [str(i) for i in range(len(df))]
+    return {(str(runs[pos]), metric): found for pos, metrics in score_flags(df).items()
+            for metric, found in metrics.items()}
+
+
+def flag_footnote(flags, mark: str = FLAG_MARK, most_runs: int = 4) -> list[str]:
+    """The footnote lines under a table with flagged scores: one per metric and warning,
+    naming the runs (``flags``: {(run, metric): [warning, ...]}); [] when nothing is flagged."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for (run, metric), found in flags.items():
+        for message in found:
+            grouped.setdefault((metric, message), []).append(run)
+    lines = []
+    for (metric, message), runs in grouped.items():
+        shown = ", ".join(runs[:most_runs]) + (f" and {len(runs) - most_runs} more" if len(runs) > most_runs else "")
+        lines.append(f"{mark} {metric} ({shown}): {message}")
+    return lines
+
+
+def _is_missing(value) -> bool:
+    try:
+        return value is None or (isinstance(value, float) and math.isnan(value))
+    except TypeError:
+        return False
+
+
 # --------------------------------------------------------------------------- columns
 def _per_dim_or_duplicate(column: str, columns: Sequence[str]) -> bool:
     # per-dimension KLs and the *_bits copies of *_nats values would swamp a table
@@ -198,10 +250,21 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
     """Header and rows of strings for a report, per run or aggregated over seeds.
 
     Aggregated cells read "mean ± std"; a group with fewer values than runs gets
-    "(k of n)" so a reader sees when a mean rests on fewer seeds."""
+    "(k of n)" so a reader sees when a mean rests on fewer seeds. A score its metric
+    warns about (:func:`score_flags`; in a group: of any of its runs) ends in
+    :data:`FLAG_MARK`; :func:`flag_footnote` of :func:`run_flags` says why."""
     columns = metric_columns(df, metrics)
+    flags = score_flags(df)
+
+    def mark(text: str, column: str, flagged: set) -> str:
+        return text + FLAG_MARK if text and column.split(".", 1)[0] in flagged else text
     if group_by:
         agg = aggregate(df, group_by, columns)
+        # a group's score is flagged when any of its runs' is (same grouping as aggregate)
+        keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
+        positions = {idx: pos for pos, idx in enumerate(df.index)}
+        group_flags = [set().union(*(flags.get(positions[i], {}).keys() for i in sub.index))
+                       for _, sub in df.groupby(keys, dropna=False, sort=True)]
         settings = list(dict.fromkeys([*group_by, "data_label"])) + ["n"]
         header = settings + columns
         rows = []
@@ -218,28 +281,36 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
                     text += pm + _fmt_number(std, decimals[c])
                 if count < r["n"]:
                     text += f" ({count} of {int(r['n'])})"
-                cells.append(text)
+                cells.append(mark(text, c, group_flags[len(rows)]))
             rows.append(cells)
         return header, rows
     settings = _display_setting_columns(df)
     header = settings + columns
     decimals = {c: decimals_for(df[c]) for c in columns}
-    rows = [[_fmt_setting(r[c]) for c in settings] + [_fmt_number(r[c], decimals[c]) for c in columns]
-            for _, r in df.iterrows()]
+    rows = [[_fmt_setting(r[c]) for c in settings]
+            + [mark(_fmt_number(r[c], decimals[c]), c, set(flags.get(pos, {}))) for c in columns]
+            for pos, (_, r) in enumerate(df.iterrows())]
     return header, rows
 
 
-def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    numeric = [all(_looks_numeric(r[i]) for r in rows if r[i]) and any(r[i] for r in rows)
-               for i in range(len(header))]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+def _numeric_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
+    # a column of numbers (and blanks) is right-aligned; one with any text left-aligned
+    return [any(_looks_numeric(r[i]) for r in rows if r[i]) and all(_looks_numeric(r[i]) for r in rows if r[i])
+            for i in range(len(header))]
 
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
-                                 for c, w, num in zip(cells, widths, numeric)) + " |"
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                          for w, num in zip(widths, numeric)) + "|"
-    return "\n".join([line(header), rule] + [line(r) for r in rows]) + "\n"
+
+def _frame(header: Sequence[str], rows: Sequence[Sequence[str]]):
+    import pandas as pd
+    return pd.DataFrame([list(r) for r in rows], columns=list(header), dtype=object)
+
+
+def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub pipe table through pandas' own writer (DataFrame.to_markdown, i.e.
+    tabulate). The cells are already formatted (mean ± std, "(k of n)", flag marks), so
+    tabulate's number parsing is off: it would drop the trailing zeros of a column's
+    precision."""
+    align = ["right" if n else "left" for n in _numeric_columns(header, rows)]
+    return _frame(header, rows).to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
 
 
 def _looks_numeric(text: str) -> bool:
@@ -252,23 +323,29 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
+    """LaTeX-escape text the Styler does not escape itself: the caption and the notes
+    under a table (Styler.to_latex inserts its caption verbatim)."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
 def _latex_cell(text: str) -> str:
-    # "0.41 ± 0.03 (2 of 3)" -> "$0.41 \pm 0.03$ (2 of 3)": the ± lives in math mode
+    # "0.41 ± 0.03 (2 of 3)" -> "$0.41 \pm 0.03^{2/3}$": the ± lives in math mode; a
+    # warning flag becomes a dagger after it. Other text is left for the Styler to escape.
+    if text.endswith(FLAG_MARK):
+        return _latex_cell(text[:-len(FLAG_MARK)]) + r"$^\dagger$"
     m = re.fullmatch(r"(-?[\d.]+)(?: ± (-?[\d.]+))?(?: \((\d+) of (\d+)\))?", text)
     if m and (m.group(2) or m.group(3)):
         cell = m.group(1) + (f" \\pm {m.group(2)}" if m.group(2) else "")
         # "(2 of 3)" becomes a compact superscript; the caption explains it
         cell += f"^{{{m.group(3)}/{m.group(4)}}}" if m.group(3) else ""
         return f"${cell}$"
-    return latex_escape(text)
+    return text
 
 
-def latex_name(column: str) -> str:
-    """A column's LaTeX header: the metric registry's for scores, the configuration
-    field's for settings, else the escaped column name."""
+def _latex_header(column: str) -> str:
+    # the registry's or the configuration's LaTeX header, else the column name; either
+    # goes through the Styler's "latex-math" escaping, so the LaTeX names must keep
+    # their markup inside $...$ (they do: r"$\beta$-VAE score", r"$d_z$", "DCI D")
     from disentangle.config import latex_names
     from disentangle.evaluation.metrics import METRICS
     if "." in column:
@@ -276,34 +353,69 @@ def latex_name(column: str) -> str:
         spec = METRICS.get(metric)
         if spec is not None and key in spec.latex:
             return spec.latex[key]
-    names = {**latex_names(), **_LATEX_OTHER}
-    return names.get(column, latex_escape(column))
+    return {**latex_names(), **_LATEX_OTHER}.get(column, column)
+
+
+def latex_name(column: str) -> str:
+    """A column's LaTeX header: the metric registry's for scores, the configuration
+    field's for settings, else the escaped column name."""
+    return _escape_latex_math(_latex_header(column))
+
+
+def _escape_latex_math(text: str) -> str:
+    # escape what lies outside $...$, as Styler's escape="latex-math" does
+    parts = re.split(r"(\$[^$]*\$)", text)
+    return "".join(p if p.startswith("$") and p.endswith("$") and len(p) > 1 else latex_escape(p) for p in parts)
 
 
 def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
-             label: str = "tab:disentangle") -> str:
-    numeric = [any(_looks_numeric(r[i]) for r in rows) and all(_looks_numeric(r[i]) for r in rows if r[i])
-               for i in range(len(header))]
-    spec = "".join("r" if n else "l" for n in numeric)
-    head = " & ".join(latex_name(h) for h in header)
-    body = [" & ".join(_latex_cell(c) for c in r) + r" \\" for r in rows]
-    lines = [r"% requires \usepackage{booktabs}",
-             r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head + r" \\", r"\midrule",
-             *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+             label: str = "tab:disentangle", notes: Sequence[str] = ()) -> str:
+    """A booktabs table through pandas' own writer (Styler.to_latex; jinja2): caption,
+    label, \\small, rules, LaTeX escaping of text cells and headers outside math mode;
+    mean ± std and "(k of n)" in math (:func:`_latex_cell`); ``notes`` (the flag
+    footnote) as small lines under the tabular."""
+    frame = _frame([_latex_header(h) for h in header], [[_latex_cell(c) for c in r] for r in rows])
+    spec = "".join("r" if n else "l" for n in _numeric_columns(header, rows))
+    styler = (frame.style.hide(axis="index").format(escape="latex-math")
+              .format_index(escape="latex-math", axis=1)
+              .set_table_styles([{"selector": "small", "props": ":;"}], overwrite=False))
+    text = styler.to_latex(caption=latex_escape(caption), label=label, position="t",
+                           position_float="centering", hrules=True, column_format=spec)
+    if notes:
+        below = "\n".join([r"\par\smallskip\footnotesize"] + [_latex_note(n) + r"\\" for n in notes])
+        text = text.replace("\\end{tabular}\n", "\\end{tabular}\n" + below + "\n", 1)
+    return "% requires \\usepackage{booktabs}\n" + text
+
+
+def _latex_note(text: str) -> str:
+    # a footnote line under the table: its leading flag mark as the cells' dagger
+    if text.startswith(FLAG_MARK):
+        return r"$^\dagger$" + latex_escape(text[len(FLAG_MARK):])
+    return latex_escape(text)
 
 
 def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> str:
     """Machine-readable: full precision; all score columns unless ``metrics`` narrows them;
     aggregated tables have C.mean, C.std, C.count per score column."""
     columns = metric_columns(df, metrics, headline_only=False)
+    shown = {c.split(".", 1)[0] for c in columns}
+    flags = score_flags(df)
+    # one "warnings" column: "metric: warning" of every flagged score shown, "; "-joined
+    per_run = ["; ".join(f"{m}: {w}" for m, found in flags.get(pos, {}).items() if m in shown for w in found)
+               for pos in range(len(df))]
     if group_by:
         out = aggregate(df, group_by, columns)
+        keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
+        positions = {idx: pos for pos, idx in enumerate(df.index)}
+        flagged = ["; ".join(dict.fromkeys(w for i in sub.index for w in per_run[positions[i]].split("; ") if w))
+                   for _, sub in df.groupby(keys, dropna=False, sort=True)]
+        # before the score columns: what describes the row, then its numbers
+        out.insert(out.columns.get_loc("n"), "warnings", flagged)
     else:
         from disentangle.results import run_columns
-        out = df[[c for c in run_columns() if c in df.columns] + columns]
+        described = [c for c in run_columns() if c in df.columns]
+        out = df[described + columns].copy()
+        out.insert(len(described), "warnings", per_run)
     return out.to_csv(index=False)
 
 
@@ -331,15 +443,17 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
     if fmt == "csv":
         return to_csv(df, group_by, metrics)
     header, rows = table_cells(df, group_by, metrics)
+    shown = {h.split(".", 1)[0] for h in header if "." in h}
+    notes = flag_footnote({k: v for k, v in run_flags(df).items() if k[1] in shown})
     if fmt == "markdown":
-        return to_markdown(header, rows)
+        return to_markdown(header, rows) + ("\n" + "\n".join(notes) + "\n" if notes else "")
     if "data_label" in header and df["data_label"].nunique(dropna=False) == 1:
         # one dataset: the caption names it; a column repeating it would only widen the table
         k = header.index("data_label")
         header = header[:k] + header[k + 1:]
         rows = [r[:k] + r[k + 1:] for r in rows]
     partial = any(re.search(r"\(\d+ of \d+\)", c) for r in rows for c in r)
-    return to_latex(header, rows, caption_for(df, group_by, header, partial))
+    return to_latex(header, rows, caption_for(df, group_by, header, partial), notes=notes)
 
 
 def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str | os.PathLike | None = None,

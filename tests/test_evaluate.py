@@ -234,3 +234,21 @@ def test_every_registered_metric_checks_its_parameters_up_front():
         with pytest.raises(UserError) as info:
             check_evaluation(["mig"], **kwargs)
         assert named in user_message(info.value)
+
+
+def test_evaluate_table_flags_a_pruned_factor_vae(run_dir, tiny_data_path):
+    """A 20-step model's codes are near-constant: the protocol's prune threshold 0.05
+    prunes every dimension, and the 0 it scores is marked, with a footnote saying why."""
+    small = {k: v for k, v in SMALL["factor_vae"].items() if k != "prune_threshold"}
+    args = ["evaluate", str(run_dir), "--metric", "factor_vae", "--metric", "mig", "--data", str(tiny_data_path),
+            *[a for k, v in {**small, }.items() for a in ("--param", f"factor_vae.{k}={v}")],
+            "--param", "mig.num_train=400"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert read_json(run_dir / "scores.json")["factor_vae"]["values"]["all_dims_pruned"] == 1.0
+    lines = result.stdout.splitlines()
+    header = lines[0].split()
+    row = lines[1].split()
+    assert row[header.index("factor_vae.eval_accuracy")] == "0.0000†"
+    assert not row[header.index("mig.discrete_mig")].endswith("†")
+    assert lines[2].startswith("† factor_vae (") and "every code dimension was pruned" in lines[2]

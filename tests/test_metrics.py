@@ -69,7 +69,7 @@ def run(name, codes, gt, seed=0, **params):
 # ------------------------------------------------------------------ registry
 def test_registry_names_defaults_and_errors():
     assert list(METRICS) == ["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity_explicitness",
-                             "unsupervised", "irs", "dci_es", "infomec", "info"]
+                             "unsupervised", "irs", "dci_es", "infomec", "info", "info_posterior"]
     assert METRICS["beta_vae"].defaults == {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000}
     assert METRICS["factor_vae"].defaults["prune_threshold"] == 0.05
     assert METRICS["factor_vae"].defaults["num_variance_estimate"] == 10_000

@@ -42,17 +42,25 @@ from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics import METRICS, display_order, get_metric
 from disentangle.rundir import DataCache, RunDir
 
-# what ``--metric all`` stands for: every registered metric, in display order
-ALL_METRICS = tuple(display_order())
+
+def _all_metrics(available: Iterable[str] | None = None) -> list[str]:
+    """What ``--metric all`` stands for: every registered metric (or every one of
+    ``available``) in display order, less those another selected one subsumes."""
+    names = display_order(available)
+    return [n for n in names if METRICS[n].subsumed_by not in names]
+
+
+ALL_METRICS = tuple(_all_metrics())
 
 
 # --------------------------------------------------------------------------- names and paths
-def metric_names(requested: Iterable[str]) -> list[str]:
-    """Expand ``all`` and check names, keeping order and dropping repeats."""
+def metric_names(requested: Iterable[str], available: Iterable[str] | None = None) -> list[str]:
+    """Expand ``all`` (to ``available``'s metrics when given) and check names, keeping
+    order and dropping repeats."""
     known = list(METRICS)
     out: list[str] = []
     for name in requested:
-        names = display_order() if name == "all" else [name]
+        names = _all_metrics(available) if name == "all" else [name]
         for n in names:
             if n not in known:
                 raise UserError(f"--metric {n!r}: unknown metric (known: {', '.join(known)}, all)")
@@ -168,7 +176,6 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     """
     from disentangle.devices import resolve_device, thread_limit
     from disentangle.evaluation.codes import ProtocolCodes, get_codes
-    from disentangle.results import package_version
 
     say = echo or (lambda msg: None)
     run = check_run(run_dir)
@@ -189,7 +196,6 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     # the model must be the one training recorded (a tampered model.pt is refused here)
     model_sha = run.check_model()
 
-    results: dict[str, dict] = {}
     with thread_limit(threads):
         # the table path needs no model at all when codes.h5 is fresh
         model = run.load_model(device)[0] if encode_codes or "model" in needs else None
@@ -208,21 +214,38 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
             "codes": lambda: protocol_codes if protocol_encode else codes.mean,
             "ground_truth": lambda: dataset.ground_truth, "codes_table": lambda: codes,
             "model": lambda: model, "dataset": lambda: dataset}
-        for name in names:
-            spec = specs[name]
-            rng = np.random.default_rng(seed)
-            t0 = time.perf_counter()
-            values = spec(*(inputs[k]() for k in spec.needs), rng, **plan.overrides[name])
-            mode = "protocol-encode" if protocol_encode and "codes" in spec.needs else "table"
-            seconds = time.perf_counter() - t0
-            entry = {"values": values, "params": plan.recorded[name], "seed": seed,
-                     "seconds": round(seconds, 4), "data": data_info, "codes": mode,
-                     "model_sha256": model_sha, "package": package_version(),
-                     "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-            run.merge_scores({name: entry})
-            results[name] = entry
-            shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in spec.headline_keys)
-            say(f"{run_dir}: {name}: {shown} ({seconds:.1f} s, {mode})")
+        results = run_metrics(
+            run, plan, inputs, say,
+            lambda spec: {"data": data_info,
+                          "codes": "protocol-encode" if protocol_encode and "codes" in spec.needs else "table",
+                          "model_sha256": model_sha})
+    return results
+
+
+def run_metrics(run: RunDir, plan: EvaluationPlan, inputs: Mapping[str, Callable[[], object]],
+                say: Callable[[str], None], provenance: Callable[[object], dict]) -> dict:
+    """Score ``plan``'s metrics on ``inputs`` (what a registry entry's ``needs`` names,
+    each built on first use) and merge each entry into the run's scores.json as soon as
+    it is computed. ``provenance(spec)`` gives the entry's source fields (data, codes,
+    model_sha256 or codes_sha256). Shared by evaluate and :mod:`.score`."""
+    from disentangle.results import package_version
+    results: dict[str, dict] = {}
+    for name in plan.names:
+        spec = get_metric(name)
+        rng = np.random.default_rng(plan.seed)
+        t0 = time.perf_counter()
+        values = spec(*(inputs[k]() for k in spec.needs), rng, **plan.overrides[name])
+        seconds = time.perf_counter() - t0
+        source = provenance(spec)
+        entry = {"values": values, "params": plan.recorded[name], "seed": plan.seed,
+                 "seconds": round(seconds, 4), "data": source.pop("data"), "codes": source.pop("codes"),
+                 **source, "package": package_version(),
+                 "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        run.merge_scores({name: entry})
+        results[name] = entry
+        shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in spec.headline_keys)
+        flagged = " [warning]" if spec.warnings(values) else ""
+        say(f"{run.path}: {name}: {shown}{flagged} ({seconds:.1f} s, {entry['codes']})")
     return results
 
 
@@ -251,21 +274,31 @@ def _fmt(value) -> str:
 
 
 def score_table(results: Mapping[Path, Mapping[str, dict]]) -> str:
-    """Plain-text table: one row per run, one column per headline score ("metric.key")."""
+    """Plain-text table: one row per run, one column per headline score ("metric.key").
+    A score its registry entry warns about is marked (:data:`disentangle.report.FLAG_MARK`)
+    and a footnote after the table says why, one line per run and metric."""
+    from disentangle.report import FLAG_MARK, flag_footnote
     columns: list[tuple[str, str]] = []
     for entries in results.values():
         for metric in entries:
             for key in headline_keys(metric):
                 if (metric, key) not in columns:
                     columns.append((metric, key))
+    flags = {(str(run), m): get_metric(m).warnings(entry.get("values", {}))
+             for run, entries in results.items() for m, entry in entries.items()}
+    flags = {k: v for k, v in flags.items() if v}
+
+    def cell(run, entries, m, k):
+        if m not in entries:
+            return ""
+        text = _fmt(entries[m].get("values", {}).get(k))
+        return text + FLAG_MARK if (str(run), m) in flags else text
     header = ["run"] + [f"{m}.{k}" for m, k in columns]
-    rows = [[str(run)] + [_fmt(entries.get(m, {}).get("values", {}).get(k)) if m in entries else ""
-                          for m, k in columns]
-            for run, entries in results.items()]
+    rows = [[str(run)] + [cell(run, entries, m, k) for m, k in columns] for run, entries in results.items()]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [header] + rows]
-    return "\n".join(lines)
+    return "\n".join(lines + flag_footnote(flags))
 
 
 def parse_param(text: str) -> tuple[str, str, object]:

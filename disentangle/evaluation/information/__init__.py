@@ -44,7 +44,9 @@ The package, one job per module:
 - :mod:`.posterior`: the aggregate-posterior kernel and its thread pool;
 - :mod:`.mutual_information`: the I_q estimator (with total correlation, dimension-wise KL);
 - :mod:`.distortion`: decoding for distortion and the per-image reconstruction NLL;
-- :mod:`.scores`: the metric's parameters and the assembly of its scores;
+- :mod:`.scores`: the metric's parameters and the assembly of its scores; the
+  posterior-only part (``info_posterior``: rate, I_q, total correlation) for a codes
+  table without a decoder;
 - :mod:`.summary`: the console text and the sandwich check;
 - :mod:`.units`: nats and bits.
 """
@@ -59,13 +61,16 @@ from disentangle.evaluation.information.gaussian import (gaussian_log_density, k
 from disentangle.evaluation.information.mutual_information import mutual_information
 from disentangle.evaluation.information.posterior import (COL_TILE, EXP_FLOOR, ROW_TILE, AggregatePosterior,
                                                           log_aggregate_reference)
-from disentangle.evaluation.information.scores import (ACTIVE_THRESHOLD_NATS, DEFAULT_PARAMS, check_params,
-                                                       information_scores)
+from disentangle.evaluation.information.scores import (ACTIVE_THRESHOLD_NATS, DEFAULT_PARAMS,
+                                                       POSTERIOR_DEFAULT_PARAMS, check_params,
+                                                       check_posterior_params, information_scores,
+                                                       posterior_scores)
 from disentangle.evaluation.information.summary import format_summary, sandwich_violations
 from disentangle.evaluation.information.units import LN2, LOG_2PI, bits
 
 __all__ = [
-    "ACTIVE_THRESHOLD_NATS", "CACHE_ENV_VAR", "COL_TILE", "DEFAULT_PARAMS", "ENTROPY_CACHE_FORMAT",
+    "ACTIVE_THRESHOLD_NATS", "CACHE_ENV_VAR", "POSTERIOR_DEFAULT_PARAMS", "check_posterior_params",
+    "posterior_scores", "COL_TILE", "DEFAULT_PARAMS", "ENTROPY_CACHE_FORMAT",
     "EXP_FLOOR", "LN2", "LOG_2PI", "ROW_TILE", "AggregatePosterior", "bits", "cache_dir", "check_params",
     "dataset_entropy", "distinct_image_counts", "distortion", "entropy_from_counts", "format_summary",
     "gaussian_log_density", "information_scores", "kl_to_standard_normal", "log_aggregate_reference",

@@ -133,3 +133,59 @@ def assemble_values(hx: dict, kl_dims: np.ndarray, mi: dict, dist: dict, thresho
     values["sandwich_violations"] = len(sandwich_violations(values))
     return values
 
+
+
+# --------------------------------------------------------------------------- posterior only
+POSTERIOR_PARAM_KEYS = ("iq_se_target", "iq_min_samples", "iq_max_samples", "active_threshold_nats")
+POSTERIOR_DEFAULT_PARAMS = {k: DEFAULT_PARAMS[k] for k in POSTERIOR_PARAM_KEYS}
+
+
+def check_posterior_params(p: dict) -> dict:
+    """The ``info_posterior`` parameters, checked as ``info`` checks them."""
+    check_params({**DEFAULT_PARAMS, **p})
+    return p
+
+
+def posterior_scores(codes, rng: np.random.Generator, **params) -> dict:
+    """The parts of ``info`` that need only the posteriors q(z|x) of every image (the
+    ``info_posterior`` metric, for a codes table made anywhere): rate, per-dimension KL,
+    active dimensions, I_q with its standard error, marginal KL, total correlation and
+    dimension-wise KL, under ``info``'s key names. No decoder and no images, so no
+    distortion, H(X) or lower bound.
+
+    The I_q stream is drawn exactly as ``info`` draws it (the first of ``rng.spawn(2)``),
+    so on the same table and seed the shared keys equal ``info``'s bit for bit."""
+    from disentangle.errors import UserError
+    device = params.pop("device", "cpu")
+    p = check_posterior_params({**POSTERIOR_DEFAULT_PARAMS, **params})
+    if getattr(codes, "logvar", None) is None:
+        raise UserError("info_posterior needs the posterior's log-variance (a codes table with logvar)")
+    mean = np.asarray(codes.mean, dtype=np.float32)
+    logvar = np.asarray(codes.logvar, dtype=np.float32)
+    if mean.shape != logvar.shape or mean.ndim != 2:
+        raise UserError(f"info_posterior: mean {mean.shape} and logvar {logvar.shape} differ in shape")
+    rng_iq, _rng_d = rng.spawn(2)
+    threshold = float(p["active_threshold_nats"])
+    t0 = time.perf_counter()
+    kl_dims = rate_per_dim(mean, logvar)
+    seconds_rate = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mi = mutual_information(mean, logvar, rng_iq, se_target=float(p["iq_se_target"]),
+                            min_samples=int(p["iq_min_samples"]), max_samples=int(p["iq_max_samples"]),
+                            device=device)
+    seconds_iq = time.perf_counter() - t0
+    rate = float(kl_dims.sum())
+    return {
+        "rate_nats": rate, "rate_bits": bits(rate),
+        "i_q_nats": mi["i_q_nats"], "i_q_bits": bits(mi["i_q_nats"]), "i_q_se_nats": mi["i_q_se_nats"],
+        "i_q_samples": mi["i_q_samples"],
+        "marginal_kl_nats": rate - mi["i_q_nats"], "marginal_kl_bits": bits(rate - mi["i_q_nats"]),
+        "total_correlation_nats": mi["total_correlation_nats"],
+        "total_correlation_bits": bits(mi["total_correlation_nats"]),
+        "total_correlation_se_nats": mi["total_correlation_se_nats"],
+        "dimension_wise_kl_nats": mi["dimension_wise_kl_nats"],
+        "dimension_wise_kl_se_nats": mi["dimension_wise_kl_se_nats"],
+        "active_dims": int((kl_dims > threshold).sum()), "active_threshold_nats": threshold,
+        **{f"kl_dim_{j}": float(k) for j, k in enumerate(kl_dims)},
+        "seconds_rate": float(seconds_rate), "seconds_i_q": float(seconds_iq),
+    }

@@ -7,7 +7,8 @@ from disentangle.evaluation.information.units import bits
 
 
 def sandwich_violations(v: dict) -> list[str]:
-    """Which side of H(X) - D <= I_q <= R an estimate breaks by more than its standard error."""
+    """Which side of H(X) - D <= I_q <= R an estimate breaks by more than its standard error.
+    Sides whose quantities ``v`` lacks (``info_posterior`` has no H(X) or D) are not checked."""
     out = []
     se_iq = float(v.get("i_q_se_nats") or 0.0)
     if v["i_q_nats"] > v["rate_nats"] + se_iq:
@@ -20,7 +21,7 @@ def sandwich_violations(v: dict) -> list[str]:
                        f"than the combined standard error ({se:.3f}): a bug or too few samples")
     # I_q <= H(X) always (Z is computed from X); flag only a clear excess (3 SE), since
     # an encoder that separates all images puts I_q right at H(X)
-    if v["i_q_nats"] > v["entropy_x_nats"] + 3 * se_iq:
+    if "entropy_x_nats" in v and v["i_q_nats"] > v["entropy_x_nats"] + 3 * se_iq:
         out.append(f"I_q = {v['i_q_nats']:.3f} exceeds H(X) = {v['entropy_x_nats']:.3f} by more than "
                    f"3 standard errors: a bug")
     return out

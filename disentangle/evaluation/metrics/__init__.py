@@ -20,6 +20,14 @@ so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables
 - ``kind``: "disentanglement" or "information"; :func:`display_order` lists the metrics
   by kind, then in registry order. ``summary``: optional console text of one run's values
   (``info`` prints its sandwich H(X) - D <= I_q <= R with its warnings).
+- ``warnings``: ``warnings(values) -> list[str]``, what makes a score of this metric
+  misleading as shown (a FactorVAE 0 because every dimension was pruned, factors dropped
+  by MIG/SAP/DCI, a broken information sandwich); the evaluate table, the reports and the
+  study report mark such scores (:func:`disentangle.report.score_flags`). ``values`` may
+  come from a results table, so a missing key is NaN or absent, never an error.
+- ``subsumed_by``: a metric whose values the named one already contains
+  (``info_posterior`` is part of ``info``); ``--metric all`` leaves it out when the
+  other one is selected.
 
 Callers record ``spec.record_params(overrides)`` next to the values: the protocol
 parameters actually used plus what the environment decides (e.g. the installed sklearn's
@@ -68,6 +76,9 @@ class MetricSpec:
     provenance: Callable[[dict], dict] = field(default=lambda params: {})
     # console text for a run's values beyond the table's headline cells (None: nothing)
     summary: Callable[[dict], str] | None = None
+    # why a score is misleading as shown, one line each (see the module docstring)
+    warnings: Callable[[Mapping[str, Any]], list[str]] = field(default=lambda values: [])
+    subsumed_by: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.needs if n not in INPUTS]
@@ -103,6 +114,38 @@ class MetricSpec:
     def __call__(self, *inputs_and_rng, **overrides) -> dict[str, float]:
         """``spec(*inputs, rng, **overrides)``: inputs as named in :attr:`needs`."""
         return self.fn(*inputs_and_rng, **self.params(overrides))
+
+
+def _positive(values: Mapping[str, Any], key: str) -> float:
+    """``values[key]`` as a float when it is a number above 0, else 0 (absent, NaN, None)."""
+    try:
+        x = float(values.get(key) or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if x > 0 else 0.0
+
+
+def _factors_dropped_warning(values: Mapping[str, Any]) -> list[str]:
+    # MIG/SAP/DCI (and the others that report it) skip factors with one value or no
+    # classifier fit; the score then averages over fewer factors than the dataset has
+    n = _positive(values, "num_factors_dropped")
+    return [f"{n:g} factor(s) dropped (constant in the sample or not fittable): "
+            f"the score averages over fewer factors"] if n else []
+
+
+def _factor_vae_warnings(values: Mapping[str, Any]) -> list[str]:
+    if _positive(values, "all_dims_pruned"):
+        return ["every code dimension was pruned (std below prune_threshold): the 0 means "
+                "no dimension was scored, not a measured 0 (rescale the codes or lower "
+                "factor_vae.prune_threshold)"]
+    return []
+
+
+def _sandwich_warnings(values: Mapping[str, Any]) -> list[str]:
+    try:
+        return information.sandwich_violations(dict(values))
+    except (KeyError, TypeError, ValueError):  # a results table without the estimate's keys
+        return []
 
 
 def _logistic_regression_provenance(params: dict) -> dict:
@@ -145,13 +188,14 @@ METRICS: dict[str, MetricSpec] = {
         latex={"eval_accuracy": "FactorVAE score"},
         description="FactorVAE score (Kim & Mnih 2018): majority vote of the least-variable "
                     "normalised dimension per fixed factor; chance 1/K",
-        provenance=lambda params: {"classifier": "majority vote"}),
+        provenance=lambda params: {"classifier": "majority vote"}, warnings=_factor_vae_warnings),
     "mig": MetricSpec(
         name="mig", fn=mig.mig_score, defaults=dict(mig.DEFAULTS), check=mig.check_params,
         headline_keys=("discrete_mig",), labels={"discrete_mig": "MIG"}, latex={"discrete_mig": "MIG"},
         description="Mutual Information Gap (Chen et al. 2018) as disentanglement_lib computes "
                     "it: 20-bin histogram of the codes, plug-in MI, normalised by H(factor)",
-        provenance=lambda params: {"discretizer": "histogram", "mi_estimator": "plug-in (nats)"}),
+        provenance=lambda params: {"discretizer": "histogram", "mi_estimator": "plug-in (nats)"},
+        warnings=_factors_dropped_warning),
     "dci": MetricSpec(
         name="dci", fn=dci.dci_score, defaults=dict(dci.DEFAULTS), check=dci.check_params,
         headline_keys=("disentanglement", "completeness", "informativeness_test"),
@@ -160,7 +204,7 @@ METRICS: dict[str, MetricSpec] = {
         latex={"disentanglement": "DCI D", "completeness": "DCI C", "informativeness_test": "DCI I"},
         description="DCI (Eastwood & Williams 2018): gradient-boosted-tree importances -> "
                     "disentanglement, completeness; informativeness = accuracy",
-        provenance=_dci_provenance),
+        provenance=_dci_provenance, warnings=_factors_dropped_warning),
     "sap": MetricSpec(
         name="sap", fn=sap.sap_score, defaults=dict(sap.DEFAULTS), check=sap.check_params,
         headline_keys=("sap_score",), labels={"sap_score": "SAP score"}, latex={"sap_score": "SAP"},
@@ -169,7 +213,8 @@ METRICS: dict[str, MetricSpec] = {
         provenance=lambda params: {
             "classifier": ("squared correlation" if params["continuous_factors"] else
                            "sklearn.svm.LinearSVC(C=0.01, class_weight='balanced')"),
-            "sklearn_version": sklearn_version()}),
+            "sklearn_version": sklearn_version()},
+        warnings=_factors_dropped_warning),
     # the rest of what papers report (issue 13); udr is study-level (`disentangle
     # evaluate-study`), so it is no entry here
     "modularity_explicitness": MetricSpec(
@@ -222,7 +267,21 @@ METRICS: dict[str, MetricSpec] = {
         latex={"rate_nats": r"$R$", "distortion_nats": r"$D$", "entropy_x_nats": r"$H(X)$",
                "i_gen_lower_nats": r"$H(X) - D$", "i_q_nats": r"$I_q(X;Z)$"},
         description="rate, distortion, exact H(X), the bounds on I(X;Z), I_q, total "
-                    "correlation and per-dimension KL (nats, with *_bits)"),
+                    "correlation and per-dimension KL (nats, with *_bits)",
+        warnings=_sandwich_warnings),
+    # the part of info that needs only every image's posterior (mean and logvar): what a
+    # codes table made anywhere can give (`disentangle score`, docs/score.md)
+    "info_posterior": MetricSpec(
+        name="info_posterior", fn=information.posterior_scores,
+        defaults=dict(information.POSTERIOR_DEFAULT_PARAMS), check=information.check_posterior_params,
+        needs=("codes_table",), kind="information", subsumed_by="info",
+        headline_keys=("rate_nats", "i_q_nats", "total_correlation_nats"),
+        labels={"rate_nats": "rate R (nats)", "i_q_nats": "I_q(X;Z) (nats)",
+                "total_correlation_nats": "total correlation (nats)", "active_dims": "active dimensions"},
+        latex={"rate_nats": r"$R$", "i_q_nats": r"$I_q(X;Z)$", "total_correlation_nats": r"$\mathrm{TC}$"},
+        description="info's posterior-only part: rate, I_q with its standard error, total "
+                    "correlation, dimension-wise and per-dimension KL (no decoder: no D, H(X))",
+        warnings=_sandwich_warnings),
 }
 
 

@@ -1,0 +1,232 @@
+"""Score a representation made anywhere: a codes file in, a run directory out.
+
+``disentangle score CODES --out DIR`` (docs/score.md): CODES holds one row per dataset
+image, in the dataset's index order (a .npy array; a .npz with ``codes`` or ``mean`` and
+optionally ``logvar``; an .h5 with ``mean`` or ``codes`` and optionally ``logvar``, as a
+run's codes.h5). Every registered metric whose ``needs`` a codes table can meet runs on
+it: those that need ``("codes", "ground_truth")``, and ``info_posterior`` (rate, I_q,
+total correlation) when the file has ``logvar``. ``info`` needs the decoder and the
+images, and is refused.
+
+DIR becomes a run directory like a trained one, minus the model (:class:`RunDir` owns
+it): config.json holds a configuration record built from ``--label`` (the ``objective``
+column: the method's name) and ``--setting key=value`` (any other identity field of
+:class:`disentangle.config.TrainConfig`, e.g. beta=4, seed=2), the dataset's provenance
+and the codes file's; scores.json gets exactly the entries ``evaluate`` writes (one
+:func:`disentangle.evaluation.evaluate.run_metrics`), with ``"codes": "file"`` and the
+codes file's ``codes_sha256`` in place of ``model_sha256``. So ``report``, the plots and
+the study tools read it like any run.
+
+Everything is checked before any metric runs (the file's layout, shape, row count and
+finite values, the factors file's order, the settings, every metric's parameters).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import types
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from disentangle.errors import UserError
+from disentangle.evaluation.metrics import METRICS, get_metric
+from disentangle.rundir import DataCache, RunDir
+
+CODES_KEYS = ("codes", "mean")      # the array of codes in an .npz / .h5, first found wins
+LOGVAR_KEY = "logvar"
+# what a codes file can give a metric (a registry entry's ``needs``)
+CODES_FILE_INPUTS = {"codes", "ground_truth", "codes_table"}
+
+
+def _load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(codes, logvar or None) of a codes file; UserError naming it otherwise."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise UserError(f"{path}: no such codes file")
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                key = next((k for k in CODES_KEYS if k in z.files), None)
+                if key is None:
+                    raise UserError(f"{path}: no array named {' or '.join(CODES_KEYS)} "
+                                    f"(it holds: {', '.join(z.files) or 'nothing'})")
+                return z[key], (z[LOGVAR_KEY] if LOGVAR_KEY in z.files else None)
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+            with h5py.File(path, "r") as f:
+                key = next((k for k in CODES_KEYS if k in f), None)
+                if key is None:
+                    raise UserError(f"{path}: no dataset named {' or '.join(CODES_KEYS)} "
+                                    f"(it holds: {', '.join(f.keys()) or 'nothing'})")
+                return f[key][...], (f[LOGVAR_KEY][...] if LOGVAR_KEY in f else None)
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable codes file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    raise UserError(f"{path}: unknown codes file type {suffix or '(none)'} (use .npy, .npz or .h5)")
+
+
+def _check_array(path: Path, name: str, array: np.ndarray, num_images: int, data_path) -> np.ndarray:
+    if array.dtype.kind not in "fiu":
+        raise UserError(f"{path}: {name} has dtype {array.dtype}, expected numbers")
+    if array.ndim != 2:
+        raise UserError(f"{path}: {name} has shape {array.shape}, expected a 2-D array "
+                        f"(one row per image, one column per code dimension)")
+    if array.shape[0] != num_images:
+        raise UserError(f"{path}: {name} has {array.shape[0]:,} rows, the dataset {data_path} has "
+                        f"{num_images:,} images (one row per image, in index order)")
+    if array.shape[1] < 1:
+        raise UserError(f"{path}: {name} has no columns")
+    bad = ~np.isfinite(array).all(axis=1) if array.dtype.kind == "f" else np.zeros(len(array), bool)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise UserError(f"{path}: {name} has NaN or infinite values in {len(rows):,} row(s), "
+                        f"first row {int(rows[0])}")
+    return np.asarray(array, dtype=np.float32)
+
+
+def read_codes_file(path: str | os.PathLike, num_images: int, data_path="the dataset"):
+    """The codes file's (mean (N, D) float32, logvar (N, D) float32 or None), checked
+    against the dataset's image count; UserError naming the file at the first problem."""
+    path = Path(path)
+    mean, logvar = _load_arrays(path)
+    mean = _check_array(path, "codes", mean, num_images, data_path)
+    if logvar is not None:
+        logvar = _check_array(path, LOGVAR_KEY, logvar, num_images, data_path)
+        if logvar.shape != mean.shape:
+            raise UserError(f"{path}: logvar has shape {logvar.shape}, the codes {mean.shape}")
+    return mean, logvar
+
+
+def check_factors(path: str | os.PathLike, ground_truth) -> None:
+    """A user's factors array (the classes of each row of their codes) must be the
+    dataset's latents_classes in index order: (N, 6) with the official color column, or
+    (N, 5) without. UserError naming the file and the first row that differs."""
+    path = Path(path)
+    try:
+        factors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable factors file ({exc})") from None
+    if isinstance(factors, np.lib.npyio.NpzFile):
+        raise UserError(f"{path}: expected a .npy array of factor classes, got an .npz archive")
+    classes = ground_truth.all_classes()
+    official = np.stack([ground_truth.official_classes[k][classes[:, k]]
+                         for k in range(ground_truth.num_factors)], axis=1)
+    k = ground_truth.num_factors
+    if factors.ndim != 2 or factors.shape[0] != ground_truth.num_images or factors.shape[1] not in (k, k + 1):
+        raise UserError(f"{path}: factors have shape {factors.shape}, expected ({ground_truth.num_images}, {k}) "
+                        f"or ({ground_truth.num_images}, {k + 1}) with the color column (latents_classes)")
+    if factors.shape[1] == k + 1:
+        factors = factors[:, 1:]
+    if not np.issubdtype(factors.dtype, np.number):
+        raise UserError(f"{path}: factors have dtype {factors.dtype}, expected integer classes")
+    differs = np.flatnonzero((factors != official).any(axis=1))
+    if len(differs):
+        raise UserError(f"{path}: rows are not in the dataset's index order ({len(differs):,} of "
+                        f"{len(factors):,} rows differ from its latents_classes, first row "
+                        f"{int(differs[0])}); reorder the codes by image index")
+
+
+def parse_settings(texts: Iterable[str], label: str | None) -> dict:
+    """``--label`` and ``--setting key=value`` -> the configuration record's fields, typed
+    as :class:`TrainConfig` types them; UserError naming a bad one."""
+    from disentangle.config import column_dtype, identity_keys
+    known = [k for k in identity_keys() if k != "objective"]
+    out: dict = {}
+    for text in texts:
+        key, sep, raw = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"--setting {text!r}: expected KEY=VALUE, e.g. beta=4")
+        if key == "objective":
+            raise UserError(f"--setting {text!r}: the method is --label")
+        if key not in known:
+            raise UserError(f"--setting {text!r}: unknown setting (known: {', '.join(known)})")
+        dtype = column_dtype(key)
+        try:
+            out[key] = float(raw) if dtype == "float" else int(raw) if dtype == "Int64" else raw
+        except ValueError:
+            raise UserError(f"--setting {text!r}: expected a {'number' if dtype == 'float' else 'integer'}") from None
+    if label is not None and not str(label).strip():
+        raise UserError("--label: must not be empty")
+    return out
+
+
+def scorable_metrics(has_logvar: bool) -> list[str]:
+    """The registered metrics a codes file can feed (``info_posterior`` only with logvar)."""
+    have = CODES_FILE_INPUTS if has_logvar else CODES_FILE_INPUTS - {"codes_table"}
+    return [m for m, spec in METRICS.items() if set(spec.needs) <= have]
+
+
+def _refusal(name: str, has_logvar: bool) -> str:
+    spec = get_metric(name)
+    if name == "info" or "model" in spec.needs or "dataset" in spec.needs:
+        hint = (" use --metric info_posterior for its posterior-only part (rate, I_q, total correlation)"
+                if has_logvar else " info_posterior (rate, I_q, total correlation) needs a logvar array in CODES")
+        return f"--metric {name}: needs the model's decoder and the images, which a codes file lacks;{hint}"
+    return f"--metric {name}: needs each image's log-variance: add a 'logvar' array to CODES"
+
+
+def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: Iterable[str] = ("all",),
+                data=None, label: str | None = None, settings: Iterable[str] = (), seed: int = 0,
+                params: Mapping[str, Mapping] | None = None, factors: str | os.PathLike | None = None,
+                echo: Callable[[str], None] | None = None) -> dict:
+    """Score a codes file and write ``out`` as a run directory (module docstring);
+    returns ``{metric: entry}`` as scores.json holds them."""
+    from disentangle.evaluation.evaluate import check_evaluation, run_metrics
+    from disentangle.results import environment_info, file_sha256
+
+    say = echo or (lambda msg: None)
+    codes_path = Path(codes_path)
+    run = RunDir(out)
+    fields = parse_settings(settings, label)
+    if run.model_path.exists():
+        raise UserError(f"{run.path}: holds a trained model; score it with `disentangle evaluate`")
+    if codes_path.resolve().parent == run.path.resolve() and codes_path.name in ("scores.json", "config.json"):
+        raise UserError(f"{codes_path}: not a codes file")
+    dataset = DataCache().load(data)
+    mean, logvar = read_codes_file(codes_path, dataset.num_images, dataset.path)
+    if factors is not None:
+        check_factors(factors, dataset.ground_truth)
+    has_logvar = logvar is not None
+    allowed = scorable_metrics(has_logvar)
+    requested = list(metrics)
+    for name in requested:
+        if name != "all" and name in METRICS and name not in allowed:
+            raise UserError(_refusal(name, has_logvar))
+    from disentangle.evaluation.evaluate import metric_names
+    names = metric_names(requested, available=allowed)
+    plan = check_evaluation(names, seed, params)
+    skipped = [m for m in METRICS if m not in allowed and "all" in requested]
+    if skipped:
+        say(f"{codes_path}: not scored from a codes file: {', '.join(skipped)} "
+            f"({'they need the model' if has_logvar else 'no logvar array; info needs the model'})")
+
+    sha = file_sha256(codes_path)
+    record = {"kind": "codes", "path": str(codes_path.resolve()), "sha256": sha,
+              "shape": list(mean.shape), "has_logvar": has_logvar}
+    config = {"objective": str(label) if label is not None else codes_path.stem,
+              "latent_dim": int(mean.shape[1]), **fields}
+    if run.has_config():
+        previous = run.saved().get("codes") or {}
+        if previous.get("sha256") != sha or run.config() != config:
+            raise UserError(f"{run.config_path}: this directory holds scores of another codes file or "
+                            f"label/settings; choose another --out")
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config({"config": config, "data": dataset.provenance, "package": environment_info(),
+                          "codes": record,
+                          "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    run.write_status("finished", reason=f"scored from the codes file {codes_path}", codes_sha256=sha)
+    table = types.SimpleNamespace(mean=mean, logvar=logvar, shape=mean.shape)
+    inputs = {"codes": lambda: mean, "ground_truth": lambda: dataset.ground_truth,
+              "codes_table": lambda: table}
+    # config.json's data is the dataset the rows describe; what the user's model trained
+    # on is unknown
+    data_info = {**run.data_record(dataset), "matches_training_data": None}
+    return run_metrics(run, plan, inputs, say,
+                       lambda spec: {"data": data_info, "codes": "file", "codes_sha256": sha})
