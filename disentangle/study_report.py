@@ -104,6 +104,10 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
                                            for k, vals in grid.items()) + ".  ")
     if fixed:
         lines.append("Fixed: " + ", ".join(f"{k} = {format_value(v)}" for k, v in fixed.items()) + ".  ")
+    for number, block in enumerate(record.get("blocks") or [], 1):
+        lines.append(f"Block {number}: " + "; ".join(
+            f"{k} ∈ {{{', '.join(format_value(v) for v in value)}}}" if isinstance(value, list)
+            else f"{k} = {format_value(value)}" for k, value in block.items()) + ".  ")
     if "data_label" in df.columns and df["data_label"].notna().any():
         lines.append(f"Data: {'; '.join(sorted(df['data_label'].dropna().unique()))}.  ")
     lines.append(f"Metrics: {', '.join(record.get('metrics') or ['all'])} (evaluation seed "

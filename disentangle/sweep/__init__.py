@@ -94,11 +94,10 @@ __all__ = [
     "squeue_states",
     "study_status",
     "swept_axes",
-    "write_study_report",
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str):   # write_study_report, for callers of the old module
     # the report layer, on demand: importing the sweep must not import plots or report
     if name == "write_study_report":
         from disentangle.study_report import write_study_report

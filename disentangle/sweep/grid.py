@@ -24,6 +24,10 @@ MAX_RUNS = 100_000
 class Study:
     """A grid of runs: ``grid`` maps settings to lists of values (one run per combination),
     ``fixed`` holds the settings every run shares (TrainConfig fields, "preset" included).
+    ``blocks`` (optional) chains method-specific grids instead of crossing them: each
+    block maps settings to a list (an axis of that block) or a single value (a setting of
+    that block); the runs are the union over blocks of ``grid`` × the block's own grid,
+    each block with ``fixed`` and its own settings. Without blocks, the runs are ``grid``.
     ``metrics``, ``eval_seed`` and ``eval_params`` (per-metric protocol parameters, as
     ``evaluate --param``) say how each run is evaluated."""
 
@@ -34,23 +38,29 @@ class Study:
     eval_params: dict[str, dict] = dataclasses.field(default_factory=dict)
     name: str | None = None
     source: str = "command line"   # where the study came from, for error messages
+    blocks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def with_overrides(self, grid: dict[str, list] | None = None, fixed: dict[str, Any] | None = None,
                        metrics: Sequence[str] | None = None, eval_seed: int | None = None) -> "Study":
         """A copy with the given axes/settings replaced (command-line options over a spec
-        file); None values are ignored. A setting moves between grid and fixed as given."""
+        file); None values are ignored. A setting moves between grid and fixed as given.
+        A setting some blocks hold is replaced in those blocks (and only there)."""
         new_grid = dict(self.grid)
         new_fixed = dict(self.fixed)
-        for key, values in (grid or {}).items():
-            if values is not None:
-                new_grid[key] = list(values)
-                new_fixed.pop(key, None)
-        for key, value in (fixed or {}).items():
-            if value is not None:
-                new_fixed[key] = value
-                new_grid.pop(key, None)
+        new_blocks = [dict(block) for block in self.blocks]
+        for key, value, is_axis in ([(k, v, True) for k, v in (grid or {}).items()]
+                                    + [(k, v, False) for k, v in (fixed or {}).items()]):
+            if value is None:
+                continue
+            value = list(value) if is_axis else value
+            holders = [block for block in new_blocks if key in block]
+            for block in holders:
+                block[key] = value
+            if not holders:
+                (new_grid if is_axis else new_fixed)[key] = value
+                (new_fixed if is_axis else new_grid).pop(key, None)
         return dataclasses.replace(
-            self, grid=new_grid, fixed=new_fixed,
+            self, grid=new_grid, fixed=new_fixed, blocks=new_blocks,
             metrics=tuple(metrics) if metrics else self.metrics,
             eval_seed=self.eval_seed if eval_seed is None else check_eval_seed(eval_seed))
 
@@ -105,6 +115,12 @@ def load_spec(path: str | os.PathLike) -> Study:
         [grid]                            # one run per combination
         beta = [1, 2, 4, 8, 16]
         seed = [0, 1, 2, 3, 4]
+        [[blocks]]                        # optional, repeatable: chained, not crossed
+        objective = "beta-vae"            #   a value: a setting of this block
+        beta = [1, 2, 4]                  #   a list: an axis of this block (× [grid])
+        [[blocks]]
+        objective = "annealed-vae"
+        capacity_max = [5, 25]
         [evaluate]                        # optional
         metrics = ["all"]
         seed = 0
@@ -126,10 +142,18 @@ def load_spec(path: str | os.PathLike) -> Study:
                              value=path) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ParameterError("spec", f"not a readable TOML file ({exc})", value=path) from None
-    unknown = sorted(set(spec) - {"name", "description", "fixed", "grid", "evaluate"})
+    unknown = sorted(set(spec) - {"name", "description", "fixed", "grid", "blocks", "evaluate"})
     if unknown:
         raise UserError(f"{path}: unknown top-level key(s) {', '.join(unknown)} "
-                        f"(expected name, description, [fixed], [grid], [evaluate])")
+                        f"(expected name, description, [fixed], [grid], [[blocks]], [evaluate])")
+    blocks = spec.get("blocks", [])
+    if not (isinstance(blocks, list) and all(isinstance(b, dict) for b in blocks)):
+        raise UserError(f"{path}: blocks must be an array of tables, one [[blocks]] per block")
+    for number, block in enumerate(blocks, 1):
+        for key, value in block.items():
+            if isinstance(value, dict):
+                raise UserError(f"{path}: block {number}: {key}: expected a value or a list of values, "
+                                f"got a table")
     for table in ("fixed", "grid", "evaluate"):
         if not isinstance(spec.get(table, {}), dict):
             raise UserError(f"{path}: [{table}] must be a table")
@@ -151,7 +175,8 @@ def load_spec(path: str | os.PathLike) -> Study:
     name = spec.get("name")
     if name is not None and not isinstance(name, str):
         raise UserError(f"{path}: name must be a string, got {name!r}")
-    study = Study(grid=grid, fixed=dict(spec.get("fixed", {})), metrics=tuple(metrics),
+    study = Study(grid=grid, fixed=dict(spec.get("fixed", {})), blocks=[dict(b) for b in blocks],
+                  metrics=tuple(metrics),
                   eval_seed=seed, eval_params=eval_params, name=name, source=str(path))
     check_evaluation_options(study)
     return study
@@ -182,58 +207,118 @@ def check_evaluation_options(study: Study) -> None:
 
 def expand(study: Study, data: str | None = None, device: str | None = None,
            threads: int | None = None) -> list[RunSpec]:
-    """Every combination of the grid as a validated run configuration, named by its
-    settings. Order: seed outermost (a study that stops early has covered its other
-    axes for the first seeds), then the settings in the configuration's order, the
-    objective innermost (:func:`disentangle.config.grid_axis_order`)."""
-    from disentangle.config import EXECUTION_KEYS, TrainConfig, differing_keys, replicate_keys
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in list(study.grid) + list(study.fixed):
-        if key not in known:
-            raise UserError(f"{study.source}: unknown run setting {key!r} "
-                            f"(settings: {', '.join(sorted(known - {'data'}))})")
-    for key, values in study.grid.items():
-        if key in EXECUTION_KEYS:
-            raise UserError(f"{study.source}: {key!r} says how runs execute, not what they compute; "
-                            f"it cannot be a grid axis (set it once)")
-        if not values:
-            raise UserError(f"{study.source}: grid axis {key!r} has no values")
-        if len({_value_key(v) for v in values}) != len(values):
-            raise UserError(f"{study.source}: grid axis {key!r} repeats a value")
-    if not study.grid:
+    """Every combination of the grid (of each block's grid, block after block) as a
+    validated run configuration, named by its settings. Order: seed outermost, across
+    blocks too (a study that stops early has covered its other axes for the first
+    seeds), then the blocks in turn, within one the settings in the configuration's
+    order, the objective innermost (:func:`disentangle.config.grid_axis_order`). Run
+    names (:func:`disentangle.config.run_name`) show what each block varies; they must
+    be unique across blocks."""
+    from disentangle.config import TrainConfig, differing_keys, replicate_keys
+    parts = _parts(study)
+    if not study.blocks and not study.grid:
         raise UserError(f"{study.source}: the grid is empty: give at least one axis "
                         f"(e.g. --beta 1,4,16 --seeds 0-2, or [grid] in a --spec file)")
-    size = 1
-    for values in study.grid.values():
-        size *= len(values)
+    size = 0
+    for _, grid, _ in parts:
+        n = 1
+        for values in grid.values():
+            n *= len(values)
+        size += n
     if size > MAX_RUNS:
-        raise UserError(f"{study.source}: the grid has {size:,} points; a study has at most {MAX_RUNS:,} runs")
-    order = list(grid_axis_order()) + sorted(study.grid)
-    axes = [k for k in dict.fromkeys(order) if k in study.grid]
-    swept = [k for k in axes if len(study.grid[k]) > 1 and k not in replicate_keys()]
-    fixed = dict(study.fixed)
-    preset = fixed.pop("preset", None)
+        what = "the grid has" if not study.blocks else f"the {len(parts)} blocks have"
+        raise UserError(f"{study.source}: {what} {size:,} points; a study has at most {MAX_RUNS:,} runs")
+    points: list[tuple[tuple, int, dict, list[str]]] = []
+    for index, (label, grid, _) in enumerate(parts):
+        order = list(grid_axis_order()) + sorted(grid)
+        axes = [k for k in dict.fromkeys(order) if k in grid]
+        swept = [k for k in axes if len(grid[k]) > 1 and k not in replicate_keys()]
+        for combo in itertools.product(*(grid[k] for k in axes)):
+            point = dict(zip(axes, combo))
+            replicas = tuple(grid[k].index(point[k]) for k in replicate_keys() if k in grid)
+            points.append((replicas, index, point, swept))
+    points.sort(key=lambda p: p[0])   # stable: within a seed, blocks in turn
     runs: list[RunSpec] = []
-    seen: dict[str, dict] = {}
-    for combo in itertools.product(*(study.grid[k] for k in axes)):
-        point = dict(zip(axes, combo))
+    seen: dict[str, tuple[dict, str | None]] = {}
+    for _, index, point, swept in points:
+        label, _, fixed = parts[index]
+        where = f"{study.source}: {label}" if label else study.source
+        fixed = dict(fixed)
+        preset = fixed.pop("preset", None)
         try:
             cfg = TrainConfig.from_preset(preset, **{**fixed, **point, "data": data, "device": device,
                                                      "threads": threads})
             cfg.validate()
         except UserError as exc:
-            raise UserError(f"{study.source}: {exc}") from None
+            raise UserError(f"{where}: {exc}") from None
         except TypeError as exc:
-            raise UserError(f"{study.source}: bad run setting ({exc})") from None
+            raise UserError(f"{where}: bad run setting ({exc})") from None
         config = cfg.to_dict()
+        if label:
+            _check_block_hyperparameters(where, config["objective"], study.blocks[index])
         name = run_name(config, swept)
         if name in seen:
-            diff = differing_keys(seen[name], config)
-            raise UserError(f"{study.source}: two grid points get the run name {name!r} "
-                            f"(they differ in {', '.join(diff) or 'nothing'}); this is a naming bug")
-        seen[name] = config
+            other, other_label = seen[name]
+            diff = ", ".join(differing_keys(other, config)) or "nothing"
+            if other_label != label:
+                raise UserError(f"{study.source}: {other_label} and {label} both give the run name {name!r} "
+                                f"(they differ in {diff}); make a setting that tells them apart an axis "
+                                f"of its block, or merge the blocks")
+            raise UserError(f"{where}: two grid points get the run name {name!r} "
+                            f"(they differ in {diff}); this is a naming bug")
+        seen[name] = (config, label)
         runs.append(RunSpec(name, config))
     return runs
+
+
+def _parts(study: Study) -> list[tuple[str | None, dict[str, list], dict[str, Any]]]:
+    """(label, grid, fixed) of each block (label "block N"), or of the study itself when
+    it has no blocks; every key and axis checked, errors naming the block and the key."""
+    from disentangle.config import EXECUTION_KEYS, TrainConfig
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    def check(where: str, grid: dict, fixed: dict) -> None:
+        for key in list(grid) + list(fixed):
+            if key not in known:
+                raise UserError(f"{where}unknown run setting {key!r} "
+                                f"(settings: {', '.join(sorted(known - {'data'}))})")
+        for key, values in grid.items():
+            if key in EXECUTION_KEYS:
+                raise UserError(f"{where}{key!r} says how runs execute, not what they compute; "
+                                f"it cannot be a grid axis (set it once)")
+            if not values:
+                raise UserError(f"{where}grid axis {key!r} has no values")
+            if len({_value_key(v) for v in values}) != len(values):
+                raise UserError(f"{where}grid axis {key!r} repeats a value")
+
+    check(f"{study.source}: ", study.grid, study.fixed)
+    if not study.blocks:
+        return [(None, dict(study.grid), dict(study.fixed))]
+    parts = []
+    for number, block in enumerate(study.blocks, 1):
+        label = f"block {number}"
+        if not isinstance(block, dict) or not block:
+            raise UserError(f"{study.source}: {label}: a block must be a non-empty table of settings")
+        grid = {k: list(v) for k, v in block.items() if isinstance(v, (list, tuple))}
+        fixed = {k: v for k, v in block.items() if not isinstance(v, (list, tuple))}
+        check(f"{study.source}: {label}: ", grid, fixed)
+        for key in block:
+            if key in study.grid or key in study.fixed:
+                table = "[grid]" if key in study.grid else "[fixed]"
+                raise UserError(f"{study.source}: {label}: {key}: also set in {table}; set it in one place")
+        parts.append((label, {**study.grid, **grid}, {**study.fixed, **fixed}))
+    return parts
+
+
+def _check_block_hyperparameters(where: str, objective: str, block: dict[str, Any]) -> None:
+    """A block's hyper-parameter that its method does not read is a spec error (it would
+    silently do nothing)."""
+    from disentangle.config import HYPERPARAMETERS, METHOD_HYPERPARAMETERS, method_of
+    used = METHOD_HYPERPARAMETERS.get(method_of(objective), HYPERPARAMETERS)
+    for key in block:
+        if key in HYPERPARAMETERS and key not in used:
+            raise UserError(f"{where}: {key}: not a hyper-parameter of method {objective} "
+                            f"(it uses {', '.join(used)})")
 
 
 def _value_key(value: Any) -> str:
@@ -244,5 +329,8 @@ def _value_key(value: Any) -> str:
 
 
 def swept_axes(study: Study) -> list[str]:
+    """The settings the study varies (in any block), replicates excepted."""
     from disentangle.config import replicate_keys
-    return [k for k in grid_axis_order() if k not in replicate_keys() and len(study.grid.get(k, [])) > 1]
+    grids = [study.grid] + [{k: v for k, v in b.items() if isinstance(v, (list, tuple))} for b in study.blocks]
+    return [k for k in grid_axis_order()
+            if k not in replicate_keys() and any(len(g.get(k, [])) > 1 for g in grids)]

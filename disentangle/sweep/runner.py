@@ -69,6 +69,10 @@ def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor
         record.update({"name": study.name or record.get("name") or results_dir.name, "grid": study.grid,
                        "fixed": study.fixed, "metrics": list(study.metrics), "eval_seed": study.eval_seed,
                        "eval_params": study.eval_params, "swept": swept_axes(study), "updated": utc_now()})
+        if study.blocks:
+            record["blocks"] = study.blocks
+        else:
+            record.pop("blocks", None)
         for run in runs:
             record["runs"][run.name] = {"config": run.config, "metrics": list(study.metrics),
                                         "eval_seed": study.eval_seed}
