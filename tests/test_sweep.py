@@ -476,3 +476,22 @@ def test_the_run_bound_counts_every_block():
     assert 60_000 <= sw.MAX_RUNS < 120_000   # each block alone is within the bound, both are not
     with pytest.raises(UserError, match="the 2 blocks have 120,000 points; a study has at most 100,000 runs"):
         sw.expand(two)
+
+
+def test_study_json_and_the_report_record_the_blocks(tmp_path):
+    import pandas as pd
+
+    from disentangle.study_report import _report_markdown
+    from disentangle.sweep.runner import _record_study
+    study = sw.Study(grid={"seed": [0]}, fixed={"steps": 50},
+                     blocks=[{"objective": "beta-vae", "beta": [1, 4]}, {"objective": "factor-vae", "gamma": 10}])
+    _record_study(tmp_path, study, sw.expand(study), {"executor": "local"})
+    record = json.loads((tmp_path / sw.STUDY_FILE).read_text())
+    assert record["blocks"] == study.blocks and record["swept"] == ["beta"]
+    assert sorted(record["runs"]) == ["beta-vae_b1_s0", "beta-vae_b4_s0", "factor-vae_g10_s0"]
+    text = _report_markdown(tmp_path, pd.DataFrame(), record, [], [], [])
+    assert "Block 1: objective = beta-vae; beta ∈ {1, 4}.  " in text.splitlines()
+    assert "Block 2: objective = factor-vae; gamma = 10.  " in text.splitlines()
+    # a later sweep without blocks into the same directory drops them from the record
+    _record_study(tmp_path, sw.Study(grid={"beta": [2]}), [], {"executor": "local"})
+    assert "blocks" not in json.loads((tmp_path / sw.STUDY_FILE).read_text())
