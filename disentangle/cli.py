@@ -307,7 +307,7 @@ def plot_training(runs, out, dpi):
 @click.option("--results", type=click.Path(file_okay=False), default=None,
               help="Study directory: one run directory per grid point, report.md, figures/.")
 @click.option("--spec", type=click.Path(dir_okay=False), default=None,
-              help="Study spec (TOML: [grid], [fixed], [evaluate]); options below override it.")
+              help="Study spec (TOML: [grid], [fixed], [[blocks]], [evaluate]); options below override it.")
 @click.option("--objective", default=None, help="beta-h, beta-b, or both: beta-h,beta-b.")
 @click.option("--beta", default=None, help="β values, e.g. 1,2,4,8,16.")
 @click.option("--gamma", default=None, help="γ values (beta-b).")
@@ -348,7 +348,7 @@ def sweep_cmd(ctx, results, spec, objective, beta, gamma, capacity_max, latent_d
 
     \b
       disentangle sweep --beta 1,2,4,8,16 --seeds 0-4 --steps 20000 --results results/study
-      disentangle sweep --spec benchmarks/beta_study.toml --results results/study --jobs 2
+      disentangle sweep --spec benchmarks/studies/beta_study.toml --results results/study --jobs 2
       disentangle sweep status results/study
 
     Run again to resume: finished runs are skipped, interrupted ones resume from their

@@ -13,6 +13,7 @@ Files::
     scores.json      one entry per metric (merged under a lock)
     status.json      {"state": running | finished | failed, "reason", "step", "updated",
                       "runtime": {device, threads, pid, host}, "model_sha256"}
+    sweep.lock       held (fcntl.flock, :class:`RunLock`) by the process training or evaluating it
 
 Status policy (one, for every reader and writer):
 
@@ -36,7 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,6 +49,7 @@ from disentangle.results import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, MODEL
                                  STATUS_FILE, TRAIN_LOG_FILE, file_sha256, read_json, write_json_atomic)
 
 SCORES_LOCK_FILE = ".scores.lock"
+LOCK_FILE = "sweep.lock"   # the run lock (RunLock): held by whoever trains or evaluates the run
 # provenance keys copied from DSpritesData.provenance into each score entry
 DATA_RECORD_KEYS = ("source", "content_sha256", "renderer_version", "source_checksum", "path",
                     "num_images", "factor_sizes")
@@ -341,3 +346,89 @@ class RunDir:
 def load_model(run_dir: "RunDir | str | os.PathLike", device: str = "cpu"):
     """``RunDir(run_dir).load_model(device)``: (model in eval mode, its configuration)."""
     return RunDir.of(run_dir).require_dir().load_model(device)
+
+
+# --------------------------------------------------------------------------- the run lock
+class RunLock:
+    """An exclusive, non-blocking ``fcntl.flock`` on ``<run>/sweep.lock``.
+
+    The kernel drops the lock when its holder dies (even by SIGKILL), so a stale lock
+    never blocks a run. The file's content (pid, host, time of the holder) is only
+    informative; it is the one file not renamed into place, because the lock belongs to
+    the file's inode."""
+
+    # locks this process holds, by path: flock conflicts between two descriptors even in
+    # one process, and train() takes (reentrant) the lock its sweep worker already holds
+    _held: dict[str, int] = {}
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+        self._nested = False
+
+    def acquire(self, tries: int = 2, reentrant: bool = False) -> bool:
+        """Take the lock; False when another holder has it. ``reentrant``: succeed at once
+        when this process already holds it (train() inside a sweep worker)."""
+        key = os.path.realpath(self.path)
+        if reentrant and key in RunLock._held:
+            RunLock._held[key] += 1
+            self._nested = True
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        for attempt in range(tries):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # a second try: `sweep status` probes locks for an instant
+                if attempt + 1 == tries:
+                    os.close(fd)
+                    return False
+                time.sleep(0.2)
+        self.fd = fd
+        RunLock._held[key] = 1
+        with contextlib.suppress(OSError):  # informative only; a full disk must not stop the run
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
+        return True
+
+    def release(self) -> None:
+        if self._nested:
+            RunLock._held[os.path.realpath(self.path)] -= 1
+            self._nested = False
+            return
+        if self.fd is not None:
+            RunLock._held.pop(os.path.realpath(self.path), None)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_locked(run_dir: str | os.PathLike) -> bool:
+    """Whether some process holds the run's lock (probed with a shared lock, for an instant)."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

@@ -92,7 +92,7 @@ def test_spec_file_and_command_line_overrides(tmp_path):
     assert all(r.config["steps"] == 50 and r.config["latent_dim"] == 6 for r in sw.expand(study))
     # the shipped study specs expand
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    assert len(sw.expand(sw.load_spec(bench / "beta_study.toml"))) == 25
+    assert len(sw.expand(sw.load_spec(bench / "studies" / "beta_study.toml"))) == 25
     for text, message in (("[grid]\nbeta = [1\n", "not a readable TOML"), ("colour = 1\n", "unknown top-level"),
                           ("[evaluate]\nmetric = 'mig'\n", r"unknown key\(s\) in \[evaluate\]")):
         spec.write_text(text)
@@ -373,3 +373,125 @@ def test_bad_evaluation_options_stop_a_sweep_before_anything_trains(tmp_path, ti
         sw.run_sweep(dataclasses.replace(study, eval_params={"sap": {"num_test": 0}}), results,
                      data=str(tiny_data_path), threads_per_job=1, report=False, echo=lambda msg: None)
     assert not results.exists()
+
+
+# --------------------------------------------------------------------------- blocks (chained grids)
+BENCH_STUDIES = Path(__file__).resolve().parents[1] / "benchmarks" / "studies"
+# dlib's unsupervised_study_v1 (disentanglement_lib/config/unsupervised_study_v1/sweep.py),
+# written out here: method -> (its hyper-parameter, the six values)
+DLIB_STUDY = {"beta-vae": ("beta", [1, 2, 4, 6, 8, 16]),
+              "annealed-vae": ("capacity_max", [5, 10, 25, 50, 75, 100]),
+              "factor-vae": ("gamma", [10, 20, 30, 40, 50, 100]),
+              "dip-vae-i": ("lambda_od", [1, 2, 5, 10, 20, 50]),
+              "dip-vae-ii": ("lambda_od", [1, 2, 5, 10, 20, 50]),
+              "beta-tcvae": ("beta", [1, 2, 4, 6, 8, 10])}
+
+
+def test_unsupervised_study_v1_is_dlibs_36_configurations():
+    runs = sw.expand(sw.load_spec(BENCH_STUDIES / "unsupervised_study_v1.toml"))
+    assert len(runs) == 36 and len({r.name for r in runs}) == 36
+    by_method: dict[str, list] = {}
+    for run in runs:
+        cfg = run.config
+        key, _ = DLIB_STUDY[cfg["objective"]]
+        by_method.setdefault(cfg["objective"], []).append(cfg[key])
+        # preset dlib: dlib's network and training settings, one seed unless --seeds says more
+        assert (cfg["architecture"], cfg["steps"], cfg["batch_size"], cfg["lr"], cfg["latent_dim"],
+                cfg["likelihood"], cfg["seed"]) == ("dlib", 300_000, 64, 1e-4, 10, "bernoulli", 0)
+        if cfg["objective"] == "annealed-vae":
+            assert (cfg["gamma"], cfg["capacity_steps"]) == (1000.0, 100_000)
+    assert by_method == {m: [float(v) for v in values] for m, (_, values) in DLIB_STUDY.items()}
+    # each name says the method and its own strength (and, for AnnealedVAE, γ)
+    names = {r.name for r in runs}
+    assert {"beta-vae_b16_s0", "annealed-vae_g1000_c75_s0", "factor-vae_g100_s0", "dip-vae-i_l50_s0",
+            "dip-vae-ii_l1_s0", "beta-tcvae_b10_s0"} <= names
+
+
+def test_blocks_cross_with_the_shared_axes_and_seeds_come_first():
+    study = sw.load_spec(BENCH_STUDIES / "unsupervised_study_v1.toml").with_overrides(grid={"seed": [0, 1, 2]})
+    runs = sw.expand(study)
+    assert len(runs) == 108 and len({r.name for r in runs}) == 108
+    # seed outermost across blocks: a study stopped early has all 36 configurations of seed 0
+    assert [r.config["seed"] for r in runs] == [0] * 36 + [1] * 36 + [2] * 36
+    assert [r.name.rsplit("_s", 1)[0] for r in runs[:36]] == [r.name.rsplit("_s", 1)[0] for r in runs[36:72]]
+    # a command-line axis that a block holds replaces it in that block only
+    runs = sw.expand(study.with_overrides(grid={"beta": [3.0]}, fixed={"seed": 5}))
+    assert sorted(r.name for r in runs if r.config["objective"] in ("beta-vae", "beta-tcvae")) == \
+        ["beta-tcvae_b3_s5", "beta-vae_b3_s5"]
+    assert len(runs) == 26 and {r.config["beta"] for r in runs if r.config["objective"] == "factor-vae"} == {1.0}
+    # the Python API: scalars are a block's settings, lists its axes
+    runs = sw.expand(sw.Study(grid={"seed": [0, 1]}, fixed={"steps": 50},
+                              blocks=[{"objective": "beta-vae", "beta": [1, 4]},
+                                      {"objective": "dip-vae-ii", "lambda_od": 2, "latent_dim": [4, 6]}]))
+    assert [r.name for r in runs] == ["beta-vae_b1_s0", "beta-vae_b4_s0", "dip-vae-ii_l2_z4_s0",
+                                      "dip-vae-ii_l2_z6_s0", "beta-vae_b1_s1", "beta-vae_b4_s1",
+                                      "dip-vae-ii_l2_z4_s1", "dip-vae-ii_l2_z6_s1"]
+    assert all(r.config["steps"] == 50 for r in runs)
+    assert sw.swept_axes(sw.load_spec(BENCH_STUDIES / "unsupervised_study_v1.toml")) == \
+        [k for k in sw.grid_axis_order() if k in ("beta", "gamma", "capacity_max", "lambda_od")]
+
+
+def test_dry_run_lists_every_block(tmp_path):
+    from click.testing import CliRunner
+    from disentangle.cli import main
+    result = CliRunner().invoke(main, ["sweep", "--spec", str(BENCH_STUDIES / "unsupervised_study_v1.toml"),
+                                       "--results", str(tmp_path / "r"), "--seeds", "0-1", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    names = result.output.split()
+    assert len(names) == 72 and len(set(names)) == 72 and names[0] == "beta-vae_b1_s0"
+    assert not (tmp_path / "r").exists()
+
+
+def test_block_errors_name_the_file_the_block_and_the_key(tmp_path):
+    spec = tmp_path / "s.toml"
+    head = '[grid]\nseed = [0]\n[[blocks]]\nobjective = "beta-vae"\nbeta = [1, 2]\n'
+    cases = [
+        ('blocks = 3\n', r"s.toml: blocks must be an array of tables"),
+        (head + '[[blocks]]\nobjective = "factor-vae"\n[blocks.gamma]\nx = 1\n',
+         r"s.toml: block 2: gamma: expected a value or a list of values, got a table"),
+        (head + '[[blocks]]\nobjective = "factor-vae"\ngama = [10]\n', r"s.toml: block 2: unknown run setting 'gama'"),
+        (head + '[[blocks]]\nobjective = "factor-vae"\ngamma = [10, 10.0]\n',
+         r"s.toml: block 2: grid axis 'gamma' repeats a value"),
+        (head + '[[blocks]]\nobjective = "factor-vae"\ngamma = [10]\nthreads = [1, 2]\n',
+         r"s.toml: block 2: 'threads' says how runs execute"),
+        (head + '[[blocks]]\nobjective = "factor-vae"\nbeta = [4]\n',
+         r"s.toml: block 2: beta: not a hyper-parameter of method factor-vae \(it uses gamma\)"),
+        (head + '[[blocks]]\nobjective = "dip-vae-i"\nlambda_od = [-1]\n', r"s.toml: block 2: --lambda-od: must be"),
+        (head + '[[blocks]]\nobjective = "beta-vae"\nseed = [1]\n', r"s.toml: block 2: seed: also set in \[grid\]"),
+        (head + '[[blocks]]\nobjective = "beta-vae"\nbeta = [1]\nlr = 0.001\n',
+         r"s.toml: block 1 and block 2 both give the run name 'beta-vae_b1_s0' \(they differ in lr\)"),
+        (head + '[[blocks]]\nobjective = "wobble"\n', r"s.toml: block 2: .*unknown method 'wobble'"),
+    ]
+    for text, message in cases:
+        spec.write_text(text)
+        with pytest.raises(UserError) as info:
+            sw.expand(sw.load_spec(spec))
+        text_of_error = user_message(info.value)
+        assert "\n" not in text_of_error and re.search(message, text_of_error), (text, text_of_error)
+
+
+def test_the_run_bound_counts_every_block():
+    seeds = list(range(60_000))
+    two = sw.Study(grid={"seed": seeds}, blocks=[{"objective": "beta-vae"}, {"objective": "beta-tcvae"}])
+    assert 60_000 <= sw.MAX_RUNS < 120_000   # each block alone is within the bound, both are not
+    with pytest.raises(UserError, match="the 2 blocks have 120,000 points; a study has at most 100,000 runs"):
+        sw.expand(two)
+
+
+def test_study_json_and_the_report_record_the_blocks(tmp_path):
+    import pandas as pd
+
+    from disentangle.study_report import _report_markdown
+    from disentangle.sweep.runner import _record_study
+    study = sw.Study(grid={"seed": [0]}, fixed={"steps": 50},
+                     blocks=[{"objective": "beta-vae", "beta": [1, 4]}, {"objective": "factor-vae", "gamma": 10}])
+    _record_study(tmp_path, study, sw.expand(study), {"executor": "local"})
+    record = json.loads((tmp_path / sw.STUDY_FILE).read_text())
+    assert record["blocks"] == study.blocks and record["swept"] == ["beta"]
+    assert sorted(record["runs"]) == ["beta-vae_b1_s0", "beta-vae_b4_s0", "factor-vae_g10_s0"]
+    text = _report_markdown(tmp_path, pd.DataFrame(), record, [], [], [])
+    assert "Block 1: objective = beta-vae; beta ∈ {1, 4}.  " in text.splitlines()
+    assert "Block 2: objective = factor-vae; gamma = 10.  " in text.splitlines()
+    # a later sweep without blocks into the same directory drops them from the record
+    _record_study(tmp_path, sw.Study(grid={"beta": [2]}), [], {"executor": "local"})
+    assert "blocks" not in json.loads((tmp_path / sw.STUDY_FILE).read_text())

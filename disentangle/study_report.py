@@ -1,0 +1,160 @@
+"""A study's report (report.md: the runs' states, score tables over seeds and per run,
+every failed run with its reason) and its figures (figures/: rate–distortion, metrics
+against β, a traversal per β), written by the report layer for ``disentangle sweep``.
+The sweep calls :func:`write_study_report`; plots and tables come from
+:mod:`disentangle.plots` and :mod:`disentangle.report`, imported only here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from disentangle.config import format_value
+from disentangle.errors import UserError
+from disentangle.results import write_text_atomic
+from disentangle.sweep.state import FIGURES_DIR, REPORT_FILE, STATES, exception_reason, study_lock, study_runs, utc_now
+from disentangle.sweep.status import study_status
+
+
+def write_study_report(results_dir: str | os.PathLike, run_names: Sequence[str] | None = None,
+                       echo: Callable[[str], None] = print) -> tuple[Path, list[Path]]:
+    """report.md (tables over seeds and per run, every failed run with its reason) and
+    figures/ (rate–distortion, metrics against β, a traversal per β) for the study."""
+    import warnings
+
+    results_dir = Path(results_dir)
+    with study_lock(results_dir):
+        with warnings.catch_warnings():
+            # unfinished runs have no scores yet: the status table says so once
+            warnings.simplefilter("ignore")
+            from disentangle.results import collect
+            df = collect(results_dir)
+        names, record = study_runs(results_dir)
+        status_rows = study_status(results_dir)
+        figures, figure_notes = _study_figures(results_dir, df, record)
+        text = _report_markdown(results_dir, df, record, status_rows, figures, figure_notes)
+        out = results_dir / REPORT_FILE
+        write_text_atomic(out, text)
+    for note in figure_notes:
+        echo(f"  note: {note}")
+    return out, figures
+
+
+def _scored(df):
+    cols = [c for c in df.columns if c.startswith("info.") or "." in c]
+    return df[df[cols].notna().any(axis=1)] if cols else df.iloc[0:0]
+
+
+def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], list[str]]:
+    """Each figure on its own: one that cannot be drawn (e.g. no run has info scores yet)
+    is noted in the report, the others are still written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from disentangle import plots
+    from disentangle.evaluation import figure_data
+    from disentangle.report import headline_column
+
+    fig_dir = results_dir / FIGURES_DIR
+    written: list[Path] = []
+    notes: list[str] = []
+
+    def attempt(label: str, make: Callable[[], Any], out: Path) -> None:
+        import matplotlib.pyplot as plt
+        try:
+            fig = make()
+            paths = plots.save_figure(fig, out)
+            plt.close(fig)
+            written.append(Path(paths[0]))
+        except Exception as exc:  # one figure's problem must not lose the report
+            notes.append(f"{label}: not drawn ({exception_reason(exc)})")
+
+    scored = _scored(df)
+    if scored.empty:
+        return written, ["no run has scores yet: no figures"]
+    if "info.rate_nats" in scored.columns:
+        attempt("rate–distortion", lambda: plots.rate_distortion(scored), fig_dir / "rate_distortion.png")
+    from disentangle.evaluation.metrics import metrics_of_kind
+    metrics = []
+    for metric in metrics_of_kind("disentanglement"):
+        try:
+            if scored[headline_column(scored, metric)].notna().any():
+                metrics.append(metric)
+        except Exception:
+            continue
+    if metrics and (scored["objective"] == "beta-h").any():
+        attempt("metric vs β", lambda: plots.metric_vs_beta(scored, metrics), fig_dir / "metric_vs_beta.png")
+    # a traversal per β (first seed): what each β's latents came to encode
+    finished = df[df["status"] == "finished"].sort_values(["objective", "beta", "gamma", "capacity_max", "seed"])
+    firsts = finished.drop_duplicates(subset=["objective", "beta", "gamma", "capacity_max"])
+    for _, row in firsts.head(8).iterrows():
+        run_dir = Path(row["path"])
+        attempt(f"traversal {run_dir.name}", lambda rd=run_dir: plots.traversal(figure_data.traversals(rd)),
+                fig_dir / f"traversal_{run_dir.name}.png")
+    return written, notes
+
+
+def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict], figures: list[Path],
+                     notes: list[str]) -> str:
+    from disentangle.report import make_report
+    lines = [f"# Study {record.get('name') or results_dir.name}", ""]
+    grid = record.get("grid") or {}
+    fixed = record.get("fixed") or {}
+    if grid:
+        lines.append("Grid: " + "; ".join(f"{k} ∈ {{{', '.join(format_value(v) for v in vals)}}}"
+                                           for k, vals in grid.items()) + ".  ")
+    if fixed:
+        lines.append("Fixed: " + ", ".join(f"{k} = {format_value(v)}" for k, v in fixed.items()) + ".  ")
+    for number, block in enumerate(record.get("blocks") or [], 1):
+        lines.append(f"Block {number}: " + "; ".join(
+            f"{k} ∈ {{{', '.join(format_value(v) for v in value)}}}" if isinstance(value, list)
+            else f"{k} = {format_value(value)}" for k, value in block.items()) + ".  ")
+    if "data_label" in df.columns and df["data_label"].notna().any():
+        lines.append(f"Data: {'; '.join(sorted(df['data_label'].dropna().unique()))}.  ")
+    lines.append(f"Metrics: {', '.join(record.get('metrics') or ['all'])} (evaluation seed "
+                 f"{record.get('eval_seed', 0)}). Written {utc_now()} by `disentangle sweep`.")
+    lines.append("")
+    counts = {s: sum(r["state"] == s for r in status_rows) for s in STATES}
+    lines += ["## Runs", "", ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(status_rows)}.", ""]
+    lines += ["| run | state | step | detail |", "|---|---|---:|---|"]
+    for r in status_rows:
+        steps = f"{r['step']}/{r['steps']}" if r["steps"] is not None else str(r["step"])
+        detail = str(r["detail"]).replace("|", "\\|")
+        lines.append(f"| {r['name']} | {r['state']} | {steps} | {detail} |")
+    lines.append("")
+    scored = _scored(df)
+    if not scored.empty:
+        swept = [k for k in (record.get("swept") or []) if k in df.columns]
+        group_by = list(dict.fromkeys(["objective"] + swept))
+        lines += ["## Scores, mean ± std over seeds", ""]
+        lines.append(_safe(lambda: make_report(scored, "markdown", group_by=group_by)))
+        lines += ["", "## Scores per run", ""]
+        lines.append(_safe(lambda: make_report(scored, "markdown")))
+        lines.append("")
+    if figures or notes:
+        lines += ["## Figures", ""]
+        for path in figures:
+            rel = path.relative_to(results_dir).as_posix()
+            pdf = Path(rel).with_suffix(".pdf").as_posix()
+            lines += [f"![{path.stem}]({rel})", f"*{_caption(path.stem)}* ([PDF]({pdf}))", ""]
+        for note in notes:
+            lines.append(f"- {note}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _caption(stem: str) -> str:
+    if stem == "rate_distortion":
+        return "Rate–distortion plane: each run's rate R and distortion D (nats), coloured by β."
+    if stem == "metric_vs_beta":
+        return "Disentanglement scores against β: mean ± std over seeds, each seed a dot."
+    if stem.startswith("traversal_"):
+        return (f"Latent traversals of {stem[len('traversal_'):]}: each row one latent dimension "
+                f"swept over ±3 prior standard deviations, sorted by KL.")
+    return stem.replace("_", " ")
+
+
+def _safe(make: Callable[[], str]) -> str:
+    try:
+        return make().rstrip()
+    except UserError as exc:
+        return f"(no table: {exc})"

@@ -1,0 +1,127 @@
+"""One run of a study: train it (or resume it) and evaluate the metrics it lacks, holding
+its lock; never raise for a failed run, record why instead. Both executors call
+:func:`execute_run` in their worker processes and report outcomes with :func:`outcome_line`."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from disentangle.devices import resolve_device
+from disentangle.rundir import RunDir, RunLock
+from disentangle.sweep.state import exception_reason, metric_names, missing_metrics, try_write_status
+
+
+def execute_run(job: dict) -> dict:
+    """Train and evaluate one run, holding its lock; never raises for a failed run.
+
+    ``job``: name, run_dir, config (TrainConfig dict), metrics, eval_seed, eval_params,
+    retry_failed.
+    Returns an outcome: {"name", "result": "done" | "failed" | "busy", "action", "reason",
+    "seconds", "threads", "pid"}."""
+    t0 = time.monotonic()
+    name, run_dir = job["name"], Path(job["run_dir"])
+    run = RunDir(run_dir)
+    out = {"name": name, "result": "done", "action": "", "reason": None,
+           "threads": job["config"].get("threads"), "pid": os.getpid(), "host": socket.gethostname()}
+
+    def finish(result: str, action: str, reason: str | None = None) -> dict:
+        out.update(result=result, action=action, reason=reason, seconds=round(time.monotonic() - t0, 2))
+        return out
+
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        return finish("busy", "running elsewhere", lock.holder())
+    try:
+        status = run.status()
+        state = (status or {}).get("state")
+        if state == "failed" and not job.get("retry_failed"):
+            return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
+        actions = []
+        reason = str((status or {}).get("reason") or "")
+        if state == "failed" and reason.startswith("evaluation failed") and run.model_path.is_file():
+            # training had finished: only the evaluation is retried
+            actions.append("retried evaluation")
+            run.write_status("finished")
+        elif not run.training_finished(status):
+            from disentangle.config import TrainConfig
+            from disentangle.train import TrainingDiverged, train
+            step = int((status or {}).get("step", 0) or 0)
+            has_checkpoint = run.checkpoint_path.is_file()
+            if state == "failed":
+                actions.append(f"retried from step {step if has_checkpoint else 0}")
+            elif state == "running":
+                # we hold the lock, so whoever wrote "running" is gone (killed, or its sweep was)
+                pid = ((status or {}).get("runtime") or {}).get("pid")
+                actions.append(f"found interrupted at step {step} (its process{f' {pid}' if pid else ''} is gone); "
+                               + (f"resumed from step {step}" if has_checkpoint else "restarted from step 0"))
+            elif has_checkpoint:
+                actions.append(f"resumed from step {step}")
+            else:
+                actions.append("trained")
+            try:
+                train(TrainConfig.from_dict(job["config"]), run_dir)
+            except TrainingDiverged as exc:
+                return finish("failed", actions[0], exception_reason(exc))  # train() recorded it
+            except Exception as exc:
+                reason = f"training failed: {exception_reason(exc)}"
+                if run.has_config() or run_dir.is_dir():
+                    try_write_status(run, "failed", reason)
+                return finish("failed", actions[0], reason)
+        names = metric_names(job["metrics"])
+        todo = missing_metrics(run_dir, names)
+        if todo:
+            try:
+                from disentangle.evaluation.evaluate import evaluate_run
+                evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
+                             params=job.get("eval_params") or None,
+                             data=job["config"].get("data"),
+                             device=resolve_device(job["config"].get("device") or "auto"),
+                             threads=job["config"].get("threads"), progress=False)
+                still = missing_metrics(run_dir, names)
+                if still:
+                    raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
+            except Exception as exc:
+                reason = f"evaluation failed: {exception_reason(exc)}"
+                try_write_status(run, "failed", reason)
+                return finish("failed", ", ".join(actions + ["evaluation"]), reason)
+            actions.append(f"evaluated ({', '.join(todo)})")
+        return finish("done", ", ".join(actions) or "already done")
+    finally:
+        lock.release()
+
+
+def record_death(job: dict, reason: str) -> dict:
+    """A worker died without reporting (killed, out of memory): mark its run failed,
+    unless another process has taken the run over meanwhile."""
+    run_dir = Path(job["run_dir"])
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        return {"name": job["name"], "result": "busy", "action": "running elsewhere", "reason": lock.holder()}
+    try:
+        run = RunDir(run_dir)
+        status = run.status() or {}
+        reason = f"{reason} at step {int(status.get('step', 0) or 0)}"
+        if not run.training_finished(status) or missing_metrics(run_dir, metric_names(job["metrics"])):
+            run.write_status("failed", reason=reason)
+            return {"name": job["name"], "result": "failed", "action": "killed", "reason": reason}
+        return {"name": job["name"], "result": "done", "action": "finished before its worker died",
+                "reason": None}
+    finally:
+        lock.release()
+
+
+def outcome_line(outcome: dict, k: int, total: int) -> str:
+    word = {"done": "done", "failed": "FAILED", "busy": "skip"}[outcome["result"]]
+    line = f"  [{k}/{total}] {word:6s} {outcome['name']}: {outcome['action']}"
+    if outcome.get("seconds") is not None:
+        line += f" ({fmt_seconds(outcome['seconds'])})"
+    if outcome.get("reason"):
+        line += f" -- {outcome['reason']}"
+    return line
+
+
+def fmt_seconds(s: float) -> str:
+    s = float(s)
+    return f"{s:.1f} s" if s < 90 else f"{s / 60:.1f} min"

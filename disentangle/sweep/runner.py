@@ -1,0 +1,165 @@
+"""The sweep: expand a study, check it against what its directory already holds, record
+it in study.json, hand the runs still to do to an executor, then have the report layer
+(:mod:`disentangle.study_report`) write the study's report and figures."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+from disentangle.devices import resolve_device
+from disentangle.errors import ParameterError
+from disentangle.results import CONFIG_FILE, write_json_atomic
+from disentangle.rundir import RunDir
+from disentangle.sweep.grid import RunSpec, Study, check_eval_seed, check_evaluation_options, expand, swept_axes
+from disentangle.sweep.local import cpu_count, run_local
+from disentangle.sweep.slurm import SlurmOptions, run_slurm
+from disentangle.sweep.state import (STUDY_FILE, STUDY_FORMAT, metric_names, missing_metrics, read_json_or_none,
+                                     study_lock, utc_now)
+
+
+@dataclasses.dataclass
+class SweepResult:
+    results_dir: Path
+    runs: list[RunSpec]
+    outcomes: list[dict]               # one per run handled (skipped runs included)
+    report: Path | None = None
+    figures: list[Path] = dataclasses.field(default_factory=list)
+    submitted: bool = False            # Slurm without waiting: outcomes are not known yet
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o["result"] == result)
+
+
+def _preflight(runs: list[RunSpec], results_dir: Path, data_sha: str | None) -> None:
+    """Refuse before anything starts when a run directory of this name holds another
+    configuration or other data: names show only the swept settings, so a second sweep
+    with, say, other --steps into the same directory would otherwise mix studies."""
+    from disentangle.config import differing_keys
+    problems = []
+    for run in runs:
+        path = results_dir / run.name / CONFIG_FILE
+        saved = read_json_or_none(path) if path.is_file() else None
+        if saved is None:
+            if path.is_file():
+                problems.append(f"{path}: unreadable")
+            continue
+        diff = differing_keys(saved.get("config") or {}, run.config)
+        if diff:
+            shown = ", ".join(f"{k} {(saved.get('config') or {}).get(k)!r} there vs {run.config.get(k)!r}"
+                              for k in diff)
+            problems.append(f"{results_dir / run.name} holds other settings ({shown})")
+        sha = (saved.get("data") or {}).get("content_sha256")
+        if data_sha and sha and sha != data_sha:
+            problems.append(f"{results_dir / run.name} was trained on other data (sha256 {sha[:12]}...)")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ParameterError("results", f"{'; '.join(problems[:3])}{more}; use another results directory "
+                             f"for a study with other fixed settings", value=results_dir)
+
+
+def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor: dict) -> None:
+    """Merge this sweep's runs into study.json (several sweeps may share a directory)."""
+    with study_lock(results_dir):
+        record = read_json_or_none(results_dir / STUDY_FILE)
+        if not isinstance(record, dict) or record.get("format") != STUDY_FORMAT:
+            record = {"format": STUDY_FORMAT, "created": utc_now(), "runs": {}, "sweeps": []}
+        record.update({"name": study.name or record.get("name") or results_dir.name, "grid": study.grid,
+                       "fixed": study.fixed, "metrics": list(study.metrics), "eval_seed": study.eval_seed,
+                       "eval_params": study.eval_params, "swept": swept_axes(study), "updated": utc_now()})
+        if study.blocks:
+            record["blocks"] = study.blocks
+        else:
+            record.pop("blocks", None)
+        for run in runs:
+            record["runs"][run.name] = {"config": run.config, "metrics": list(study.metrics),
+                                        "eval_seed": study.eval_seed}
+        record["sweeps"] = (record.get("sweeps") or [])[-49:] + [{"started": utc_now(), "host": socket.gethostname(),
+                                                                  "pid": os.getpid(), **executor}]
+        write_json_atomic(results_dir / STUDY_FILE, record)
+
+
+def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "local", jobs: int = 1,
+              threads_per_job: int | None = None, retry_failed: bool = False, data: str | None = None,
+              device: str = "auto", slurm: SlurmOptions | None = None, report: bool = True,
+              echo: Callable[[str], None] = print, progress_every: float = 30.0) -> SweepResult:
+    """Expand, train, evaluate and report a study in ``results_dir``. Idempotent; see the
+    module docstring. Raises UserError only for problems found before any run starts."""
+    from disentangle.data.dsprites import DSpritesData, resolve_data_path
+    results_dir = Path(results_dir)
+    if executor not in ("local", "slurm"):
+        raise ParameterError("executor", "choose local or slurm", value=executor)
+    if jobs < 1:
+        raise ParameterError("jobs", "must be at least 1", value=jobs)
+    if threads_per_job is not None and threads_per_job < 1:
+        raise ParameterError("threads_per_job", "must be at least 1", value=threads_per_job)
+    # options every run would fail on: refused before any run starts (and so never
+    # recorded as a run's failure, which a corrected rerun would then skip)
+    check_eval_seed(study.eval_seed, "--eval-seed" if study.source == "command line"
+                    else f"{study.source}: [evaluate] seed (or --eval-seed)")
+    check_evaluation_options(study)
+    if executor == "local" and device not in (None, "auto"):
+        resolve_device(device)
+    # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
+    # may start in other directories)
+    data_path = resolve_data_path(data).resolve()
+    data_sha = DSpritesData(data_path, load_images=False).attrs.get("content_sha256")
+    slurm = slurm or SlurmOptions()
+    if executor == "slurm":
+        threads = threads_per_job or slurm.cpus_per_task
+    else:
+        threads = threads_per_job or max(1, cpu_count() // jobs)
+    runs = expand(study, data=str(data_path), device=device, threads=threads)
+    names = metric_names(study.metrics)
+    from disentangle.results import check_writable
+    check_writable(results_dir / STUDY_FILE)
+    _preflight(runs, results_dir, data_sha)
+    _record_study(results_dir, study, runs,
+                  {"executor": executor, "jobs": jobs, "threads_per_job": threads,
+                   "retry_failed": retry_failed, "data": str(data_path)})
+
+    outcomes: list[dict] = []
+    todo: list[dict] = []
+    for run in runs:
+        run_dir = results_dir / run.name
+        status = RunDir(run_dir).status()
+        if RunDir(run_dir).training_finished(status) and not missing_metrics(run_dir, names):
+            outcomes.append({"name": run.name, "result": "done", "action": "already done", "reason": None})
+        elif status and status.get("state") == "failed" and not retry_failed:
+            outcomes.append({"name": run.name, "result": "failed",
+                             "action": "not retried (--retry-failed retries it)", "reason": status.get("reason")})
+        else:
+            todo.append({"name": run.name, "run_dir": str(run_dir.resolve()), "config": run.config,
+                         "metrics": list(study.metrics), "eval_seed": study.eval_seed,
+                         "eval_params": study.eval_params, "retry_failed": retry_failed})
+    echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "
+         f"{sum(o['result'] == 'done' for o in outcomes)} done, "
+         f"{sum(o['result'] == 'failed' for o in outcomes)} failed earlier"
+         + (" (not retried; --retry-failed)" if any(o['result'] == 'failed' for o in outcomes) else ""))
+    for outcome in outcomes:
+        if outcome["result"] == "failed":
+            echo(f"  failed  {outcome['name']}: {outcome['reason']}")
+    result = SweepResult(results_dir, runs, outcomes)
+    if todo:
+        if executor == "local":
+            n = min(jobs, len(todo))
+            echo(f"  local executor: {n} process(es) at once, {threads} thread(s) each "
+                 f"({cpu_count()} core(s) here)")
+            outcomes.extend(run_local(todo, n, echo, progress_every))
+        else:
+            done = run_slurm(todo, results_dir, slurm, echo)
+            if done is None:
+                result.submitted = True
+                echo(f"  not waiting: `disentangle sweep status {results_dir}` shows progress; "
+                     f"run the sweep again (it skips finished runs) to write the report")
+                return result
+            outcomes.extend(done)
+    if report:
+        from disentangle.study_report import write_study_report   # the report layer
+        result.report, result.figures = write_study_report(results_dir, [r.name for r in runs], echo=echo)
+    echo(f"sweep {results_dir}: {result.count('done')} done, {result.count('failed')} failed, "
+         f"{result.count('busy')} running elsewhere"
+         + (f"; report {result.report}" if result.report else ""))
+    return result

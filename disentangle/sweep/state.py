@@ -1,0 +1,95 @@
+"""Study-level state: the files of a study directory, the study lock that serialises
+its few shared writes, and what a run's files say about it (which metrics it lacks,
+the run states ``sweep status`` shows). The run lock itself belongs to the run
+directory (:class:`disentangle.rundir.RunLock`)."""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import os
+from pathlib import Path
+from typing import Sequence
+
+from disentangle.errors import UserError
+from disentangle.results import CONFIG_FILE, read_json
+from disentangle.rundir import RunDir
+
+STUDY_FILE = "study.json"
+SLURM_JOBS_FILE = "slurm_jobs.json"
+LOG_FILE = "sweep.log"
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+SLURM_DIR = "slurm"
+STUDY_FORMAT = "disentangle-study-1"
+_STUDY_LOCK = ".study.lock"
+
+# Run states as `sweep status` shows them.
+STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def study_lock(results_dir: Path):
+    """Serialises the few study-level writes (study.json, report) between sweeps."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(results_dir / _STUDY_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_json_or_none(path: Path):
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def metric_names(metrics: Sequence[str]) -> list[str]:
+    """The metric names a selection stands for ('all' = every registered metric)."""
+    from disentangle.evaluation.evaluate import metric_names as expand_metrics
+    return expand_metrics(metrics)
+
+
+def missing_metrics(run_dir: str | os.PathLike, names: Sequence[str]) -> list[str]:
+    """The metrics of ``names`` the run's scores.json lacks (all of them when it is
+    unreadable: the evaluation then says why, and the run is marked failed)."""
+    try:
+        scores = RunDir(run_dir).read_scores()
+    except UserError:
+        scores = {}
+    return [m for m in names if m not in scores]
+
+
+
+
+def try_write_status(run: RunDir, state: str, reason: str | None) -> None:
+    """RunDir.write_status where the disk still allows it (a full disk is the failure itself)."""
+    with contextlib.suppress(UserError, OSError):
+        run.write_status(state, reason=reason)
+
+
+def exception_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, UserError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def study_runs(results_dir: Path) -> tuple[list[str], dict]:
+    record = read_json_or_none(results_dir / STUDY_FILE)
+    record = record if isinstance(record, dict) else {}
+    names = list((record.get("runs") or {}).keys())
+    # run directories not (or no longer) in the study record still count
+    if results_dir.is_dir():
+        for child in sorted(results_dir.iterdir()):
+            if child.is_dir() and (child / CONFIG_FILE).is_file() and child.name not in names:
+                names.append(child.name)
+    return names, record
