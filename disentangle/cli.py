@@ -203,8 +203,8 @@ def report_cmd(results, fmt, out, group_by, metrics):
 
 @main.group("plot", cls=_Group)
 def plot():
-    """Figures (PNG and vector PDF side by side): rate-distortion, metric-vs-beta, traversal,
-    reconstructions, training."""
+    """Figures (PNG and vector PDF side by side): rate-distortion, metric-vs-strength
+    (first name: metric-vs-beta), traversal, reconstructions, training."""
 
 
 def _save(fig, out, dpi):
@@ -231,7 +231,8 @@ def _device(name: str) -> str:
 @click.argument("results", type=click.Path(file_okay=False))
 @_out_option
 def plot_rate_distortion(results, out, dpi):
-    """Every run on the rate-distortion plane (nats), coloured by beta, with D = H(X) - R."""
+    """Every run on the rate-distortion plane (nats) with D = H(X) - R: coloured by method
+    (marker size: strength), or for one method by its strength."""
     from disentangle import plots
     from disentangle.results import collect
     with _WarningsToStderr():
@@ -239,20 +240,40 @@ def plot_rate_distortion(results, out, dpi):
     _save(fig, out or plots.default_out(results, "rate_distortion.png"), dpi)
 
 
-@plot.command("metric-vs-beta")
-@click.argument("results", type=click.Path(file_okay=False))
-@click.option("--metric", "metrics", multiple=True, required=True,
-              help="Metric (mig) or score column (dci.completeness); repeat for facets.")
-@click.option("--x", "x", type=click.Choice(["beta", "gamma", "capacity_max"]), default="beta", show_default=True,
-              help="Hyperparameter on the (log) x axis; gamma and capacity_max plot the beta-b runs.")
-@_out_option
-def plot_metric_vs_beta(results, metrics, x, out, dpi):
-    """Scores against beta (log axis): mean and ±1 std band over seeds, a line per objective."""
+def _metric_vs_strength(results, metrics, out, dpi, name):
     from disentangle import plots
     from disentangle.results import collect
     with _WarningsToStderr():
-        fig = plots.metric_vs_beta(collect(results), list(metrics), x=x)
-    _save(fig, out or plots.default_out(results, f"metric_vs_{x}.png"), dpi)
+        fig = plots.metric_vs_strength(collect(results), list(metrics))
+    _save(fig, out or plots.default_out(results, f"{name}.png"), dpi)
+
+
+_metric_option = click.option("--metric", "metrics", multiple=True, required=True,
+                              help="Metric (mig) or score column (dci.completeness); repeat for panel columns.")
+
+
+@plot.command("metric-vs-strength")
+@click.argument("results", type=click.Path(file_okay=False))
+@_metric_option
+@_out_option
+def plot_metric_vs_strength(results, metrics, out, dpi):
+    """Scores against regularisation strength: a panel row per method on its own
+    hyper-parameter's axis (beta, C_max, gamma, lambda_od), a column per metric; mean and
+    ±1 std band over seeds."""
+    _metric_vs_strength(results, metrics, out, dpi, "metric_vs_strength")
+
+
+@plot.command("metric-vs-beta")
+@click.argument("results", type=click.Path(file_okay=False))
+@_metric_option
+@click.option("--x", "x", type=click.Choice(["beta", "gamma", "capacity_max"]), default=None, hidden=True)
+@_out_option
+def plot_metric_vs_beta(results, metrics, x, out, dpi):
+    """The first name of metric-vs-strength (default file: figures/metric_vs_beta.png)."""
+    if x is not None:
+        click.echo("note: --x is no longer needed: every method is drawn on its own hyper-parameter's axis",
+                   err=True)
+    _metric_vs_strength(results, metrics, out, dpi, "metric_vs_beta")
 
 
 @plot.command("traversal")

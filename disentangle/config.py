@@ -329,6 +329,57 @@ def method_of(objective: str) -> str:
     return METHOD_ALIASES.get(objective, objective)
 
 
+# --------------------------------------------------------------------------- regularisation strength
+# The hyper-parameter that sets how strongly each method regularises: the one its grid
+# sweeps in disentanglement_lib's unsupervised_study_v1 (config/unsupervised_study_v1/
+# sweep.py: beta_vae.beta, annealed_vae.c_max, factor_vae.gamma, dip_vae.lambda_od,
+# beta_tc_vae.beta). Reports group by it and figures put it on the x axis
+# (:func:`strength_key`, :func:`method_columns`, :func:`strength_label`).
+METHOD_STRENGTH = {
+    "beta-vae": "beta",
+    "annealed-vae": "capacity_max",
+    "beta-tcvae": "beta",
+    "factor-vae": "gamma",
+    "dip-vae-i": "lambda_od",
+    "dip-vae-ii": "lambda_od",
+}
+# How papers name the methods (legends, panel titles)
+METHOD_LABELS = {"beta-vae": "β-VAE", "annealed-vae": "AnnealedVAE", "beta-tcvae": "β-TCVAE",
+                 "factor-vae": "FactorVAE", "dip-vae-i": "DIP-VAE-I", "dip-vae-ii": "DIP-VAE-II"}
+# Units of the strength hyper-parameters that have one
+HYPERPARAMETER_UNITS = {"capacity_max": "nats"}
+# The columns results.collect derives from a run's configuration (:func:`method_columns`)
+METHOD_COLUMNS = ("method", "strength_name", "strength")
+
+
+def strength_key(objective: Any) -> str | None:
+    """The field holding the regularisation strength of ``objective``'s method ("beta-h"
+    -> "beta", "annealed-vae" -> "capacity_max"); None for an unknown objective."""
+    return METHOD_STRENGTH.get(method_of(objective)) if isinstance(objective, str) else None
+
+
+def method_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's derived table columns, from its configuration dict: ``method`` (the
+    objective's method, old names resolved), ``strength_name`` (the field of its main
+    hyper-parameter) and ``strength`` (that field's value; a field the run's config.json
+    lacks counts as its default). None where the objective is missing or unknown."""
+    objective = config.get("objective")
+    key = strength_key(objective)
+    if key is None:
+        return {"method": method_of(objective) if isinstance(objective, str) else None,
+                "strength_name": None, "strength": None}
+    return {"method": method_of(objective), "strength_name": key,
+            "strength": config.get(key, _DEFAULTS.get(key))}
+
+
+def strength_label(key: str, cls=None) -> str:
+    """Axis label of a strength hyper-parameter: the field's LaTeX name (matplotlib
+    mathtext) and its unit, e.g. "$\\beta$", "$C_{\\max}$ (nats)"."""
+    label = latex_names(cls).get(key, key)
+    unit = HYPERPARAMETER_UNITS.get(key)
+    return f"{label} ({unit})" if unit else label
+
+
 def check_hyperparameters_given(objective: str, given) -> None:
     """UserError naming both when a hyper-parameter in ``given`` (field names the user set
     explicitly) is not one ``objective``'s method reads."""

@@ -1,5 +1,5 @@
-"""Figures for papers: rate–distortion plane, metric against β, latent traversals,
-reconstructions, training curves.
+"""Figures for papers: rate–distortion plane, metric against regularisation strength,
+latent traversals, reconstructions, training curves.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (so no
 global figure registry, no interactive backend, nothing to close), styled with seaborn,
@@ -21,12 +21,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from disentangle.errors import ParameterError, UserError
+from disentangle.errors import UserError
 
 PNG_DPI = 200
 
-OBJECTIVE_LABELS = {"beta-h": "β-VAE (Higgins, β·KL)", "beta-b": "capacity β-VAE (Burgess, γ|KL−C|)"}
-OBJECTIVE_MARKERS = {"beta-h": "o", "beta-b": "s"}
 
 def metric_label(column: str) -> str:
     """Axis label of a score column: the metric registry's label for the key; anything
@@ -87,63 +85,137 @@ def _data_caption(df_or_labels) -> str:
     return "data: " + ("; ".join(labels) if labels else "unknown")
 
 
+# --------------------------------------------------------------------------- methods: colours, markers
+# A method keeps its colour and marker in every figure (the rate–distortion plane, metric
+# against strength), whichever methods a study holds: both follow config.METHODS' order.
+_METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _method_order(methods) -> list[str]:
+    from disentangle.config import METHODS
+    present = [m for m in dict.fromkeys(methods) if isinstance(m, str)]
+    return [m for m in METHODS if m in present] + sorted(m for m in present if m not in METHODS)
+
+
+def _method_styles(sns, methods) -> dict[str, tuple]:
+    """method -> (colour, marker), fixed per method (not per figure)."""
+    from disentangle.config import METHODS
+    everything = list(METHODS) + sorted(m for m in methods if m not in METHODS)
+    palette = sns.color_palette("colorblind", max(10, len(everything)))
+    return {m: (palette[k % len(palette)], _METHOD_MARKERS[k % len(_METHOD_MARKERS)])
+            for k, m in enumerate(everything) if m in set(methods)}
+
+
+def method_label(method: str) -> str:
+    from disentangle.config import METHOD_LABELS
+    return METHOD_LABELS.get(method, str(method))
+
+
+def _spans_decades(values) -> bool:
+    """A log axis (or colour scale) for positive values a factor of 10 or more apart."""
+    vals = np.asarray(values, dtype=float)
+    vals = vals[np.isfinite(vals)]
+    return vals.size > 1 and vals.min() > 0 and vals.max() >= 10 * vals.min()
+
+
+def _values_text(values) -> str:
+    vals = sorted(set(float(v) for v in values if np.isfinite(v)))
+    return ", ".join(f"{v:g}" for v in vals)
+
+
 # --------------------------------------------------------------------------- rate–distortion
+RD_SIZES = (16.0, 110.0)   # marker areas (pt²) of a method's smallest and largest strength value
+
+
 def rate_distortion(df):
     """Every run with ``info`` scores on the rate–distortion plane (nats).
 
-    β-VAE runs are coloured by β (log scale), capacity runs by C_max. For Bernoulli runs
-    the line D = H(X) − R is drawn with the region below it shaded: no model can go there,
-    because H(X) − D is a lower bound on I_gen and R an upper bound on I_rep, and the line
-    is where they meet (Alemi et al. 2018). A Gaussian (squared-error) decoder's D is a
-    density, so for it the line is no bound and is not drawn. One panel per dataset."""
+    One method: runs coloured by its regularisation strength (β, C_max, γ or λ_od; a log
+    scale where the values span decades), with a colour bar. Several methods: colour and
+    marker say the method; marker size the strength's value, ranked within the method
+    (its own scale: β = 16 and γ = 100 are both their method's largest), the legend
+    listing each method's values. For Bernoulli runs the line D = H(X) − R is drawn with the region
+    below it shaded: no model can go there, because H(X) − D is a lower bound on I_gen
+    and R an upper bound on I_rep, and the line is where they meet (Alemi et al. 2018). A
+    Gaussian (squared-error) decoder's D is a density, so for it the line is no bound and
+    is not drawn. One panel per dataset."""
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.lines import Line2D
+
+    from disentangle.config import strength_label
 
     need = ["info.rate_nats", "info.distortion_nats"]
     missing = [c for c in need if c not in df.columns]
     runs = df.dropna(subset=need) if not missing else df.iloc[0:0]
     if runs.empty:
         raise UserError("no run has rate/distortion scores: run `disentangle evaluate RUN --metric info` first")
+    runs = runs.assign(method=runs["method"].fillna("unknown"))
     labels = sorted(runs["data_label"].fillna("unknown").unique())
+    methods = _method_order(runs["method"].unique())
+    several = len(methods) > 1
     with _style() as sns:
-        fig = _new_figure(4.6 * len(labels) + 1.2, 3.8)
+        styles = _method_styles(sns, methods)
+        fig = _new_figure(4.6 * len(labels) + (2.4 if several else 1.2), 3.8)
         axes = fig.subplots(1, len(labels), squeeze=False)[0]
-        beta_norm = _positive_norm(runs.loc[runs["objective"] != "beta-b", "beta"], LogNorm, Normalize)
-        cap_norm = _positive_norm(runs.loc[runs["objective"] == "beta-b", "capacity_max"], Normalize, Normalize)
-        cap_values = runs.loc[runs["objective"] == "beta-b", "capacity_max"].dropna().unique()
-        mappables = {}
+        colorbar = None
+        if not several:
+            values = runs["strength"].dropna().unique()
+            key = runs["strength_name"].dropna().iloc[0] if runs["strength_name"].notna().any() else None
+            norm = (LogNorm if _spans_decades(values) else Normalize)(
+                *((values.min(), values.max()) if len(values) > 1 else (0, 1)))
         for ax, label in zip(axes, labels):
             sub = runs[runs["data_label"].fillna("unknown") == label]
-            for objective, group in sub.groupby("objective", sort=True):
-                style = dict(marker=OBJECTIVE_MARKERS.get(objective, "D"), s=38, edgecolors="black",
-                             linewidths=0.5, zorder=3)
-                if objective == "beta-b" and len(cap_values) <= 1:
-                    # one capacity for all: a colour scale would encode nothing
-                    sc = ax.scatter(group["info.rate_nats"], group["info.distortion_nats"],
-                                    color="#e69f00", **style)
-                elif objective == "beta-b":
-                    sc = ax.scatter(group["info.rate_nats"], group["info.distortion_nats"],
-                                    c=group["capacity_max"].astype(float), norm=cap_norm, cmap="magma_r", **style)
-                    mappables["C_max (nats), capacity runs"] = (sc, sorted(cap_values))
+            handles = []
+            for method in methods:
+                group = sub[sub["method"] == method]
+                if group.empty:
+                    continue
+                colour, marker = styles[method]
+                style = dict(marker=marker, edgecolors="black", linewidths=0.5, zorder=3)
+                xy = (group["info.rate_nats"], group["info.distortion_nats"])
+                strengths = group["strength"].astype(float)
+                all_values = sorted(runs.loc[runs["method"] == method, "strength"].dropna().unique())
+                name = group["strength_name"].dropna()
+                symbol = strength_label(name.iloc[0]).split(" (")[0] if len(name) else "strength"
+                if several:
+                    # size by rank within the method: each method's strengths are on their own scale
+                    rank = {v: k for k, v in enumerate(all_values)}
+                    frac = np.array([rank.get(v, 0) / max(1, len(all_values) - 1) for v in strengths])
+                    sizes = RD_SIZES[0] + frac * (RD_SIZES[1] - RD_SIZES[0])
+                    sc = ax.scatter(*xy, s=sizes, color=colour, alpha=0.85, **style)
+                    handles.append(Line2D([], [], linestyle="", marker=marker, markersize=7, markerfacecolor=colour,
+                                          markeredgecolor="black",
+                                          label=f"{method_label(method)}: {symbol} ∈ {{{_values_text(all_values)}}}"))
+                elif len(all_values) > 1:
+                    sc = ax.scatter(*xy, s=38, c=strengths, norm=norm, cmap="viridis", **style)
+                    colorbar = (sc, all_values, strength_label(key) if key else "strength")
+                    handles.append(Line2D([], [], linestyle="", marker=marker, markersize=6, markerfacecolor="0.75",
+                                          markeredgecolor="black", label=method_label(method)))
                 else:
-                    sc = ax.scatter(group["info.rate_nats"], group["info.distortion_nats"],
-                                    c=group["beta"].astype(float), norm=beta_norm, cmap="viridis", **style)
-                    mappables["β"] = (sc, sorted(runs.loc[runs["objective"] != "beta-b", "beta"].dropna().unique()))
-                sc.set_gid(f"runs:{objective}")
+                    # one strength for all: a colour scale would encode nothing
+                    sc = ax.scatter(*xy, s=38, color=colour, **style)
+                    handles.append(Line2D([], [], linestyle="", marker=marker, markersize=6, markerfacecolor=colour,
+                                          markeredgecolor="black", label=method_label(method)
+                                          + (f", {symbol} = {all_values[0]:g}" if all_values else "")))
+                sc.set_gid(f"runs:{method}")
             _draw_rd_bound(ax, sub)
             ax.set_xlabel("rate R = E KL(q(z|x) ‖ p(z)) (nats)")
             ax.set_ylabel("distortion D = −E log p(x|z) (nats)")
             ax.set_title(f"data: {label}")
-            # legend markers in grey: colour means β (or C_max), not the objective
-            handles = [Line2D([], [], linestyle="", marker=OBJECTIVE_MARKERS.get(o, "D"), markersize=6,
-                              markerfacecolor="#e69f00" if (o == "beta-b" and len(cap_values) <= 1) else "0.75",
-                              markeredgecolor="black", label=OBJECTIVE_LABELS.get(o, o)
-                              + (f", C_max = {cap_values[0]:g}" if o == "beta-b" and len(cap_values) == 1 else ""))
-                       for o in sorted(sub["objective"].dropna().unique())]
+            if several:
+                # the size key, in grey: size is the hyper-parameter's rank within each method
+                # (for AnnealedVAE a larger C_max regularises less, so "value", not "strength")
+                handles += [Line2D([], [], linestyle="", marker="o", markersize=math.sqrt(s), markerfacecolor="0.85",
+                                   markeredgecolor="black", label=f"{which} value of its method's hyper-parameter")
+                            for s, which in zip(RD_SIZES, ("smallest", "largest"))]
             handles += ax.get_legend_handles_labels()[0]  # the bound line and the shaded region
-            ax.legend(handles=handles, loc="best", frameon=True)
+            if several:
+                ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=True, fontsize=7)
+            else:
+                ax.legend(handles=handles, loc="best", frameon=True)
             sns.despine(ax=ax)
-        for name, (sc, ticks) in mappables.items():
+        if colorbar is not None:
+            sc, ticks, name = colorbar
             cbar = fig.colorbar(sc, ax=list(axes), pad=0.01, fraction=0.05)
             cbar.set_label(name)
             cbar.set_ticks(ticks)
@@ -151,17 +223,6 @@ def rate_distortion(df):
             cbar.minorticks_off()
         fig.suptitle("Rate–distortion plane of the trained models")
     return fig
-
-
-def _positive_norm(values, log_norm_cls, lin_norm_cls):
-    vals = np.asarray(values, dtype=float)
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return lin_norm_cls(0, 1)
-    lo, hi = vals.min(), vals.max()
-    if log_norm_cls is not lin_norm_cls and lo > 0:
-        return log_norm_cls(lo, hi if hi > lo else lo * 10)
-    return lin_norm_cls(lo, hi if hi > lo else lo + 1)
 
 
 def _draw_rd_bound(ax, runs) -> None:
@@ -193,78 +254,110 @@ def _draw_rd_bound(ax, runs) -> None:
     ax.set_ylim(0, d_max * 1.06)
 
 
-# --------------------------------------------------------------------------- metric against β
-def metric_vs_beta(df, metrics: Sequence[str], x: str = "beta"):
-    """Score against ``x`` (β by default, log axis): mean line and ±1 std band over seeds,
-    one line per objective, each seed as a faint dot; one facet per metric (columns) and
-    per dataset (rows). Runs of the capacity objective (beta-b) do not use β, so with
-    x="beta" they are left out (plot them with x="capacity_max" or x="gamma")."""
-    from disentangle.report import aggregate, headline_column
+# --------------------------------------------------------------------------- metric against strength
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def metric_vs_strength(df, metrics: Sequence[str]):
+    """Scores against regularisation strength: one panel row per method, each on its own
+    hyper-parameter's axis (β, C_max, γ or λ_od, from ``strength_name``; log where the
+    values span decades), one panel column per metric (y shared down a column, so
+    methods compare). Mean line and ±1 std band over seeds, each seed a faint dot. Runs
+    on different datasets, or differing in another setting inside a method (say the
+    architecture), get lines of their own, never one line through both."""
+    from disentangle.config import strength_label
+    from disentangle.report import aggregate, headline_column, settings_varying_within
 
     if not metrics:
-        raise UserError("metric-vs-beta: name at least one --metric (e.g. --metric mig)")
+        raise UserError("metric-vs-strength: name at least one --metric (e.g. --metric mig)")
     columns = [headline_column(df, m) for m in metrics]
-    if x not in ("beta", "gamma", "capacity_max"):
-        raise ParameterError("x", "choose beta, gamma or capacity_max", value=x)
-    runs = df[df[x].astype(float) > 0] if x in df.columns else df.iloc[0:0]
-    if x == "beta":
-        runs = runs[runs["objective"] != "beta-b"]
-    elif x in ("gamma", "capacity_max"):
-        runs = runs[runs["objective"] == "beta-b"]
+    runs = df.dropna(subset=["method", "strength"]) if "strength" in df.columns else df.iloc[0:0]
     if runs.empty:
-        raise UserError(f"metric-vs-beta: no runs with a positive {x} for this plot")
-    labels = sorted(runs["data_label"].fillna("unknown").unique())
-    xlabel = {"beta": "β (log scale)", "gamma": "γ (log scale)", "capacity_max": "C_max (nats, log scale)"}[x]
+        raise UserError("metric-vs-strength: no runs of a known method with a strength to plot")
+    runs = runs.assign(data_label=runs["data_label"].fillna("unknown"))
+    methods = _method_order(runs["method"].unique())
+    keys = ["method", "strength_name", "strength"]
     with _style() as sns:
-        # one dataset: metrics wrap three to a row; several: a row per dataset
-        ncols = min(3, len(columns)) if len(labels) == 1 else len(columns)
-        nrows = math.ceil(len(columns) / ncols) * len(labels)
-        fig = _new_figure(3.4 * ncols + 0.6, 2.9 * nrows + 0.5)
-        grid = fig.subplots(nrows, ncols, squeeze=False)
-        cells = [grid[k // ncols][k % ncols] for k in range(nrows * ncols)]
-        for ax in cells[len(columns) * len(labels):]:
-            ax.set_visible(False)
-        objectives = sorted(runs["objective"].dropna().unique())
-        palette = dict(zip(objectives, sns.color_palette("colorblind", len(objectives))))
-        for i, label in enumerate(labels):
-            sub = runs[runs["data_label"].fillna("unknown") == label]
+        styles = _method_styles(sns, methods)
+        ncols, nrows = len(columns), len(methods)
+        fig = _new_figure(3.3 * ncols + 0.6, 2.5 * nrows + 0.9)
+        grid = fig.subplots(nrows, ncols, squeeze=False, sharey="col")
+        for i, method in enumerate(methods):
+            sub = runs[runs["method"] == method]
+            key = sub["strength_name"].iloc[0]
+            # lines: one per dataset and per other setting that varies inside this method
+            extra = settings_varying_within(sub, keys + ["data_label", "data_sha256"])
+            line_keys = ["data_label", *extra]
+            lines = sub[line_keys].drop_duplicates().sort_values(line_keys).to_dict("records")
+            ticks = sorted(sub["strength"].astype(float).unique())
+            log = _spans_decades(ticks)
+            colour, marker = styles[method]
             for j, col in enumerate(columns):
-                ax = cells[i * len(columns) + j]
-                agg = aggregate(sub, ["objective", x], [col]).sort_values(["objective", x])
-                for objective, g in agg.groupby("objective", sort=True):
-                    g = g[g[f"{col}.count"] > 0]
-                    if g.empty:
+                ax = grid[i][j]
+                agg = aggregate(sub, keys + extra, [col])
+                for k, line_key in enumerate(lines):
+                    name = _line_name(line_key, extra, several=len(lines) > 1)
+                    gid = method + (f"|{name}" if name else "")
+                    sel_agg = _select(agg, line_key).sort_values("strength")
+                    sel_agg = sel_agg[sel_agg[f"{col}.count"] > 0]
+                    if sel_agg.empty:
                         continue
-                    color = palette[objective]
-                    xs = g[x].to_numpy(dtype=float)
-                    mean = g[f"{col}.mean"].to_numpy(dtype=float)
-                    std = np.nan_to_num(g[f"{col}.std"].to_numpy(dtype=float))
-                    line, = ax.plot(xs, mean, marker=OBJECTIVE_MARKERS.get(objective, "D"), color=color,
-                                    label=f"{OBJECTIVE_LABELS.get(objective, objective)}", zorder=3)
-                    line.set_gid(f"mean:{objective}")
-                    band = ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-                    band.set_gid(f"band:{objective}")
-                    seeds = sub[(sub["objective"] == objective)].dropna(subset=[col])
-                    dots = ax.scatter(seeds[x].astype(float), seeds[col], color=color, s=9, alpha=0.45,
+                    xs = sel_agg["strength"].to_numpy(dtype=float)
+                    mean = sel_agg[f"{col}.mean"].to_numpy(dtype=float)
+                    std = np.nan_to_num(sel_agg[f"{col}.std"].to_numpy(dtype=float))
+                    style = _LINESTYLES[k % len(_LINESTYLES)]
+                    line, = ax.plot(xs, mean, marker=marker, color=colour, linestyle=style, zorder=3,
+                                    label=name or method_label(method))
+                    line.set_gid(f"mean:{gid}")
+                    band = ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+                    band.set_gid(f"band:{gid}")
+                    seeds = _select(sub, line_key).dropna(subset=[col])
+                    dots = ax.scatter(seeds["strength"].astype(float), seeds[col], color=colour, s=9, alpha=0.45,
                                       linewidths=0, zorder=2)
-                    dots.set_gid(f"seeds:{objective}")
-                ax.set_xscale("log")
-                ticks = sorted(sub[x].astype(float).unique())
+                    dots.set_gid(f"seeds:{gid}")
+                if log:
+                    ax.set_xscale("log")
+                ax.margins(x=0.08)   # end points off the frame
                 ax.set_xticks(ticks)
                 ax.set_xticklabels([f"{t:g}" for t in ticks])
                 ax.minorticks_off()
-                ax.set_xlabel(xlabel)
+                ax.set_xlabel(strength_label(key) + (", log scale" if log else ""))
                 ax.set_ylabel(metric_label(col))
-                ax.set_title(metric_label(col) if len(labels) == 1 else f"{metric_label(col)}\ndata: {label}")
+                ax.set_title(method_label(method))
                 sns.despine(ax=ax)
-        handles, names = cells[0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, names, loc="outside lower center", ncol=len(handles), frameon=False)
-        seeds = runs.groupby(["data_label", "objective", x], dropna=False).size()
-        n_text = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
-        fig.suptitle("Scores against " + {"beta": "β", "gamma": "γ", "capacity_max": "C_max"}[x]
-                     + f": mean ± 1 std over {n_text} seeds (dots: single runs) · " + _data_caption(runs))
+                if len(lines) > 1 and j == 0:
+                    ax.legend(fontsize=6, loc="best")
+        n = runs.groupby(["data_label", *keys], dropna=False).size()
+        n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+        fig.suptitle(f"Scores against regularisation strength: mean ± 1 std over {n_text} seeds "
+                     f"(dots: single runs)\n" + _data_caption(runs))
     return fig
+
+
+def metric_vs_beta(df, metrics: Sequence[str]):
+    """The figure's first name (``plot metric-vs-beta``): :func:`metric_vs_strength`."""
+    return metric_vs_strength(df, metrics)
+
+
+def _select(table, values: dict):
+    mask = np.ones(len(table), dtype=bool)
+    for k, v in values.items():
+        col = table[k]
+        mask &= (col.isna().to_numpy() if _is_missing(v) else (col == v).to_numpy())
+    return table[mask]
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _line_name(values: dict, extra: Sequence[str], several: bool) -> str:
+    """A line's legend entry: the other settings that tell it apart, and its data when
+    the panel has more than one line."""
+    parts = [f"{k} = {values[k]:g}" if isinstance(values[k], float) else f"{k} = {values[k]}" for k in extra]
+    if several:
+        parts.append(f"data: {values['data_label']}")
+    return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------- runs: model, data

@@ -21,7 +21,7 @@ FORMATS = ("markdown", "csv", "latex")
 # Which score columns a table shows by default, in which order, and their LaTeX headers
 # come from the metric registry (disentangle.evaluation.metrics); the configuration
 # columns' names and LaTeX headers from the configuration's fields (disentangle.config).
-_LATEX_OTHER = {"data_label": "data", "n": r"$n$"}
+_LATEX_OTHER = {"data_label": "data", "n": r"$n$", "strength_name": "hyper-parameter", "strength": "strength"}
 
 _DATA_KEYS = ("data_label", "data_sha256")
 
@@ -152,10 +152,31 @@ def headline_column(df, metric: str) -> str:
 
 # --------------------------------------------------------------------------- aggregation
 def parse_group_by(text: str | Sequence[str] | None) -> list[str]:
+    """Group columns from "a,b" or a list. A regularisation ``strength`` is grouped with
+    its ``strength_name`` (β = 4 and λ_od = 4 are different settings, and a table must
+    say which hyper-parameter a value is)."""
     if not text:
         return []
     items = text.split(",") if isinstance(text, str) else list(text)
-    return [i.strip() for i in items if i.strip()]
+    keys = [i.strip() for i in items if i.strip()]
+    if "strength" in keys and "strength_name" not in keys:
+        keys.insert(keys.index("strength"), "strength_name")
+    return keys
+
+
+def study_group_by(df, swept: Sequence[str] = ()) -> list[str]:
+    """The default grouping of a study's score table (one row per experiment, averaged
+    over seeds). A single-method study: its objective and the swept settings
+    (``swept``). A multi-method study: method, strength_name, strength (one row per
+    method and strength), plus every other setting that still varies inside those groups
+    (e.g. the architecture, or annealed-vae's γ when it is swept too), so no group mixes
+    experiments."""
+    from disentangle.config import replicate_keys
+    methods = df["method"].dropna().unique() if "method" in df.columns else []
+    if len(methods) <= 1:
+        return list(dict.fromkeys(["objective", *(k for k in swept if k not in replicate_keys())]))
+    keys = ["method", "strength_name", "strength"]
+    return keys + _varying_settings(df, [*keys, *_DATA_KEYS])
 
 
 def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
@@ -187,13 +208,24 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
     return pd.concat([out, pd.DataFrame(stats, index=out.index)], axis=1)
 
 
+def settings_varying_within(df, keys: Sequence[str]) -> list[str]:
+    """The settings (identity fields but the replicates) not in ``keys`` that take more
+    than one value inside some group of ``keys``: what a table or figure grouped by
+    ``keys`` would otherwise average together. Grouped by ``method``, the old objective
+    names count as their method's."""
+    return _varying_settings(df, keys)
+
+
 def _varying_settings(df, keys: Sequence[str]) -> list[str]:
     # the configuration's settings (identity fields but the seed) not grouped by must not
     # vary inside a group, or the mean mixes different experiments
-    from disentangle.config import setting_keys
+    from disentangle.config import method_of, setting_keys
     rest = [c for c in setting_keys() if c in df.columns and c not in keys]
     if not rest or df.empty:
         return []
+    if "method" in keys and "objective" in rest:
+        # grouped by method: old objective names (beta-h) are the same experiment as new ones
+        df = df.assign(objective=df["objective"].map(lambda o: method_of(o) if isinstance(o, str) else o))
     nunique = df.groupby(list(keys), dropna=False)[rest].nunique(dropna=False)
     return [c for c in rest if (nunique[c] > 1).any()]
 
@@ -231,11 +263,14 @@ def _fmt_setting(value) -> str:
 
 
 def _display_setting_columns(df, extra: Sequence[str] = ()) -> list[str]:
-    """Per-run table: always run, data, the always-shown settings (objective, beta) and
-    the seed; other settings only where they vary (a constant column is noise), plus
+    """Per-run table: always run, data, (with several methods) method, strength_name and
+    strength, the always-shown settings (objective, beta) and the seed; other settings only where they vary (a constant column is noise), plus
     status where some run is unfinished."""
-    from disentangle.config import always_shown_keys, replicate_keys, setting_keys
-    cols = ["run", "data_label", *always_shown_keys()]
+    from disentangle.config import METHOD_COLUMNS, always_shown_keys, replicate_keys, setting_keys
+    cols = ["run", "data_label"]
+    if "method" in df.columns and df["method"].nunique() > 1:
+        cols += list(METHOD_COLUMNS)   # several methods: each run's strength, named
+    cols += list(always_shown_keys())
     for c in setting_keys():
         if c not in cols and c in df.columns and df[c].nunique(dropna=False) > 1:
             cols.append(c)

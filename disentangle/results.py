@@ -238,9 +238,16 @@ def config_columns() -> tuple[str, ...]:
     return identity_keys()
 
 
+def derived_columns() -> tuple[str, ...]:
+    """Columns derived from a run's configuration (config.method_columns): its method
+    and regularisation strength, the same for every method whatever its fields."""
+    from disentangle.config import METHOD_COLUMNS
+    return METHOD_COLUMNS
+
+
 def run_columns() -> tuple[str, ...]:
     """Columns describing the run itself rather than its scores."""
-    return SOURCE_COLUMNS + config_columns()
+    return SOURCE_COLUMNS + derived_columns() + config_columns()
 
 
 class ResultsWarning(UserWarning):
@@ -314,6 +321,8 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
     package = cfg_file.get("package") or {}
     for key in config_columns():
         row[key] = config.get(key)
+    from disentangle.config import method_columns
+    row.update(method_columns(config))
     row["data_source"] = provenance.get("source")
     row["data_label"] = data_label(provenance)
     row["data_sha256"] = provenance.get("content_sha256")
@@ -348,7 +357,9 @@ def collect(results_dir: str | os.PathLike):
 
     Columns: run (path relative to results_dir), path, status, data_source ('official' |
     'rendered'), data_label (for captions), data_sha256, num_images, package_version,
-    the configuration's identity fields (:func:`config_columns`: objective, beta, ...,
+    the run's method, strength_name and strength (:func:`derived_columns`: "beta-h" ->
+    beta-vae, beta; annealed-vae -> capacity_max; factor-vae -> gamma; dip-vae-* ->
+    lambda_od), the configuration's identity fields (:func:`config_columns`: objective, beta, ...,
     precision, seed; typed by the field's annotation) and one column per score, named
     "<metric>.<key>" as in scores.json. A run whose scores are missing or unreadable gets
     NaN there and ONE ResultsWarning naming the file; nothing raises for a bad run.
@@ -391,6 +402,7 @@ def collect(results_dir: str | os.PathLike):
         elif dtype == "Int64":
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     df["num_images"] = pd.to_numeric(df["num_images"], errors="coerce").astype("Int64")
+    df["strength"] = pd.to_numeric(df["strength"], errors="coerce").astype(float)
     # the order a reader expects: by dataset, then settings, seeds last (not "b16" < "b4")
     order = ["data_label", *setting_keys(), *replicate_keys(), "run"]
     df = df.sort_values(order, na_position="last", kind="stable").reset_index(drop=True)

@@ -81,11 +81,15 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
                 metrics.append(metric)
         except Exception:
             continue
-    if metrics and (scored["objective"] == "beta-h").any():
-        attempt("metric vs β", lambda: plots.metric_vs_beta(scored, metrics), fig_dir / "metric_vs_beta.png")
-    # a traversal per β (first seed): what each β's latents came to encode
-    finished = df[df["status"] == "finished"].sort_values(["objective", "beta", "gamma", "capacity_max", "seed"])
-    firsts = finished.drop_duplicates(subset=["objective", "beta", "gamma", "capacity_max"])
+    if metrics and "strength" in scored.columns and scored["strength"].notna().any():
+        # one row per method, each on its own hyper-parameter's axis
+        attempt("metric vs strength", lambda: plots.metric_vs_strength(scored, metrics),
+                fig_dir / "metric_vs_strength.png")
+    # a traversal per method and strength (first seed): what each setting's latents came to encode
+    finished = df[df["status"] == "finished"]
+    keys = [k for k in ("method", "strength_name", "strength") if k in finished.columns] or ["objective", "beta"]
+    finished = finished.sort_values(keys + ["seed"], na_position="last", kind="stable")
+    firsts = finished.drop_duplicates(subset=keys)
     for _, row in firsts.head(8).iterrows():
         run_dir = Path(row["path"])
         attempt(f"traversal {run_dir.name}", lambda rd=run_dir: plots.traversal(figure_data.traversals(rd)),
@@ -124,7 +128,8 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
     scored = _scored(df)
     if not scored.empty:
         swept = [k for k in (record.get("swept") or []) if k in df.columns]
-        group_by = list(dict.fromkeys(["objective"] + swept))
+        from disentangle.report import study_group_by
+        group_by = study_group_by(scored, swept)
         lines += ["## Scores, mean ± std over seeds", ""]
         lines.append(_safe(lambda: make_report(scored, "markdown", group_by=group_by)))
         lines += ["", "## Scores per run", ""]
@@ -144,9 +149,11 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
 
 def _caption(stem: str) -> str:
     if stem == "rate_distortion":
-        return "Rate–distortion plane: each run's rate R and distortion D (nats), coloured by β."
-    if stem == "metric_vs_beta":
-        return "Disentanglement scores against β: mean ± std over seeds, each seed a dot."
+        return ("Rate–distortion plane: each run's rate R and distortion D (nats), coloured by its "
+                "regularisation strength (several methods: colour and marker by method, size by strength).")
+    if stem in ("metric_vs_strength", "metric_vs_beta"):
+        return ("Disentanglement scores against each method's regularisation strength (one row per method): "
+                "mean ± std over seeds, each seed a dot.")
     if stem.startswith("traversal_"):
         return (f"Latent traversals of {stem[len('traversal_'):]}: each row one latent dimension "
                 f"swept over ±3 prior standard deviations, sorted by KL.")

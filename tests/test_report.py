@@ -278,16 +278,23 @@ def test_latex_compiles_with_booktabs(df, tmp_path):
 
 
 # --------------------------------------------------------------------------- configuration columns (issue 10)
-def _fake_tree(root: Path, configs: list[dict], mig: list[float]) -> Path:
-    """Run directories holding only config.json and scores.json (collect reads no more)."""
+def _fake_tree(root: Path, configs: list[dict], mig: list[float], scores: list[dict] | None = None,
+               drop: tuple[str, ...] = ()) -> Path:
+    """Run directories holding only config.json and scores.json (collect reads no more).
+    ``scores``: more metric entries per run ({"info": {"rate_nats": ...}}); ``drop``:
+    configuration keys left out of config.json (a run written before they existed)."""
     from disentangle.config import TrainConfig
     data = {"source": "rendered", "renderer_version": "t", "content_sha256": "abc", "num_images": 737_280}
     for i, (overrides, value) in enumerate(zip(configs, mig)):
         config = {**TrainConfig().to_dict(), **overrides}
+        config = {k: v for k, v in config.items() if k not in drop}
         run = root / f"run{i}"
+        entries = {"mig": {"values": {"discrete_mig": value}}}
+        for metric, values in (scores[i] if scores else {}).items():
+            entries[metric] = {"values": values}
         write_json_atomic(run / "config.json", {"config": config, "data": data})
         write_json_atomic(run / "status.json", {"state": "finished"})
-        write_json_atomic(run / "scores.json", {"mig": {"values": {"discrete_mig": value}}})
+        write_json_atomic(run / "scores.json", entries)
     return root
 
 
@@ -356,3 +363,124 @@ def test_a_new_identity_field_gets_columns_names_and_groups(tmp_path, monkeypatc
     assert "layer" in text and "0.500" in text
     from disentangle.report import latex_name
     assert latex_name("kl_weight") == r"$w$" and latex_name("normalisation") == "normalisation"
+
+
+# --------------------------------------------------------------------------- methods and their strength (issue 11)
+# (objective as stored, its method, the strength's field, that field's value): every method,
+# the old names included, each with its hyper-parameters set apart so a wrong field shows
+STRENGTH_CASES = [
+    ({"objective": "beta-vae", "beta": 6.0}, "beta-vae", "beta", 6.0),
+    ({"objective": "beta-h", "beta": 4.0}, "beta-vae", "beta", 4.0),
+    ({"objective": "annealed-vae", "capacity_max": 50.0, "gamma": 1000.0}, "annealed-vae", "capacity_max", 50.0),
+    ({"objective": "beta-b", "capacity_max": 15.0, "gamma": 100.0}, "annealed-vae", "capacity_max", 15.0),
+    ({"objective": "beta-tcvae", "beta": 8.0, "gamma": 3.0}, "beta-tcvae", "beta", 8.0),
+    ({"objective": "factor-vae", "gamma": 30.0, "beta": 2.0}, "factor-vae", "gamma", 30.0),
+    ({"objective": "dip-vae-i", "lambda_od": 5.0, "beta": 3.0}, "dip-vae-i", "lambda_od", 5.0),
+    ({"objective": "dip-vae-ii", "lambda_od": 20.0, "gamma": 7.0}, "dip-vae-ii", "lambda_od", 20.0),
+]
+
+
+def test_method_and_strength_columns_for_every_method(tmp_path):
+    from disentangle.config import METHOD_STRENGTH, METHODS
+    assert set(METHOD_STRENGTH) == set(METHODS)   # every method has its strength
+    tree = _fake_tree(tmp_path / "r", [c for c, *_ in STRENGTH_CASES], [0.1] * len(STRENGTH_CASES))
+    df = collect(tree)
+    got = {(r["objective"], r["method"], r["strength_name"], r["strength"]) for _, r in df.iterrows()}
+    assert got == {(c["objective"], m, k, v) for c, m, k, v in STRENGTH_CASES}
+    assert df["strength"].dtype == float
+    # the derived columns come before the configuration's, after the run's source
+    cols = list(df.columns)
+    assert cols.index("method") < cols.index("strength_name") < cols.index("strength") < cols.index("objective")
+
+
+def test_old_runs_without_the_new_fields_get_method_and_strength(tmp_path):
+    # config.json of a run from before lambda_od and architecture existed: the default
+    # counts (a dip-vae run cannot be that old, a beta-h or beta-b one can)
+    tree = _fake_tree(tmp_path / "r", [{"objective": "beta-h", "beta": 16.0},
+                                       {"objective": "beta-b", "capacity_max": 5.0}], [0.3, 0.4],
+                      drop=("lambda_od", "architecture"))
+    assert "lambda_od" not in read_json(tree / "run0" / "config.json")["config"]
+    df = collect(tree).set_index("objective")
+    assert (df.loc["beta-h", "method"], df.loc["beta-h", "strength_name"], df.loc["beta-h", "strength"]) == \
+        ("beta-vae", "beta", 16.0)
+    assert (df.loc["beta-b", "method"], df.loc["beta-b", "strength"]) == ("annealed-vae", 5.0)
+    # a strength field missing from config.json counts as its default
+    from disentangle.config import TrainConfig, method_columns
+    assert method_columns({"objective": "dip-vae-i"})["strength"] == TrainConfig().lambda_od
+    assert method_columns({"objective": "nope"}) == {"method": "nope", "strength_name": None, "strength": None}
+
+
+# the CPU study's shape: every method, two strengths, two seeds
+SIX_METHODS = {"beta-vae": ("beta", [1.0, 16.0]), "annealed-vae": ("capacity_max", [5.0, 25.0]),
+               "beta-tcvae": ("beta", [1.0, 10.0]), "factor-vae": ("gamma", [10.0, 100.0]),
+               "dip-vae-i": ("lambda_od", [1.0, 10.0]), "dip-vae-ii": ("lambda_od", [1.0, 10.0])}
+
+
+def six_method_tree(root: Path, seeds=(0, 1), old_names: bool = True):
+    """A fake study of the six methods; MIG and rate of each run from its position, so a
+    test knows every mean. With ``old_names`` the β-VAE seed-1 runs say beta-h (a study
+    resumed across the renaming) and AnnealedVAE's say beta-b."""
+    configs, mig, scores = [], [], []
+    for m, (method, (key, values)) in enumerate(SIX_METHODS.items()):
+        for j, value in enumerate(values):
+            for seed in seeds:
+                objective = method
+                if old_names and seed == 1:
+                    objective = {"beta-vae": "beta-h", "annealed-vae": "beta-b"}.get(method, method)
+                configs.append({"objective": objective, key: value, "seed": seed, "architecture": "dlib",
+                                **({"gamma": 1000.0} if method == "annealed-vae" else {})})
+                mig.append(0.1 * m + 0.05 * j + 0.01 * seed)
+                rate = 2.0 + 3.0 * m + 2.0 * j + 0.5 * seed
+                scores.append({"info": {"rate_nats": rate, "distortion_nats": 300.0 - 2 * rate,
+                                        "entropy_x_nats": 280.0, "is_bound": True}})
+    return _fake_tree(root, configs, mig, scores)
+
+
+def test_a_six_method_study_groups_by_method_and_strength(tmp_path):
+    from disentangle.report import parse_group_by, study_group_by, table_cells
+    df = collect(six_method_tree(tmp_path / "r"))
+    assert len(df) == 24
+    keys = study_group_by(df, swept=["objective", "beta", "capacity_max", "gamma", "lambda_od", "seed"])
+    assert keys == ["method", "strength_name", "strength"]
+    with warnings.catch_warnings():
+        # beta-h and beta-vae (beta-b and annealed-vae) are one method: no mixing warning
+        warnings.simplefilter("error", ReportWarning)
+        agg = aggregate(df, keys, ["mig.discrete_mig"])
+    assert len(agg) == 12 and (agg["n"] == 2).all()
+    for m, (method, (key, values)) in enumerate(SIX_METHODS.items()):
+        for j, value in enumerate(values):
+            row = agg[(agg["method"] == method) & (agg["strength"] == value)]
+            assert len(row) == 1 and row["strength_name"].item() == key
+            assert row["mig.discrete_mig.mean"].item() == pytest.approx(0.1 * m + 0.05 * j + 0.005)
+            assert row["mig.discrete_mig.std"].item() == pytest.approx(statistics.stdev([0.0, 0.01]))
+    header, rows = table_cells(df, keys, ["mig"])
+    assert header[:3] == ["method", "strength_name", "strength"] and len(rows) == 12
+    # "strength" alone is always grouped with its name: β = 1 is not λ_od = 1
+    assert parse_group_by("method,strength") == ["method", "strength_name", "strength"]
+    # another setting varying inside a method's groups joins the keys (never averaged away)
+    extra = collect(_fake_tree(tmp_path / "a", [{"objective": "beta-vae", "beta": 1.0, "architecture": a, "seed": s}
+                                                for a in ("dlib", "fc") for s in (0, 1)]
+                               + [{"objective": "factor-vae", "gamma": 10.0}], [0.1, 0.2, 0.3, 0.4, 0.5]))
+    assert study_group_by(extra) == ["method", "strength_name", "strength", "architecture"]
+    # a single-method study keeps today's grouping: its objective and swept settings
+    single = collect(_fake_tree(tmp_path / "s", [{"beta": b, "seed": s} for b in (1.0, 4.0) for s in (0, 1)],
+                                [0.1, 0.2, 0.3, 0.4]))
+    assert study_group_by(single, swept=["beta", "seed"]) == ["objective", "beta"]
+    # the per-run table of a multi-method study names each run's strength
+    header, _ = table_cells(df, None, ["mig"])
+    assert header[2:5] == ["method", "strength_name", "strength"]
+    assert "method" not in table_cells(single, None, ["mig"])[0]
+
+
+def test_cli_report_groups_by_method_and_strength(tmp_path):
+    from click.testing import CliRunner
+
+    from disentangle.cli import main
+    tree = six_method_tree(tmp_path / "r")
+    res = CliRunner().invoke(main, ["report", str(tree), "--group-by", "method,strength", "--metric", "mig"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 2 + 12 and "warning" not in res.output
+    cells = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in lines[2:]}
+    assert ("factor-vae", "gamma", "100") in cells and ("annealed-vae", "capacity_max", "25") in cells
+    assert "0.355 ± 0.007" in cells[("factor-vae", "gamma", "100")]   # 0.1·3 + 0.05 + 0.005
