@@ -66,8 +66,6 @@ class PackedBatches:
         self.device = torch.device(device)
         self.packed = torch.from_numpy(np.ascontiguousarray(packed)).to(self.device)
         self.num_images = self.packed.shape[0]
-        # numpy.packbits order: the first pixel is the most significant bit
-        self._shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=self.device)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(seed)
 
@@ -76,10 +74,8 @@ class PackedBatches:
         return torch.randint(0, self.num_images, (n,), generator=self.generator)
 
     def images(self, idx):
-        import torch
-        rows = self.packed.index_select(0, idx.to(self.device, non_blocking=True))
-        bits = torch.bitwise_and(torch.bitwise_right_shift(rows.unsqueeze(-1), self._shifts), 1)
-        return bits.reshape(len(idx), 1, 64, 64).to(torch.float32)
+        from disentangle.data.render import unpack_to_float
+        return unpack_to_float(self.packed.index_select(0, idx.to(self.device, non_blocking=True)))
 
     def sample(self, n: int):
         return self.images(self.indices(n))
