@@ -227,3 +227,11 @@ def test_every_registered_metric_checks_its_parameters_up_front():
         with pytest.raises(UserError) as info:
             check_evaluation(["mig"], **kwargs)
         assert named in user_message(info.value)
+
+
+def test_demo_metric_list_is_valid_and_covers_the_registry_but_dci_es():
+    from disentangle.demo import demo_study
+    from disentangle.evaluation.evaluate import check_evaluation, metric_names
+    study = demo_study()
+    check_evaluation(study.metrics, study.eval_seed, study.eval_params)
+    assert set(metric_names(["all"])) - set(metric_names(study.metrics)) == {"dci_es"}
