@@ -66,8 +66,6 @@ class PackedBatches:
         self.device = torch.device(device)
         self.packed = torch.from_numpy(np.ascontiguousarray(packed)).to(self.device)
         self.num_images = self.packed.shape[0]
-        # numpy.packbits order: the first pixel is the most significant bit
-        self._shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=self.device)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(seed)
 
@@ -76,10 +74,8 @@ class PackedBatches:
         return torch.randint(0, self.num_images, (n,), generator=self.generator)
 
     def images(self, idx):
-        import torch
-        rows = self.packed.index_select(0, idx.to(self.device, non_blocking=True))
-        bits = torch.bitwise_and(torch.bitwise_right_shift(rows.unsqueeze(-1), self._shifts), 1)
-        return bits.reshape(len(idx), 1, 64, 64).to(torch.float32)
+        from disentangle.data.render import unpack_to_float
+        return unpack_to_float(self.packed.index_select(0, idx.to(self.device, non_blocking=True)))
 
     def sample(self, n: int):
         return self.images(self.indices(n))
@@ -372,12 +368,22 @@ def _record_failure(run: RunDir, reason: str) -> None:
         run.write_status("failed", reason=reason)
 
 
+def checks_every_step(device) -> bool:
+    """Whether the loop checks every step's loss for NaN/inf. On the CPU the value is already
+    on the host, so the check is free and names the exact step. On an accelerator reading
+    it would synchronise the host with the device every step; there the loss is read only
+    at log and checkpoint points (their accumulated sum is non-finite when any step's loss
+    was), so between those points the loop issues no host synchronisation at all."""
+    import torch
+    return torch.device(device).type == "cpu"
+
+
 def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBatches,
           resumed: dict | None, progress: bool, runtime: dict) -> None:
     import torch
     from disentangle.models.objectives import capacity
     columns = _log_columns(config.latent_dim, trainer.extra_terms)
-    per_step_check = trainer.device.type == "cpu"  # free on CPU; a GPU sync per step is not
+    per_step_check = checks_every_step(trainer.device)
     annealed = trainer.method == "annealed-vae"
     acc = torch.zeros(3 + config.latent_dim + len(trainer.extra_terms), dtype=torch.float64, device=trainer.device)
     start, log_rows, elapsed, acc_steps = 0, [], 0.0, 0

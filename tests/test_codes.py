@@ -173,3 +173,26 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_default_batch_size_by_device_type():
+    import torch
+
+    from disentangle.evaluation.codes import DEFAULT_CPU_BATCH, DEFAULT_CUDA_BATCH, default_batch_size
+    assert DEFAULT_CPU_BATCH < DEFAULT_CUDA_BATCH
+    assert default_batch_size("cpu") == default_batch_size(torch.device("cpu")) == DEFAULT_CPU_BATCH
+    assert (default_batch_size("cuda") == default_batch_size("cuda:1") == default_batch_size(torch.device("cuda", 0))
+            == DEFAULT_CUDA_BATCH)
+
+
+def test_device_side_unpack_gives_the_dataset_pixels(tiny_data):
+    import torch
+
+    from disentangle.data.render import unpack_to_float
+    rows = np.random.default_rng(0).integers(0, 256, size=(37, 512), dtype=np.uint8)
+    got = unpack_to_float(torch.from_numpy(rows))
+    assert got.dtype == torch.float32 and got.shape == (37, 1, 64, 64)
+    assert np.array_equal(got[:, 0].numpy(), np.unpackbits(rows, axis=1).reshape(37, 64, 64).astype(np.float32))
+    idx = np.arange(0, tiny_data.num_images, 7)
+    assert np.array_equal(unpack_to_float(torch.from_numpy(tiny_data.packed_images(idx)))[:, 0].numpy(),
+                          tiny_data.images(idx).astype(np.float32))

@@ -252,3 +252,11 @@ def test_evaluate_table_flags_a_pruned_factor_vae(run_dir, tiny_data_path):
     assert row[header.index("factor_vae.eval_accuracy")] == "0.0000†"
     assert not row[header.index("mig.discrete_mig")].endswith("†")
     assert lines[2].startswith("† factor_vae (") and "every code dimension was pruned" in lines[2]
+
+
+def test_demo_metric_list_is_valid_and_covers_the_registry_but_dci_es():
+    from disentangle.demo import demo_study
+    from disentangle.evaluation.evaluate import check_evaluation, metric_names
+    study = demo_study()
+    check_evaluation(study.metrics, study.eval_seed, study.eval_params)
+    assert set(metric_names(["all"])) - set(metric_names(study.metrics)) == {"dci_es"}

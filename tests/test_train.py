@@ -420,3 +420,76 @@ def test_damaged_model_file_is_refused(tmp_path, finished_run, damage):
         (copy / "status.json").write_text(__import__("json").dumps(status))
         with pytest.raises(UserError, match="model.pt: unreadable model file"):
             load_model(copy)
+
+
+# --------------------------------------------------------------------------- host synchronisation
+# the tensor methods that copy a value to the host (on an accelerator: wait for the device)
+_HOST_SYNCS = {"__float__", "__int__", "__bool__", "item", "tolist", "numpy", "cpu", "nonzero", "unique"}
+
+
+@pytest.mark.parametrize("accelerator", [False, True])
+def test_host_synchronisation_only_at_log_and_checkpoint_points(tmp_path, tiny_data_path, monkeypatch, accelerator):
+    """Counts, per training step, the tensor operations that read a value back to the host.
+    On the CPU the loop reads each step's loss once (the exact-step NaN check); with the
+    device type mocked as an accelerator's it reads nothing between log/checkpoint points."""
+    from torch.overrides import TorchFunctionMode
+
+    from disentangle import train as train_module
+    events: list[str] = []
+    in_optimizer = [False]
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            # torch's Adam (not capturable, not fused) keeps its step counter on the host on
+            # every device; its .item() there reads host memory, not the device
+            if name in _HOST_SYNCS and not in_optimizer[0]:
+                events.append(name)
+            return func(*args, **(kwargs or {}))
+
+    def entering(*_):
+        in_optimizer[0] = True
+
+    def leaving(*_):
+        in_optimizer[0] = False
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    hooks = [register_optimizer_step_pre_hook(entering), register_optimizer_step_post_hook(leaving)]
+    real_sample = PackedBatches.sample
+
+    def marked_sample(self, n):
+        events.append("<step>")
+        return real_sample(self, n)
+
+    monkeypatch.setattr(PackedBatches, "sample", marked_sample)
+    if accelerator:
+        monkeypatch.setattr(train_module, "checks_every_step", lambda device: False)
+    try:
+        for method, hyper in (("beta-vae", {}), ("factor-vae", {"gamma": 10.0}), ("beta-tcvae", {"beta": 6.0})):
+            events.clear()
+            config = small(tiny_data_path, objective=method, steps=12, log_every=4, checkpoint_every=6, **hyper)
+            with Count():
+                train(config, tmp_path / method)
+            segments, current = [], None
+            for e in events:
+                if e == "<step>":
+                    current = []
+                    segments.append(current)
+                elif current is not None:
+                    current.append(e)
+            assert len(segments) == 12 and not in_optimizer[0]
+            for t, syncs in enumerate(segments):
+                done = t + 1
+                if done % 4 == 0 or done % 6 == 0:
+                    assert syncs, "a log/checkpoint point reads the loss"   # the counter sees syncs at all
+                    continue
+                assert syncs == ([] if accelerator else ["__float__"]), (method, done, syncs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_the_per_step_loss_check_is_cpu_only():
+    from disentangle.train import checks_every_step
+    assert checks_every_step("cpu") and checks_every_step(torch.device("cpu"))
+    assert not checks_every_step("cuda") and not checks_every_step("cuda:1") and not checks_every_step("mps")

@@ -156,6 +156,17 @@ def unpack_images(packed: np.ndarray) -> np.ndarray:
     return np.unpackbits(packed, axis=-1).reshape(packed.shape[:-1] + (IMAGE_SIZE, IMAGE_SIZE))
 
 
+def unpack_to_float(rows):
+    """(n, 512) packed uint8 torch tensor -> (n, 1, 64, 64) float32 {0, 1} images on the
+    tensor's device (two integer ops and a cast; the same pixels as :func:`unpack_images`).
+    Training batches and encoder batches are unpacked here, so only the packed bytes
+    travel to an accelerator."""
+    import torch
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=rows.device)  # packbits: MSB first
+    bits = torch.bitwise_and(torch.bitwise_right_shift(rows.unsqueeze(-1), shifts), 1)
+    return bits.reshape(rows.shape[0], 1, IMAGE_SIZE, IMAGE_SIZE).to(torch.float32)
+
+
 def pack_images(images: np.ndarray) -> np.ndarray:
     """(n, 64, 64) {0,1} -> (n, 512) packed."""
     images = np.asarray(images)

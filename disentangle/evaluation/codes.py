@@ -52,8 +52,10 @@ DEFAULT_CUDA_BATCH = 1024
 
 
 # --------------------------------------------------------------------------- helpers
-def default_batch_size(device: str) -> int:
-    return DEFAULT_CUDA_BATCH if str(device).startswith("cuda") else DEFAULT_CPU_BATCH
+def default_batch_size(device) -> int:
+    """Encoder and decoder batch for ``device`` ("cpu", "cuda:1", a torch.device): small on
+    the CPU (cache-sized), large on an accelerator (amortises kernel launches)."""
+    return DEFAULT_CPU_BATCH if str(device).split(":")[0] == "cpu" else DEFAULT_CUDA_BATCH
 
 
 # --------------------------------------------------------------------------- encoding
@@ -89,6 +91,8 @@ class BatchEncoder:
     def encode_packed(self, packed: np.ndarray, progress=None, want_logvar: bool = True):
         """(n, 512) packed images -> mean (n, D) float32 [, logvar (n, D) float32]."""
         import torch
+
+        from disentangle.data.render import unpack_to_float
         n = len(packed)
         mean = np.empty((n, self.latent_dim), dtype=np.float32)
         logvar = np.empty((n, self.latent_dim), dtype=np.float32) if want_logvar else None
@@ -101,8 +105,8 @@ class BatchEncoder:
                     self._buffer[:m] = rows
                     self._buffer[m:] = 0
                     rows = self._buffer
-                pixels = np.unpackbits(rows, axis=1)                       # (bs, 4096) uint8
-                x = torch.from_numpy(pixels).to(self.device).view(bs, 1, 64, 64).to(torch.float32)
+                # only the packed bytes travel to the device; unpacked there
+                x = unpack_to_float(torch.from_numpy(rows).to(self.device))
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 mu, lv = self.model.encode(x)

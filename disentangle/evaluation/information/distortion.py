@@ -59,7 +59,8 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
         idx = np.arange(n_total) if count >= n_total else np.sort(rng.choice(n_total, size=count, replace=False))
     likelihood = likelihood or getattr(model, "likelihood", "bernoulli")
     device = model_device(model)
-    batch_size = int(batch_size or (64 if device.type == "cpu" else 1024))
+    from disentangle.evaluation.codes import default_batch_size
+    batch_size = int(batch_size or default_batch_size(device))   # the encoder's: one sizing rule
     if device.type == "cpu" and any(p.dim() == 4 for p in model.parameters()):
         # the CPU transposed convolutions run faster in channels_last (docs/performance.md);
         # a private copy, so the caller's model is untouched
