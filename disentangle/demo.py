@@ -78,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         result = run_sweep(demo_study(args.steps), args.results, executor="local", jobs=args.jobs,
                            data=str(data), device="auto", echo=print)
     except UserError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
+        from disentangle.cli import user_message
+        print(f"demo: error: {user_message(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: the workers were stopped; finished runs and checkpoints stay
+        print("demo: interrupted; run it again to resume where it stopped", file=sys.stderr)
+        return 130
     minutes = (time.perf_counter() - start) / 60
     print(f"\ndemo finished in {minutes:.1f} min: {result.count('done')} of {len(result.runs)} runs done"
           + (f", {result.count('failed')} failed (see the report)" if result.count("failed") else ""))
