@@ -117,7 +117,7 @@ def atomic_h5(target: str | os.PathLike):
 
 
 # The files of a run directory that are written through atomic_path: a SIGKILL inside
-# the write leaves ".<name>.XXXXXXXX.tmp" beside them.
+# the write leaves ".<name>.<random suffix>.tmp" beside them.
 _TRAIN_TEMP_NAMES = ("checkpoint.pt", "model.pt", "status.json", "train_log.csv", "config.json")
 _EVAL_TEMP_NAMES = ("codes.h5", "scores.json")
 EVAL_TEMP_MIN_AGE_S = 600.0

@@ -117,16 +117,7 @@ def assemble_values(hx: dict, kl_dims: np.ndarray, mi: dict, dist: dict, thresho
         "num_distinct_images": hx["num_distinct"], "log_num_images_nats": math.log(hx["num_images"]),
         "i_gen_lower_nats": i_gen_lower, "i_gen_lower_bits": bits(i_gen_lower),
         "i_rep_upper_nats": rate, "i_rep_upper_bits": bits(rate),
-        "i_q_nats": mi["i_q_nats"], "i_q_bits": bits(mi["i_q_nats"]), "i_q_se_nats": mi["i_q_se_nats"],
-        "i_q_samples": mi["i_q_samples"],
-        "marginal_kl_nats": rate - mi["i_q_nats"], "marginal_kl_bits": bits(rate - mi["i_q_nats"]),
-        "total_correlation_nats": mi["total_correlation_nats"],
-        "total_correlation_bits": bits(mi["total_correlation_nats"]),
-        "total_correlation_se_nats": mi["total_correlation_se_nats"],
-        "dimension_wise_kl_nats": mi["dimension_wise_kl_nats"],
-        "dimension_wise_kl_se_nats": mi["dimension_wise_kl_se_nats"],
-        "active_dims": int((kl_dims > threshold).sum()), "active_threshold_nats": threshold,
-        **{f"kl_dim_{j}": float(k) for j, k in enumerate(kl_dims)},
+        **_posterior_values(rate, kl_dims, mi, threshold),
         "likelihood": likelihood, "is_bound": bool(is_bound),
         **{f"seconds_{k}": float(v) for k, v in seconds.items()},
     }
@@ -177,6 +168,15 @@ def posterior_scores(codes, rng: np.random.Generator, **params) -> dict:
     rate = float(kl_dims.sum())
     return {
         "rate_nats": rate, "rate_bits": bits(rate),
+        **_posterior_values(rate, kl_dims, mi, threshold),
+        "seconds_rate": float(seconds_rate), "seconds_i_q": float(seconds_iq),
+    }
+
+
+def _posterior_values(rate: float, kl_dims, mi: dict, threshold: float) -> dict:
+    """The values that need only the posterior (I_q, marginal KL, total correlation,
+    per-dimension KL, active dimensions): shared by ``info`` and ``info_posterior``."""
+    return {
         "i_q_nats": mi["i_q_nats"], "i_q_bits": bits(mi["i_q_nats"]), "i_q_se_nats": mi["i_q_se_nats"],
         "i_q_samples": mi["i_q_samples"],
         "marginal_kl_nats": rate - mi["i_q_nats"], "marginal_kl_bits": bits(rate - mi["i_q_nats"]),
@@ -187,5 +187,4 @@ def posterior_scores(codes, rng: np.random.Generator, **params) -> dict:
         "dimension_wise_kl_se_nats": mi["dimension_wise_kl_se_nats"],
         "active_dims": int((kl_dims > threshold).sum()), "active_threshold_nats": threshold,
         **{f"kl_dim_{j}": float(k) for j, k in enumerate(kl_dims)},
-        "seconds_rate": float(seconds_rate), "seconds_i_q": float(seconds_iq),
     }
