@@ -35,19 +35,9 @@ REDUCED = {"modularity_explicitness": dict(num_train=5000, num_test=2500),
 
 
 def synthetic_codes(gt):
-    """Same construction as the ``codes`` fixture of tests/test_metrics_extra.py."""
-    from test_metrics_extra import normalised_factors, rotation
-    rng = np.random.default_rng(1234)
-    f = normalised_factors(gt)
-    eps = 0.01 * rng.standard_normal(f.shape, dtype=np.float32)
-    dead = np.zeros_like(f)
-    noise5 = rng.standard_normal(f.shape, dtype=np.float32)
-    return {"ideal": np.concatenate([f + eps, dead], axis=1),
-            "rotated": np.concatenate([(f + eps) @ rotation(), dead], axis=1),
-            "partial": np.concatenate([f[:, :3] + eps[:, :3], noise5, dead[:, :2]], axis=1),
-            "noise": rng.standard_normal((gt.num_images, 10), dtype=np.float32),
-            "collapsed": np.zeros((gt.num_images, 10), dtype=np.float32),
-            "scaled": np.concatenate([(f + eps) * np.array([1e-3, 1, 50, 7, 1e3], np.float32), dead], axis=1)}
+    """The ``codes`` fixture of tests/test_metrics_extra.py."""
+    from test_metrics_extra import synthetic_codes as make
+    return make(gt)
 
 
 def udr_of(code, gt, rng):

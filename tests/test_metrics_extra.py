@@ -41,9 +41,9 @@ def tiny(tiny_ground_truth):
     return tiny_ground_truth
 
 
-@pytest.fixture(scope="module")
-def codes(gt):
-    """The synthetic codes of the table in docs/metrics_extra.md (10 dims each)."""
+def synthetic_codes(gt):
+    """The synthetic codes of the table in docs/metrics_extra.md (10 dims each); also used
+    by benchmarks/metrics_extra_table.py."""
     rng = np.random.default_rng(1234)
     f = normalised_factors(gt)
     eps = 0.01 * rng.standard_normal(f.shape, dtype=np.float32)
@@ -55,6 +55,11 @@ def codes(gt):
             "noise": rng.standard_normal((gt.num_images, 10), dtype=np.float32),
             "collapsed": np.zeros((gt.num_images, 10), dtype=np.float32),
             "scaled": np.concatenate([(f + eps) * np.array([1e-3, 1, 50, 7, 1e3], np.float32), dead], axis=1)}
+
+
+@pytest.fixture(scope="module")
+def codes(gt):
+    return synthetic_codes(gt)
 
 
 def run(name, x, gt, seed=0, **params):

@@ -14,15 +14,8 @@ from disentangle.evaluation.codes import get_codes
 from disentangle.evaluation.evaluate import evaluate_run
 from disentangle.results import read_json
 
-FIVE = ("beta_vae", "factor_vae", "mig", "dci", "sap")
-SMALL = {
-    "beta_vae": {"num_train": 120, "num_eval": 60, "batch_size": 8},
-    "factor_vae": {"num_train": 120, "num_eval": 60, "num_variance_estimate": 300, "batch_size": 8,
-                   "prune_threshold": 0.0},
-    "mig": {"num_train": 400},
-    "dci": {"num_train": 200, "num_test": 100},
-    "sap": {"num_train": 200, "num_test": 100},
-}
+# the same small sample counts as evaluate's tests, so the two commands compare alike
+from test_evaluate import FIVE, SMALL  # noqa: E402
 SMALL_IQ = {"iq_min_samples": 200, "iq_max_samples": 400}
 
 
