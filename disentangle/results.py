@@ -35,6 +35,7 @@ TRAIN_LOG_FILE = "train_log.csv"
 CODES_FILE = "codes.h5"
 SCORES_FILE = "scores.json"
 STATUS_FILE = "status.json"
+PROGRESS_FILE = "progress.json"
 
 
 # errno values that mean "this path cannot be written here", as opposed to a bug

@@ -35,6 +35,7 @@ import numpy as np
 from disentangle.config import TrainConfig, differing_keys
 from disentangle.devices import resolve_device, thread_limit
 from disentangle.errors import ParameterError, UserError
+from disentangle.progress import report
 from disentangle.results import (WriteError, clean_stale_temps, environment_info, write_bytes_atomic,
                                  write_error, write_text_atomic)
 from disentangle.rundir import RunDir
@@ -398,6 +399,7 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
         from tqdm import tqdm
         bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", file=sys.stderr,
                    dynamic_ncols=True, mininterval=0.5)
+    report("training", start, config.steps, "steps")
     try:
         for t in range(start, config.steps):
             cap = capacity(t, config.capacity_max, config.capacity_steps) if annealed else 0.0
@@ -425,6 +427,7 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
                     bar.update(done - bar.n)
                 acc.zero_()
                 acc_steps, timed_steps, interval_start = 0, 0, time.perf_counter()
+                report("training", done, config.steps, "steps")
             if ckpt_now:
                 _save_checkpoint(run, trainer, batches, done, log_rows, elapsed, acc, acc_steps)
                 write_text_atomic(run.train_log_path, _log_csv(columns, log_rows))

@@ -62,6 +62,14 @@ def test_sweep_through_a_slurm_job_array(tmp_path, tiny_data_path):
     array_id = next(iter(jobs.values())).split("_")[0]
     assert (results / sw.SLURM_DIR / array_id / f"{array_id}_submission.sh").is_file()
     assert any((results / sw.SLURM_DIR).glob("*_0/*_log.out"))
+    # each phase reached the run's sweep.log and the task's own log
+    task_logs = "".join(p.read_text() for p in (results / sw.SLURM_DIR).glob("*/*_log.out"))
+    for name in jobs:
+        log = (results / name / sw.LOG_FILE).read_text()
+        assert "slurm job" in log.splitlines()[0], log
+        for phase in ("progress", "training 0/20 steps", "encoding 0/", "metric mig (1/1)"):
+            assert phase in log, (phase, log)
+        assert "metric mig (1/1)" in task_logs
 
     # 3. a wider grid: only the new run is submitted, and this time the sweep waits for it
     lines.clear()

@@ -136,6 +136,28 @@ def test_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     assert not sw.is_locked(tmp_path)
 
 
+def test_sweep_status_shows_what_a_running_run_is_doing(tmp_path):
+    """A running run's row says its phase from progress.json (any host that sees the
+    directory), not only "evaluating"; without a record, the step from status.json."""
+    from disentangle.progress import RunProgress, report, reporting
+    run_dir = tmp_path / "study" / "beta-h_b4_s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": {"steps": 1500}}))
+    lock = sw.RunLock(run_dir)
+    assert lock.acquire()
+    try:
+        assert sw.study_status(tmp_path / "study")[0]["detail"].startswith("training 0/1500")
+        with reporting(RunProgress(run_dir, lambda line: None)):
+            report("encoding", 12288, 73728, "images")
+        row = sw.study_status(tmp_path / "study")[0]
+        assert row["state"] == "running"
+        assert row["detail"].startswith("encoding 12,288/73,728 images (17%); pid "), row
+        job = {"name": run_dir.name, "run_dir": str(run_dir), "config": {"steps": 1500}}
+        assert sw.running_progress([job]) == "beta-h_b4_s0 encoding 12,288/73,728 images (17%)"
+    finally:
+        lock.release()
+
+
 def test_refuses_a_directory_holding_other_settings(tmp_path, tiny_data_path):
     """Names show only the swept settings: a second study with other fixed settings in
     the same directory is refused before anything runs, naming what differs."""
@@ -292,6 +314,9 @@ def test_two_sweeps_on_one_directory_share_the_work(tmp_path, tiny_data_path):
         assert both.count(f"done   {name}: trained") == 1, both
         logs = (results / name / sw.LOG_FILE).read_text()
         assert logs.count("done: trained") == 1, logs
+        # what each long step was doing reached the run's log
+        for phase in ("training 0/40 steps", "encoding 0/", "metric mig (1/1)"):
+            assert logs.count(phase) == 1, (phase, logs)
         _assert_intact(results / name, 40)
         assert not sw.is_locked(results / name)
     assert "running elsewhere" in both or "already done" in both

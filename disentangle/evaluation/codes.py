@@ -122,7 +122,9 @@ class BatchEncoder:
 def encode_dataset(model, data, device: str = "cpu", batch_size: int | None = None,
                    progress: bool = True):
     """Encoder mean and log-variance of every image of ``data``, in index order."""
+    from disentangle.progress import report
     encoder = BatchEncoder(model, device, batch_size)
+    total, encoded = data.num_images, 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -131,10 +133,17 @@ def encode_dataset(model, data, device: str = "cpu", batch_size: int | None = No
     try:
         # feed the encoder in slices so only one slice of packed rows is copied at a time
         chunk = encoder.batch_size * 256
+
+        def advance(m: int) -> None:
+            nonlocal encoded
+            encoded += m
+            if bar is not None:
+                bar.update(m)
+            report("encoding", encoded, total, "images")
+        report("encoding", 0, total, "images")
         means, logvars = [], []
         for start in range(0, data.num_images, chunk):
-            m, lv = encoder.encode_packed(data.packed[start:start + chunk],
-                                          progress=bar.update if bar is not None else None)
+            m, lv = encoder.encode_packed(data.packed[start:start + chunk], progress=advance)
             means.append(m)
             logvars.append(lv)
     finally:

@@ -228,9 +228,11 @@ def run_metrics(run: RunDir, plan: EvaluationPlan, inputs: Mapping[str, Callable
     each built on first use) and merge each entry into the run's scores.json as soon as
     it is computed. ``provenance(spec)`` gives the entry's source fields (data, codes,
     model_sha256 or codes_sha256). Shared by evaluate and :mod:`.score`."""
+    from disentangle.progress import report
     from disentangle.results import package_version
     results: dict[str, dict] = {}
-    for name in plan.names:
+    for k, name in enumerate(plan.names):
+        report(f"metric {name}", k, len(plan.names), "metrics")
         spec = get_metric(name)
         rng = np.random.default_rng(plan.seed)
         t0 = time.perf_counter()

@@ -11,7 +11,8 @@ The results directory::
       study.json               the grid, the fixed settings, every run's configuration
       beta-h_b4_s0/            one run directory per grid point (see disentangle.results)
         sweep.lock             held (fcntl.flock) by the process working on the run
-        sweep.log              that process's output
+        sweep.log              that process's output, progress lines included
+        progress.json          what the running process is doing now (disentangle.progress)
       report.md, figures/      the study's tables and figures, rewritten by every sweep
       slurm/                   submitit's scripts and logs (Slurm executor)
       slurm_jobs.json          run name -> Slurm job id of its latest submission
@@ -50,7 +51,8 @@ from disentangle.sweep.local import cpu_count, run_local
 from disentangle.sweep.runner import SweepResult, run_sweep
 from disentangle.sweep.slurm import SlurmOptions, SlurmRun, parse_time, run_slurm, slurm_available, squeue_states
 from disentangle.sweep.state import (FIGURES_DIR, LOG_FILE, REPORT_FILE, SLURM_DIR, SLURM_JOBS_FILE,
-                                     STATES, STUDY_FILE, STUDY_FORMAT, metric_names, missing_metrics)
+                                     STATES, STUDY_FILE, STUDY_FORMAT, metric_names, missing_metrics, run_phase,
+                                     running_progress)
 from disentangle.sweep.status import format_status, study_status
 
 __all__ = [
@@ -88,8 +90,10 @@ __all__ = [
     "record_death",
     "run_local",
     "run_name",
+    "run_phase",
     "run_slurm",
     "run_sweep",
+    "running_progress",
     "slurm_available",
     "squeue_states",
     "study_status",

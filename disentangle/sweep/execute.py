@@ -6,18 +6,21 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from disentangle.devices import resolve_device
+from disentangle.progress import RunProgress, report, reporting
 from disentangle.rundir import RunDir, RunLock
 from disentangle.sweep.state import exception_reason, metric_names, missing_metrics, try_write_status
 
 
-def execute_run(job: dict) -> dict:
+def execute_run(job: dict, echo: Callable[[str], None] = print) -> dict:
     """Train and evaluate one run, holding its lock; never raises for a failed run.
 
     ``job``: name, run_dir, config (TrainConfig dict), metrics, eval_seed, eval_params,
-    retry_failed.
+    retry_failed. ``echo`` takes the run's progress lines (:mod:`disentangle.progress`);
+    its progress.json is kept current meanwhile.
     Returns an outcome: {"name", "result": "done" | "failed" | "busy", "action", "reason",
     "seconds", "threads", "pid"}."""
     t0 = time.monotonic()
@@ -34,62 +37,70 @@ def execute_run(job: dict) -> dict:
     if not lock.acquire():
         return finish("busy", "running elsewhere", lock.holder())
     try:
-        status = run.status()
-        state = (status or {}).get("state")
-        if state == "failed" and not job.get("retry_failed"):
-            return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
-        actions = []
-        reason = str((status or {}).get("reason") or "")
-        if state == "failed" and reason.startswith("evaluation failed") and run.model_path.is_file():
-            # training had finished: only the evaluation is retried
-            actions.append("retried evaluation")
-            run.write_status("finished")
-        elif not run.training_finished(status):
-            from disentangle.config import TrainConfig
-            from disentangle.train import TrainingDiverged, train
-            step = int((status or {}).get("step", 0) or 0)
-            has_checkpoint = run.checkpoint_path.is_file()
-            if state == "failed":
-                actions.append(f"retried from step {step if has_checkpoint else 0}")
-            elif state == "running":
-                # we hold the lock, so whoever wrote "running" is gone (killed, or its sweep was)
-                pid = ((status or {}).get("runtime") or {}).get("pid")
-                actions.append(f"found interrupted at step {step} (its process{f' {pid}' if pid else ''} is gone); "
-                               + (f"resumed from step {step}" if has_checkpoint else "restarted from step 0"))
-            elif has_checkpoint:
-                actions.append(f"resumed from step {step}")
-            else:
-                actions.append("trained")
-            try:
-                train(TrainConfig.from_dict(job["config"]), run_dir)
-            except TrainingDiverged as exc:
-                return finish("failed", actions[0], exception_reason(exc))  # train() recorded it
-            except Exception as exc:
-                reason = f"training failed: {exception_reason(exc)}"
-                if run.has_config() or run_dir.is_dir():
-                    try_write_status(run, "failed", reason)
-                return finish("failed", actions[0], reason)
-        names = metric_names(job["metrics"])
-        todo = missing_metrics(run_dir, names)
-        if todo:
-            try:
-                from disentangle.evaluation.evaluate import evaluate_run
-                evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
-                             params=job.get("eval_params") or None,
-                             data=job["config"].get("data"),
-                             device=resolve_device(job["config"].get("device") or "auto"),
-                             threads=job["config"].get("threads"), progress=False)
-                still = missing_metrics(run_dir, names)
-                if still:
-                    raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
-            except Exception as exc:
-                reason = f"evaluation failed: {exception_reason(exc)}"
-                try_write_status(run, "failed", reason)
-                return finish("failed", ", ".join(actions + ["evaluation"]), reason)
-            actions.append(f"evaluated ({', '.join(todo)})")
-        return finish("done", ", ".join(actions) or "already done")
+        with reporting(RunProgress(run_dir, echo)):
+            report("starting", 0)
+            return _train_and_evaluate(job, run, finish)
     finally:
         lock.release()
+
+
+def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> dict:
+    """The body of :func:`execute_run`, under the run's lock."""
+    run_dir = run.path
+    status = run.status()
+    state = (status or {}).get("state")
+    if state == "failed" and not job.get("retry_failed"):
+        return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
+    actions = []
+    reason = str((status or {}).get("reason") or "")
+    if state == "failed" and reason.startswith("evaluation failed") and run.model_path.is_file():
+        # training had finished: only the evaluation is retried
+        actions.append("retried evaluation")
+        run.write_status("finished")
+    elif not run.training_finished(status):
+        from disentangle.config import TrainConfig
+        from disentangle.train import TrainingDiverged, train
+        step = int((status or {}).get("step", 0) or 0)
+        has_checkpoint = run.checkpoint_path.is_file()
+        if state == "failed":
+            actions.append(f"retried from step {step if has_checkpoint else 0}")
+        elif state == "running":
+            # we hold the lock, so whoever wrote "running" is gone (killed, or its sweep was)
+            pid = ((status or {}).get("runtime") or {}).get("pid")
+            actions.append(f"found interrupted at step {step} (its process{f' {pid}' if pid else ''} is gone); "
+                           + (f"resumed from step {step}" if has_checkpoint else "restarted from step 0"))
+        elif has_checkpoint:
+            actions.append(f"resumed from step {step}")
+        else:
+            actions.append("trained")
+        try:
+            train(TrainConfig.from_dict(job["config"]), run_dir)
+        except TrainingDiverged as exc:
+            return finish("failed", actions[0], exception_reason(exc))  # train() recorded it
+        except Exception as exc:
+            reason = f"training failed: {exception_reason(exc)}"
+            if run.has_config() or run_dir.is_dir():
+                try_write_status(run, "failed", reason)
+            return finish("failed", actions[0], reason)
+    names = metric_names(job["metrics"])
+    todo = missing_metrics(run_dir, names)
+    if todo:
+        try:
+            from disentangle.evaluation.evaluate import evaluate_run
+            evaluate_run(run_dir, metrics=tuple(todo), seed=int(job.get("eval_seed", 0)),
+                         params=job.get("eval_params") or None,
+                         data=job["config"].get("data"),
+                         device=resolve_device(job["config"].get("device") or "auto"),
+                         threads=job["config"].get("threads"), progress=False)
+            still = missing_metrics(run_dir, names)
+            if still:
+                raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
+        except Exception as exc:
+            reason = f"evaluation failed: {exception_reason(exc)}"
+            try_write_status(run, "failed", reason)
+            return finish("failed", ", ".join(actions + ["evaluation"]), reason)
+        actions.append(f"evaluated ({', '.join(todo)})")
+    return finish("done", ", ".join(actions) or "already done")
 
 
 def record_death(job: dict, reason: str) -> dict:

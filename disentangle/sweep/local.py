@@ -10,12 +10,11 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from disentangle.devices import set_thread_env
-from disentangle.rundir import RunDir
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
-from disentangle.sweep.state import LOG_FILE, utc_now
+from disentangle.sweep.state import LOG_FILE, running_progress, utc_now
 
 
 def cpu_count() -> int:
@@ -75,16 +74,6 @@ def _signal_reason(exitcode: int | None) -> str:
     return f"worker process exited with status {exitcode} without reporting"
 
 
-def _running_progress(jobs: Iterable[dict]) -> str:
-    parts = []
-    for job in jobs:
-        status = RunDir(job["run_dir"]).status() or {}
-        step, steps = status.get("step", 0), job["config"]["steps"]
-        phase = "evaluating" if status.get("state") == "finished" else f"{step}/{steps}"
-        parts.append(f"{job['name']} {phase}")
-    return ", ".join(parts)
-
-
 def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
               progress_every: float = 30.0) -> list[dict]:
     """Run ``jobs`` in at most ``n_jobs`` separate processes at once (spawned, so each
@@ -127,8 +116,8 @@ def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
                 outcomes.append(outcome)
                 echo(outcome_line(outcome, len(outcomes), total))
             if running and time.monotonic() - last_progress >= progress_every:
-                # steps advance at checkpoints; repeat an unchanged line only every 10 minutes
-                line = f"  [{len(outcomes)}/{total}] running: {_running_progress(j for _, _, j in running.values())}"
+                # repeat an unchanged line only every 10 minutes
+                line = f"  [{len(outcomes)}/{total}] running: {running_progress(j for _, _, j in running.values())}"
                 if line != last_line or time.monotonic() - last_progress >= 600:
                     echo(line)
                     last_line, last_progress = line, time.monotonic()

@@ -3,9 +3,12 @@ requeueing itself on timeout or preemption and resuming from its checkpoint; job
 from squeue and the result files (never sacct)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +18,8 @@ from disentangle.devices import set_thread_env
 from disentangle.errors import ParameterError
 from disentangle.results import write_json_atomic
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
-from disentangle.sweep.state import SLURM_DIR, SLURM_JOBS_FILE, exception_reason, read_json_or_none, study_lock
+from disentangle.sweep.state import (LOG_FILE, SLURM_DIR, SLURM_JOBS_FILE, exception_reason, read_json_or_none,
+                                     running_progress, study_lock, utc_now)
 
 
 @dataclasses.dataclass
@@ -28,6 +32,7 @@ class SlurmOptions:
     array_parallelism: int = 256
     wait: bool = True
     poll_s: float = 5.0
+    progress_s: float = 30.0
 
 
 def parse_time(text: str | int) -> int:
@@ -98,11 +103,27 @@ class SlurmRun:
 
     def __call__(self, job: dict) -> dict:
         set_thread_env(job["config"].get("threads"))
-        return execute_run(job)
+        log = Path(job["run_dir"]) / LOG_FILE
+        echo = _tee(log)
+        echo(f"--- {utc_now()} slurm job {os.environ.get('SLURM_JOB_ID', '?')} on {socket.gethostname()}: "
+             f"{job['name']} ({job['config'].get('threads')} thread(s))")
+        return execute_run(job, echo)
 
     def checkpoint(self, job: dict):
         import submitit
         return submitit.helpers.DelayedSubmission(SlurmRun(), job)
+
+
+def _tee(log: Path) -> Callable[[str], None]:
+    """Print to the task's own log (submitit's stdout) and append to the run's sweep.log,
+    so a run's log says what it did on whichever executor ran it."""
+    def echo(line: str) -> None:
+        print(line, flush=True)
+        with contextlib.suppress(OSError):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+    return echo
 
 
 def _write_job_ids(results_dir: Path, ids: dict[str, str]) -> None:
@@ -144,10 +165,11 @@ def run_slurm(jobs: list[dict], results_dir: Path, options: SlurmOptions,
     echo(f"  submitted job array {array_id} ({len(submitted)} task(s)); logs in {results_dir / SLURM_DIR}")
     if not options.wait:
         return None
-    return _wait_slurm(list(zip(jobs, submitted)), options.poll_s, echo)
+    return _wait_slurm(list(zip(jobs, submitted)), options.poll_s, echo, options.progress_s)
 
 
-def _wait_slurm(pairs: list[tuple[dict, Any]], poll_s: float, echo: Callable[[str], None]) -> list[dict]:
+def _wait_slurm(pairs: list[tuple[dict, Any]], poll_s: float, echo: Callable[[str], None],
+                progress_s: float = 30.0) -> list[dict]:
     """Poll until every task has a result file or has left the queue without one.
     (Job states come from squeue and the result files, never from sacct, which clusters
     without accounting do not answer.)"""
@@ -155,7 +177,7 @@ def _wait_slurm(pairs: list[tuple[dict, Any]], poll_s: float, echo: Callable[[st
     gone_once: set[str] = set()
     outcomes: list[dict] = []
     total = len(pairs)
-    last = None
+    last, last_progress, last_progress_line = None, time.monotonic(), ""
     while remaining:
         states = squeue_states(remaining)
         for job_id in list(remaining):
@@ -181,6 +203,13 @@ def _wait_slurm(pairs: list[tuple[dict, Any]], poll_s: float, echo: Callable[[st
             if summary != last:
                 echo(f"  [{len(outcomes)}/{total}] slurm: {summary}")
                 last = summary
+            running = [job for job_id, (job, _) in remaining.items() if (states or {}).get(job_id) == "RUNNING"]
+            if running and time.monotonic() - last_progress >= progress_s:
+                line = f"  [{len(outcomes)}/{total}] running: {running_progress(running)}"
+                if line != last_progress_line or time.monotonic() - last_progress >= 600:
+                    echo(line)
+                    last_progress_line = line
+                last_progress = time.monotonic()
             time.sleep(poll_s)
     return outcomes
 

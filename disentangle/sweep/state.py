@@ -9,7 +9,7 @@ import datetime as _dt
 import fcntl
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from disentangle.errors import UserError
 from disentangle.results import CONFIG_FILE, read_json
@@ -68,6 +68,24 @@ def missing_metrics(run_dir: str | os.PathLike, names: Sequence[str]) -> list[st
     return [m for m in names if m not in scores]
 
 
+def run_phase(run_dir: str | os.PathLike, steps: int | None = None) -> str:
+    """What a running run is doing, in a few words: its progress record
+    (:mod:`disentangle.progress`: 'training 450/1,500 steps', 'encoding 12,288/73,728
+    images (17%)', 'metric dci (4/10)'), else what status.json says."""
+    from disentangle.progress import describe, read_progress
+    phase = describe(read_progress(run_dir))
+    if phase:
+        return phase
+    status = RunDir(run_dir).status() or {}
+    if status.get("state") == "finished":
+        return "evaluating"
+    step = status.get("step", 0)
+    return f"training {step}/{steps}" if steps is not None else f"training step {step}"
+
+
+def running_progress(jobs: Iterable[dict]) -> str:
+    """'name phase, name phase' for running ``jobs`` (the sweeps' progress lines)."""
+    return ", ".join(f"{job['name']} {run_phase(job['run_dir'], job['config'].get('steps'))}" for job in jobs)
 
 
 def try_write_status(run: RunDir, state: str, reason: str | None) -> None:

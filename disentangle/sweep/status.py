@@ -10,7 +10,7 @@ from disentangle.results import CONFIG_FILE
 from disentangle.rundir import RunDir, RunLock, is_locked
 from disentangle.sweep.slurm import squeue_states
 from disentangle.sweep.state import (SLURM_JOBS_FILE, STATES, STUDY_FILE, metric_names, missing_metrics,
-                                     read_json_or_none, study_runs)
+                                     read_json_or_none, run_phase, study_runs)
 
 
 def study_status(results_dir: str | os.PathLike) -> list[dict]:
@@ -47,7 +47,7 @@ def study_status(results_dir: str | os.PathLike) -> list[dict]:
         if locked or slurm_active:
             row_state = "running"
             holder = RunLock(run_dir).holder() if locked else ""
-            detail = "; ".join(x for x in ("evaluating" if finished else "", holder,
+            detail = "; ".join(x for x in (run_phase(run_dir, steps) if locked else "", holder,
                                            f"slurm job {job_id}" if slurm_active else "") if x)
         elif slurm_state and slurm_state not in ("RUNNING", "COMPLETING", "CONFIGURING"):
             row_state, detail = "queued", f"slurm job {job_id} {slurm_state.lower()}"

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from disentangle.evaluation.information.gaussian import sample_posterior
+from disentangle.progress import report
 
 
 def model_device(model):
@@ -73,6 +74,7 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
     nll = np.empty(len(idx), dtype=np.float64)
     with torch.inference_mode():
         for s in range(0, len(idx), batch_size):
+            report("info: distortion", s, len(idx), "images")
             b = idx[s:s + batch_size]
             z = sample_posterior(mean, logvar, b, rng)
             x = torch.from_numpy(data.images(b)).to(device).unsqueeze(1).to(torch.float32)

@@ -10,6 +10,7 @@ bring the standard error of I_q to ``se_target``; drawing stops there or at ``ma
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from disentangle.evaluation.information.gaussian import gaussian_log_density, sample_posterior
 from disentangle.evaluation.information.posterior import AggregatePosterior, log_aggregate_reference
 from disentangle.evaluation.information.units import LOG_2PI
+from disentangle.progress import report
 
 
 def mutual_information(mean: np.ndarray, logvar: np.ndarray, rng: np.random.Generator,
@@ -34,13 +36,14 @@ def mutual_information(mean: np.ndarray, logvar: np.ndarray, rng: np.random.Gene
     batch = int(min_samples)
     done = 0
     while True:
+        _report_samples(done, done + batch, 0)
         idx = rng.integers(0, n, size=batch)
         z = sample_posterior(mean, logvar, idx, rng)
         log_cond = gaussian_log_density(z, mean[idx], logvar[idx]).sum(axis=1)
         if reference:
             log_q, log_qj = log_aggregate_reference(z, mean, logvar, device=device)
         else:
-            log_q, log_qj = post.log_densities(z, idx)
+            log_q, log_qj = post.log_densities(z, idx, on_rows=functools.partial(_report_samples, done, done + batch))
         log_prior_j = -0.5 * (LOG_2PI + z.astype(np.float64) ** 2)
         terms_iq.append(log_cond - log_q)
         terms_tc.append(log_q - log_qj.sum(axis=1))
@@ -60,3 +63,6 @@ def mutual_information(mean: np.ndarray, logvar: np.ndarray, rng: np.random.Gene
             "dimension_wise_kl_nats": float(dw.mean()), "dimension_wise_kl_se_nats": se(dw),
             "fallback_rows": int(post.fallback_rows)}
 
+
+def _report_samples(done: int, target: int, rows: int) -> None:
+    report("info: I_q samples", done + rows, target, "samples")

@@ -15,6 +15,7 @@ benchmark's baseline).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -47,9 +48,10 @@ class AggregatePosterior:
         self.fallback_rows = 0
 
     def log_densities(self, z: np.ndarray, own: np.ndarray, row_tile: int | None = None,
-                      col_tile: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      col_tile: int | None = None, on_rows=None) -> tuple[np.ndarray, np.ndarray]:
         """(log q(z) (M,), log q_j(z_j) (M, D)), float64, for float32 samples z (M, D)
-        drawn from the posteriors of images ``own`` (M,) (the reference term per row)."""
+        drawn from the posteriors of images ``own`` (M,) (the reference term per row).
+        ``on_rows(k)``, if given, is called as row blocks finish with the rows done so far."""
         import torch
         on_gpu = self.device.type != "cpu"
         # CPU: tiles that stay in cache; GPU: tiles large enough to hide kernel launches
@@ -63,8 +65,16 @@ class AggregatePosterior:
         zt_all = torch.from_numpy(z).to(self.device)
         ref_all = torch.from_numpy(own_joint.astype(np.float32)).to(self.device)
         blocks = [(r0, min(r0 + row_tile, m_total)) for r0 in range(0, m_total, row_tile)]
-        _run_row_blocks(lambda bounds: self._row_block(zt_all, ref_all, bounds, col_tile, joint, marg),
-                        blocks, parallel=not on_gpu)
+        finished = [0]
+        finished_lock = threading.Lock()
+
+        def row_block(bounds):
+            self._row_block(zt_all, ref_all, bounds, col_tile, joint, marg)
+            if on_rows is not None:
+                with finished_lock:
+                    finished[0] += bounds[1] - bounds[0]
+                    on_rows(finished[0])
+        _run_row_blocks(row_block, blocks, parallel=not on_gpu)
         # a marginal sum within e^5 of the floor N e^-87 may be floor-dominated
         floor_hit = (marg < EXP_FLOOR + math.log(self.n) + 5.0).any(axis=1)
         joint -= math.log(self.n)

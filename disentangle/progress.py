@@ -1,0 +1,113 @@
+"""What a long step is doing, for whoever watches a run from outside its process.
+
+Long loops (training steps, encoding the dataset, the metrics in turn, I_q's samples,
+info's decoder pass) call :func:`report` with their phase and position. Nothing happens
+unless a sink is installed (:func:`reporting`): the sweep installs a :class:`RunProgress`
+for each run, which keeps ``<run>/progress.json`` current (phase, done, total, unit,
+pid, host, time; read by ``sweep status`` and the sweep's progress lines, locally and on
+Slurm, from any host that sees the run directory) and writes a line to the run's log at
+each phase change and every ``log_every`` seconds within one.
+
+The sink is process-wide, like :mod:`logging`'s root logger, not passed through every
+call: the loops that report sit several calls below the code that knows where the
+output goes, and I_q's row blocks run in a thread pool (threads do not inherit context
+variables). One run per process is how both executors run, so one sink per process is
+enough.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from disentangle.results import PROGRESS_FILE, WriteError, read_json, write_json_atomic
+
+Sink = Callable[[str, int, "int | None", str], None]
+
+_sink: Sink | None = None
+
+
+def report(phase: str, done: int, total: int | None = None, unit: str = "") -> None:
+    """Tell the installed sink (if any) that ``phase`` is at ``done`` of ``total`` ``unit``.
+    Cheap when called per batch: the sink throttles its writes."""
+    sink = _sink
+    if sink is not None:
+        sink(phase, int(done), None if total is None else int(total), unit)
+
+
+@contextlib.contextmanager
+def reporting(sink: Sink) -> Iterator[Sink]:
+    """Install ``sink`` for the duration of the block (the previous one afterwards)."""
+    global _sink
+    previous, _sink = _sink, sink
+    try:
+        yield sink
+    finally:
+        _sink = previous
+
+
+def describe(entry: dict | None) -> str:
+    """One short phrase for a progress record: 'training 450/1,500 steps',
+    'encoding 12,288/73,728 images (17%)', 'metric dci (4/10)'."""
+    if not entry or not entry.get("phase"):
+        return ""
+    phase, done, total, unit = entry["phase"], entry.get("done", 0), entry.get("total"), entry.get("unit", "")
+    if unit == "metrics" and total:
+        return f"{phase} ({done + 1}/{total})"
+    if total:
+        text = f"{phase} {done:,}/{total:,}"
+        if total >= 10_000:
+            text += f" {unit} ({100 * done / total:.0f}%)" if unit else f" ({100 * done / total:.0f}%)"
+        elif unit:
+            text += f" {unit}"
+        return text
+    return f"{phase} {done:,} {unit}".rstrip() if done else phase
+
+
+def read_progress(run_dir: str | os.PathLike) -> dict | None:
+    """The run's last progress record, or None (none written, or unreadable)."""
+    try:
+        entry = read_json(Path(run_dir) / PROGRESS_FILE)
+    except (OSError, ValueError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+class RunProgress:
+    """The sink of one run: ``progress.json`` at most every ``write_every`` seconds (and
+    at each phase change), a log line through ``echo`` at each phase change and at most
+    every ``log_every`` seconds within a phase. Thread-safe (I_q reports from a pool)."""
+
+    def __init__(self, run_dir: str | os.PathLike, echo: Callable[[str], None] = print,
+                 log_every: float = 30.0, write_every: float = 2.0):
+        self.path = Path(run_dir) / PROGRESS_FILE
+        self.echo = echo
+        self.log_every, self.write_every = float(log_every), float(write_every)
+        self._lock = threading.Lock()
+        self._phase: str | None = None
+        self._written = self._logged = float("-inf")
+        self._entry: dict = {}
+
+    def __call__(self, phase: str, done: int, total: int | None, unit: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            changed = phase != self._phase
+            write = changed or now - self._written >= self.write_every or (total is not None and done >= total)
+            log = changed or now - self._logged >= self.log_every
+            if not (write or log):
+                return
+            self._phase = phase
+            self._entry = {"phase": phase, "done": done, "total": total, "unit": unit, "pid": os.getpid(),
+                           "host": socket.gethostname(),
+                           "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            if write:
+                self._written = now
+                with contextlib.suppress(OSError, WriteError):  # progress must never fail a run
+                    write_json_atomic(self.path, self._entry)
+            if log:
+                self._logged = now
+                self.echo(f"progress {time.strftime('%H:%M:%S')} {describe(self._entry)}")
