@@ -52,12 +52,16 @@ def test_expand_names_order_and_configs():
     # a swept setting other than the objective's own joins the name; fixed ones do not
     runs = sw.expand(sw.Study(grid={"beta": [4], "lr": [1e-4, 3e-4]}, fixed={"latent_dim": 6}))
     assert [r.name for r in runs] == ["beta-h_b4_lr0.0001_s0", "beta-h_b4_lr0.0003_s0"]
-    # the capacity objective is named by its own settings (γ, C), both objectives mixed
-    runs = sw.expand(sw.Study(grid={"objective": ["beta-h", "beta-b"], "capacity_max": [5, 25]},
-                              fixed={"beta": 4, "gamma": 100}))
+    # the capacity objective is named by its own settings (γ, C), both objectives mixed in blocks
+    runs = sw.expand(sw.Study(grid={"seed": [0]}, blocks=[{"objective": "beta-h", "beta": 4},
+                                                          {"objective": "beta-b", "gamma": 100,
+                                                           "capacity_max": [5, 25]}]))
     names = [r.name for r in runs]
-    assert names == ["beta-h_b4_c5_s0", "beta-b_g100_c5_s0", "beta-h_b4_c25_s0", "beta-b_g100_c25_s0"]
+    assert names == ["beta-h_b4_s0", "beta-b_g100_c5_s0", "beta-b_g100_c25_s0"]
     assert len(set(names)) == len(names)
+    # crossing the objective with an axis one of them ignores would train beta-h twice
+    with pytest.raises(UserError, match=r"\[grid\] capacity_max: not a hyper-parameter of method beta-h"):
+        sw.expand(sw.Study(grid={"objective": ["beta-h", "beta-b"], "capacity_max": [5, 25]}))
     # every name a directory name, every config a valid TrainConfig round trip
     from disentangle.config import TrainConfig
     for run in runs:
@@ -486,6 +490,13 @@ def test_block_errors_name_the_file_the_block_and_the_key(tmp_path):
         (head + '[[blocks]]\nobjective = "beta-vae"\nbeta = [1]\nlr = 0.001\n',
          r"s.toml: block 1 and block 2 both give the run name 'beta-vae_b1_s0' \(they differ in lr\)"),
         (head + '[[blocks]]\nobjective = "wobble"\n', r"s.toml: block 2: .*unknown method 'wobble'"),
+        # a shared hyper-parameter reaches every block: each block's method must read it
+        ('[fixed]\ngamma = 10.0\n[grid]\nseed = [0]\n[[blocks]]\nobjective = "factor-vae"\n'
+         '[[blocks]]\nobjective = "beta-vae"\nbeta = [1]\n',
+         r"s.toml: \[fixed\] gamma \(shared by block 2\): not a hyper-parameter of method beta-vae "
+         r"\(it uses beta\); set it in the blocks whose methods use it"),
+        ('[fixed]\nobjective = "factor-vae"\n[grid]\nbeta = [1, 4]\n',
+         r"s.toml: \[grid\] beta: not a hyper-parameter of method factor-vae \(it uses gamma\)$"),
     ]
     for text, message in cases:
         spec.write_text(text)

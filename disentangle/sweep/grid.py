@@ -254,8 +254,7 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
         except TypeError as exc:
             raise UserError(f"{where}: bad run setting ({exc})") from None
         config = cfg.to_dict()
-        if label:
-            _check_block_hyperparameters(where, config["objective"], study.blocks[index])
+        _check_hyperparameters(study, index, config["objective"])
         name = run_name(config, swept)
         if name in seen:
             other, other_label = seen[name]
@@ -310,15 +309,23 @@ def _parts(study: Study) -> list[tuple[str | None, dict[str, list], dict[str, An
     return parts
 
 
-def _check_block_hyperparameters(where: str, objective: str, block: dict[str, Any]) -> None:
-    """A block's hyper-parameter that its method does not read is a spec error (it would
-    silently do nothing)."""
+def _check_hyperparameters(study: Study, index: int, objective: str) -> None:
+    """A hyper-parameter that a run's method does not read is a spec error (it would
+    silently do nothing): in a block, or in [grid] / [fixed], which every block shares
+    (set it in the blocks whose methods use it)."""
     from disentangle.config import HYPERPARAMETERS, METHOD_HYPERPARAMETERS, method_of
     used = METHOD_HYPERPARAMETERS.get(method_of(objective), HYPERPARAMETERS)
-    for key in block:
+    block = study.blocks[index] if study.blocks else {}
+    for key in list(block) + list(study.grid) + list(study.fixed):
         if key in HYPERPARAMETERS and key not in used:
-            raise UserError(f"{where}: {key}: not a hyper-parameter of method {objective} "
-                            f"(it uses {', '.join(used)})")
+            if key in block:
+                where = f"block {index + 1}: {key}"
+            else:
+                table = "[grid]" if key in study.grid else "[fixed]"
+                where = f"{table} {key}" + (f" (shared by block {index + 1})" if study.blocks else "")
+            hint = "; set it in the blocks whose methods use it" if study.blocks and key not in block else ""
+            raise UserError(f"{study.source}: {where}: not a hyper-parameter of method {objective} "
+                            f"(it uses {', '.join(used)}){hint}")
 
 
 def _value_key(value: Any) -> str:
