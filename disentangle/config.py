@@ -329,6 +329,15 @@ def method_of(objective: str) -> str:
     return METHOD_ALIASES.get(objective, objective)
 
 
+def sort_key(column):
+    """A ``pandas.sort_values`` key: the method and objective columns in :data:`METHODS`
+    order (dlib's table order, not alphabetical), other columns as they are."""
+    if column.name in ("method", "objective"):
+        rank = {m: i for i, m in enumerate(METHODS)}
+        return column.map(lambda v: rank.get(method_of(v), len(METHODS)) if isinstance(v, str) else len(METHODS))
+    return column
+
+
 # --------------------------------------------------------------------------- regularisation strength
 # The hyper-parameter that sets how strongly each method regularises: the one its grid
 # sweeps in disentanglement_lib's unsupervised_study_v1 (config/unsupervised_study_v1/

@@ -179,6 +179,16 @@ def study_group_by(df, swept: Sequence[str] = ()) -> list[str]:
     return keys + _varying_settings(df, [*keys, *_DATA_KEYS])
 
 
+def _groups(df, keys: Sequence[str]):
+    """``df`` grouped by ``keys`` in the report's row order: sorted by the keys, methods
+    in the toolkit's method order (:func:`disentangle.config.sort_key`). Every grouping of
+    a report goes through here, so the flags of a group and its numbers stay aligned."""
+    from disentangle.config import sort_key
+    ordered = df.sort_values(list(keys), na_position="last", kind="stable", key=sort_key)
+    # NaN keys (e.g. gamma of a beta-h run) would silently drop rows in groupby
+    return ordered.groupby(list(keys), dropna=False, sort=False)
+
+
 def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
     """Mean, sample standard deviation (ddof=1) and count of each column over the runs
     of each group; one row per (group, dataset). Groups are always split by dataset.
@@ -196,9 +206,7 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
     if varying:
         warnings.warn(f"groups mix runs with different {', '.join(varying)}; "
                       f"add them to --group-by to keep them apart", ReportWarning, stacklevel=2)
-    work = df[keys + list(columns)].copy()
-    # NaN keys (e.g. gamma of a beta-h run) would silently drop rows in groupby
-    grouped = work.groupby(keys, dropna=False, sort=True)
+    grouped = _groups(df[keys + list(columns)], keys)
     out = grouped.size().rename("n").reset_index()
     stats = {}
     for col in columns:
@@ -299,7 +307,7 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
         keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
         positions = {idx: pos for pos, idx in enumerate(df.index)}
         group_flags = [set().union(*(flags.get(positions[i], {}).keys() for i in sub.index))
-                       for _, sub in df.groupby(keys, dropna=False, sort=True)]
+                       for _, sub in _groups(df, keys)]
         settings = list(dict.fromkeys([*group_by, "data_label"])) + ["n"]
         header = settings + columns
         rows = []
@@ -443,7 +451,7 @@ def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | N
         keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
         positions = {idx: pos for pos, idx in enumerate(df.index)}
         flagged = ["; ".join(dict.fromkeys(w for i in sub.index for w in per_run[positions[i]].split("; ") if w))
-                   for _, sub in df.groupby(keys, dropna=False, sort=True)]
+                   for _, sub in _groups(df, keys)]
         # before the score columns: what describes the row, then its numbers
         out.insert(out.columns.get_loc("n"), "warnings", flagged)
     else:
@@ -488,7 +496,19 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
         header = header[:k] + header[k + 1:]
         rows = [r[:k] + r[k + 1:] for r in rows]
     partial = any(re.search(r"\(\d+ of \d+\)", c) for r in rows for c in r)
+    rows = [[latex_setting(h, c) for h, c in zip(header, r)] for r in rows]
     return to_latex(header, rows, caption_for(df, group_by, header, partial), notes=notes)
+
+
+def latex_setting(column: str, text: str) -> str:
+    """A setting cell as a paper prints it: a method by its name ("$\\beta$-VAE",
+    "FactorVAE"), a strength by its symbol ("$C_{\\max}$"); other cells unchanged."""
+    from disentangle.config import METHOD_LABELS, latex_names
+    if column == "method":
+        return METHOD_LABELS.get(text, text).replace("β", r"$\beta$")
+    if column == "strength_name":
+        return latex_names().get(text, text)
+    return text
 
 
 def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str | os.PathLike | None = None,

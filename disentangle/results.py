@@ -379,7 +379,7 @@ def collect(results_dir: str | os.PathLike):
         if problems:
             warnings.warn(f"run {row['run']}: " + "; ".join(problems), ResultsWarning, stacklevel=2)
         rows.append(row)
-    from disentangle.config import column_dtype, replicate_keys, setting_keys
+    from disentangle.config import column_dtype, replicate_keys, setting_keys, sort_key
     columns = list(run_columns())
     df = pd.DataFrame(rows, columns=columns)
     if rows:
@@ -406,7 +406,7 @@ def collect(results_dir: str | os.PathLike):
     df["strength"] = pd.to_numeric(df["strength"], errors="coerce").astype(float)
     # the order a reader expects: by dataset, then settings, seeds last (not "b16" < "b4")
     order = ["data_label", *setting_keys(), *replicate_keys(), "run"]
-    df = df.sort_values(order, na_position="last", kind="stable").reset_index(drop=True)
+    df = df.sort_values(order, na_position="last", kind="stable", key=sort_key).reset_index(drop=True)
     df = df.replace({None: np.nan})
     df.attrs["results_dir"] = str(root)
     return df

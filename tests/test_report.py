@@ -455,6 +455,14 @@ def test_a_six_method_study_groups_by_method_and_strength(tmp_path):
             assert row["mig.discrete_mig.std"].item() == pytest.approx(statistics.stdev([0.0, 0.01]))
     header, rows = table_cells(df, keys, ["mig"])
     assert header[:3] == ["method", "strength_name", "strength"] and len(rows) == 12
+    # rows in the methods' order (dlib's table), not alphabetical; strengths ascending
+    assert [(r[0], float(r[2])) for r in rows] == [(m, v) for m, (_, vs) in SIX_METHODS.items() for v in vs]
+    # a paper's table names methods and strengths as papers do, in that order
+    latex = make_report(df, "latex", keys, ["mig"])
+    body = [line for line in latex.splitlines() if line.endswith(r"\\") and "&" in line][1:]
+    assert [line.split(" & ")[:2] for line in body[::2]] == [
+        [r"$\beta$-VAE", r"$\beta$"], ["AnnealedVAE", r"$C_{\max}$"], [r"$\beta$-TCVAE", r"$\beta$"],
+        ["FactorVAE", r"$\gamma$"], ["DIP-VAE-I", r"$\lambda_{od}$"], ["DIP-VAE-II", r"$\lambda_{od}$"]]
     # "strength" alone is always grouped with its name: β = 1 is not λ_od = 1
     assert parse_group_by("method,strength") == ["method", "strength_name", "strength"]
     # another setting varying inside a method's groups joins the keys (never averaged away)
