@@ -62,14 +62,43 @@ def data():
               show_default=True, help="Dataset file to write.")
 @click.option("--pos-y-bottom", is_flag=True,
               help="Put posY index 0 at the bottom rows (the one open convention, DSPRITES.md 3.6).")
-def data_render(out, pos_y_bottom):
-    """Render all 737,280 dSprites images into an HDF5 dataset file."""
+@click.option("--keep", "keep", multiple=True, metavar="FACTOR=CLASSES",
+              help="Render a sub-grid: keep only these classes of FACTOR, as START:STOP:STEP or a "
+                   "comma list (e.g. orientation=0:40:4); repeat for several factors.")
+def data_render(out, pos_y_bottom, keep):
+    """Render all 737,280 dSprites images (or a sub-grid, --keep) into an HDF5 dataset file."""
     from disentangle.data.dsprites import render_dataset
     from disentangle.data.ground_truth import GroundTruth
     gt = GroundTruth.dsprites()
+    if keep:
+        gt = gt.subgrid(_parse_keep(keep))
     with _progress_bar(gt.num_images, "render") as bar:
         path = render_dataset(out, gt, pos_y_top=not pos_y_bottom, progress=bar.update)
     click.echo(f"wrote {path} ({gt.num_images} images, rendered)")
+
+
+def _parse_keep(items) -> dict[str, list[int]]:
+    """--keep FACTOR=START:STOP:STEP or FACTOR=I,J,K -> {factor: [classes]}."""
+    keep: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        try:
+            if not sep or not name or not spec:
+                raise ValueError
+            if ":" in spec:
+                parts = [int(p) if p else None for p in spec.split(":")]
+                if len(parts) > 3 or parts[1] is None:
+                    raise ValueError
+                classes = list(range(parts[0] or 0, parts[1], parts[2] if len(parts) == 3 and parts[2] else 1))
+            else:
+                classes = [int(p) for p in spec.split(",")]
+        except ValueError:
+            raise click.UsageError(f"--keep {item!r}: expected FACTOR=START:STOP[:STEP] or FACTOR=I,J,..., "
+                                   f"e.g. orientation=0:40:4") from None
+        if name in keep:
+            raise click.UsageError(f"--keep {item!r}: factor {name!r} given twice")
+        keep[name] = classes
+    return keep
 
 
 @data.command("fetch")

@@ -191,6 +191,27 @@ def test_cli_fetch_and_info(server, tmp_path):
     assert missing.exit_code != 0 and "nope.h5" in missing.output
 
 
+def test_cli_renders_a_sub_grid(tmp_path):
+    """`data render --keep`: a sub-grid straight from the command line (the CPU study's
+    data), the same images as the full grid's rows for those classes."""
+    out = tmp_path / "sub.h5"
+    result = CliRunner().invoke(main, ["data", "render", "--out", str(out), "--keep", "orientation=0:40:20",
+                                       "--keep", "pos_x=3", "--keep", "pos_y=4,5"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (72 images, rendered)" in result.output
+    gt = GroundTruth.dsprites().subgrid({"orientation": [0, 20], "pos_x": [3], "pos_y": [4, 5]})
+    data = DSpritesData(out)
+    assert data.ground_truth.factor_sizes == (3, 6, 2, 1, 2)
+    np.testing.assert_array_equal(data.images(np.arange(72)), render_images(gt, gt.all_classes()))
+    for bad, message in ((["--keep", "orientation"], "--keep 'orientation': expected FACTOR="),
+                         (["--keep", "orientation=0:99"], "--keep: factor 'orientation': classes must be"),
+                         (["--keep", "hue=1"], "--keep: unknown factor(s) ['hue']"),
+                         (["--keep", "pos_x=1", "--keep", "pos_x=2"], "factor 'pos_x' given twice")):
+        result = CliRunner().invoke(main, ["data", "render", "--out", str(tmp_path / "bad.h5"), *bad])
+        assert result.exit_code != 0 and message in result.output, (bad, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "bad.h5").exists()
+
+
 def test_cli_render_small(tmp_path, monkeypatch):
     # `data render` renders the full grid (737,280 images); the grid it asks for is swapped
     # for a 36-image sub-grid, so the command itself runs end to end at test size
