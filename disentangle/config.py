@@ -329,6 +329,13 @@ def method_of(objective: str) -> str:
     return METHOD_ALIASES.get(objective, objective)
 
 
+def method_reads(objective: Any, key: str) -> bool:
+    """Whether a run of ``objective`` reads setting ``key`` (False only for a
+    hyper-parameter its method ignores, e.g. gamma of a beta-vae run)."""
+    used = METHOD_HYPERPARAMETERS.get(method_of(objective)) if isinstance(objective, str) else None
+    return key not in HYPERPARAMETERS or used is None or key in used
+
+
 def sort_key(column):
     """A ``pandas.sort_values`` key: the method and objective columns in :data:`METHODS`
     order (dlib's table order, not alphabetical), other columns as they are."""

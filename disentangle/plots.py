@@ -329,8 +329,9 @@ def metric_vs_strength(df, metrics: Sequence[str]):
                     ax.legend(fontsize=6, loc="best")
         n = runs.groupby(["data_label", *keys], dropna=False).size()
         n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
-        fig.suptitle(f"Scores against regularisation strength: mean ± 1 std over {n_text} seeds "
-                     f"(dots: single runs)\n" + _data_caption(runs))
+        what = ("one seed per setting" if n.max() == 1
+                else f"mean ± 1 std over {n_text} seeds (dots: single runs)")
+        fig.suptitle(f"Scores against regularisation strength: {what}\n" + _data_caption(runs))
     return fig
 
 

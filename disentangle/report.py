@@ -327,10 +327,12 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
                 cells.append(mark(text, c, group_flags[len(rows)]))
             rows.append(cells)
         return header, rows
+    from disentangle.config import method_reads
     settings = _display_setting_columns(df)
     header = settings + columns
     decimals = {c: decimals_for(df[c]) for c in columns}
-    rows = [[_fmt_setting(r[c]) for c in settings]
+    # a hyper-parameter the run's method ignores is left blank (its stored default means nothing)
+    rows = [[_fmt_setting(r[c]) if method_reads(r.get("objective"), c) else "" for c in settings]
             + [mark(_fmt_number(r[c], decimals[c]), c, set(flags.get(pos, {}))) for c in columns]
             for pos, (_, r) in enumerate(df.iterrows())]
     return header, rows

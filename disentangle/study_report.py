@@ -86,15 +86,31 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
         attempt("metric vs strength", lambda: plots.metric_vs_strength(scored, metrics),
                 fig_dir / "metric_vs_strength.png")
     # a traversal per method and strength (first seed): what each setting's latents came to encode
-    finished = df[df["status"] == "finished"]
-    keys = [k for k in ("method", "strength_name", "strength") if k in finished.columns] or ["objective", "beta"]
-    finished = finished.sort_values(keys + ["seed"], na_position="last", kind="stable")
-    firsts = finished.drop_duplicates(subset=keys)
-    for _, row in firsts.head(8).iterrows():
-        run_dir = Path(row["path"])
+    for run_dir in _traversal_runs(df[df["status"] == "finished"]):
         attempt(f"traversal {run_dir.name}", lambda rd=run_dir: plots.traversal(figure_data.traversals(rd)),
                 fig_dir / f"traversal_{run_dir.name}.png")
     return written, notes
+
+
+def _traversal_runs(finished, most: int = 8) -> list[Path]:
+    """The runs whose traversals the study report draws: the first seed of each setting;
+    with several methods, every method at evenly spaced strengths, its weakest and strongest
+    included (at least two each, about ``most`` in all), in the methods' order."""
+    import numpy as np
+
+    from disentangle.config import sort_key
+    keys = [k for k in ("method", "strength_name", "strength") if k in finished.columns] or ["objective", "beta"]
+    firsts = finished.sort_values(keys + ["seed"], na_position="last", kind="stable",
+                                  key=sort_key).drop_duplicates(subset=keys)
+    if "method" not in firsts.columns:
+        return [Path(p) for p in firsts["path"].head(most)]
+    groups = [g for _, g in firsts.groupby("method", sort=False)]
+    each = max(2, most // max(1, len(groups)))
+    chosen = []
+    for group in groups:
+        picks = np.unique(np.linspace(0, len(group) - 1, min(each, len(group))).round().astype(int))
+        chosen += [Path(p) for p in group["path"].iloc[picks]]
+    return chosen
 
 
 def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict], figures: list[Path],
