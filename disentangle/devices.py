@@ -3,7 +3,8 @@
 ``resolve_device`` turns "auto" / "cpu" / "cuda[:N]" into the device a run uses, and
 refuses a GPU that is not there with one line. ``thread_limit`` sets torch's and the
 BLAS/OpenMP pools' thread counts for a block and restores them; ``set_thread_env`` does
-the same for a fresh process before numpy or torch are imported.
+the same for a fresh process before numpy or torch are imported. ``tune_allocator`` keeps
+glibc's malloc from returning and re-faulting torch's tensor memory at every step.
 """
 from __future__ import annotations
 
@@ -62,6 +63,42 @@ def thread_limit(threads: int | None) -> Iterator[int]:
             yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+# glibc mallopt parameters (malloc.h) and the values set: tensors up to 32 MiB (the largest
+# the fixed threshold allows on 64-bit) come from the heap, and up to 1 GiB of freed heap is
+# kept instead of being trimmed back to the kernel
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 32 << 20, 1 << 30
+_ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_allocator_state: str | None = None
+
+
+def tune_allocator() -> str:
+    """Fix glibc malloc's mmap threshold (32 MiB) and trim threshold (1 GiB) for this
+    process, once; returns what was done, for the run's records.
+
+    With glibc's defaults (a dynamic mmap threshold and a trim threshold of twice it),
+    the activations of a training step are freed back to the kernel and faulted in again
+    at the next: ~10^4 minor page faults per step and a quarter of the CPU time in the
+    kernel (docs/performance.md). Left alone where the user set glibc's own MALLOC_*
+    variables, and off glibc (macOS, musl), where the call does not exist."""
+    global _allocator_state
+    if _allocator_state is not None:
+        return _allocator_state
+    if any(v in os.environ for v in _ALLOCATOR_ENV):
+        _allocator_state = "glibc defaults (MALLOC_* set in the environment)"
+        return _allocator_state
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        ok = (libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+              and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1)
+    except (OSError, AttributeError):
+        ok = False
+    _allocator_state = ("glibc mmap threshold 32 MiB, trim threshold 1 GiB" if ok
+                        else "system defaults (no glibc mallopt)")
+    return _allocator_state
 
 
 def set_thread_env(threads: int | None) -> None:

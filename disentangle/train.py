@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from disentangle.config import TrainConfig, differing_keys
-from disentangle.devices import resolve_device, thread_limit
+from disentangle.devices import resolve_device, thread_limit, tune_allocator
 from disentangle.errors import ParameterError, UserError
 from disentangle.progress import report
 from disentangle.results import (WriteError, clean_stale_temps, environment_info, write_bytes_atomic,
@@ -326,6 +326,7 @@ def _train_locked(config: TrainConfig, run: RunDir, saved: dict | None, data, de
     import torch
     run_dir = run.path
     try:
+        allocator = tune_allocator()
         with thread_limit(config.threads) as threads:
             if device.type == "cuda":
                 # exact repeatability on one GPU type: deterministic conv algorithms only
@@ -345,7 +346,7 @@ def _train_locked(config: TrainConfig, run: RunDir, saved: dict | None, data, de
             start = resumed["step"] if resumed else 0
             # pid and host let a sweep tell a live "running" run from one that was killed
             runtime = {"device": str(device), "threads": threads, "pid": os.getpid(),
-                       "host": socket.gethostname()}
+                       "host": socket.gethostname(), "allocator": allocator}
             # a model checksum of an earlier finish no longer describes what is being trained
             run.write_status("running", step=start, runtime=runtime, model_sha256=None)
             _loop(config, run, trainer, batches, resumed, progress, runtime)

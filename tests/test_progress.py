@@ -62,14 +62,14 @@ def test_reports_from_a_thread_pool_are_safe(tmp_path):
     seen: list[str] = []
     sink = RunProgress(tmp_path, seen.append, log_every=0.0, write_every=0.0)
     with reporting(sink):
-        threads = [threading.Thread(target=lambda k=k: [report("info: I_q samples", k * 100 + i, 800, "samples")
+        threads = [threading.Thread(target=lambda k=k: [report("info: I_q", k * 100 + i, 800, "samples")
                                                         for i in range(100)]) for k in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     assert len(seen) == 800
-    assert read_progress(tmp_path)["phase"] == "info: I_q samples"
+    assert read_progress(tmp_path)["phase"] == "info: I_q"
 
 
 def test_an_unreadable_record_reads_as_none(tmp_path):
@@ -87,7 +87,7 @@ def test_i_q_reports_its_samples_as_row_blocks_finish():
     with reporting(lambda *args: calls.append(args)):
         out = mutual_information(mean, logvar, np.random.default_rng(1), min_samples=1000, max_samples=1000)
     phases = {c[0] for c in calls}
-    assert phases == {"info: I_q samples"}
+    assert phases == {"info: I_q"}
     assert calls[0][1:3] == (0, 1000) and calls[-1][1:3] == (1000, 1000)
     assert [c[1] for c in calls] == sorted(c[1] for c in calls)   # monotone
     assert out["i_q_samples"] == 1000

@@ -492,3 +492,41 @@ def test_cli_report_groups_by_method_and_strength(tmp_path):
     cells = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in lines[2:]}
     assert ("factor-vae", "gamma", "100") in cells and ("annealed-vae", "capacity_max", "25") in cells
     assert "0.355 ± 0.007" in cells[("factor-vae", "gamma", "100")]   # 0.1·3 + 0.05 + 0.005
+
+
+def test_per_run_tables_blank_what_a_method_ignores(tmp_path):
+    """gamma of a β-VAE run is a stored default, not a setting: the per-run table leaves it
+    blank (it showed 1000 beside β) while the CSV keeps the stored configuration."""
+    from disentangle.report import table_cells, to_csv
+    df = collect(_fake_tree(tmp_path / "r", [{"objective": "beta-vae", "beta": 4.0},
+                                              {"objective": "factor-vae", "gamma": 20.0}], [0.1, 0.2]))
+    header, rows = table_cells(df, None, ["mig"])
+    by_method = {r[header.index("method")]: dict(zip(header, r)) for r in rows}
+    assert by_method["beta-vae"]["beta"] == "4" and by_method["beta-vae"]["gamma"] == ""
+    assert by_method["factor-vae"]["gamma"] == "20" and by_method["factor-vae"]["beta"] == ""
+    assert "1000" not in " ".join(rows[0])
+    assert list(pd_read_csv(to_csv(df))["gamma"]) == [1000.0, 20.0]
+
+
+def pd_read_csv(text: str):
+    import io
+
+    import pandas as pd
+    return pd.read_csv(io.StringIO(text))
+
+
+def test_the_study_report_draws_every_method_at_its_ends(tmp_path):
+    from disentangle.study_report import _traversal_runs
+    df = collect(six_method_tree(tmp_path / "r"))
+    df["status"] = "finished"
+    picked = _traversal_runs(df)
+    rows = df.set_index("path").loc[[str(p) for p in picked]]
+    # every method, weakest and strongest, first seed, in the methods' order
+    assert [(m, s) for m, s in zip(rows["method"], rows["strength"])] == [
+        (m, v) for m, (_, vs) in SIX_METHODS.items() for v in vs]
+    assert set(rows["seed"]) == {0}
+    # one method: up to eight strengths, evenly spread, ends included
+    single = collect(_fake_tree(tmp_path / "s", [{"beta": float(b)} for b in range(1, 13)], [0.1] * 12))
+    single["status"] = "finished"
+    betas = list(single.set_index("path").loc[[str(p) for p in _traversal_runs(single)], "beta"])
+    assert len(betas) == 8 and betas[0] == 1.0 and betas[-1] == 12.0 and betas == sorted(betas)

@@ -493,3 +493,35 @@ def test_the_per_step_loss_check_is_cpu_only():
     from disentangle.train import checks_every_step
     assert checks_every_step("cpu") and checks_every_step(torch.device("cpu"))
     assert not checks_every_step("cuda") and not checks_every_step("cuda:1") and not checks_every_step("mps")
+
+
+def test_the_allocator_keeps_a_steps_memory(tmp_path):
+    """glibc's defaults free a training step's activations back to the kernel and fault
+    them in again at the next; tune_allocator stops that. Measured in fresh processes:
+    minor page faults per step of the burgess network at batch 64, with and without."""
+    script = (
+        "import resource, sys, torch\n"
+        "from disentangle.devices import tune_allocator\n"
+        "if sys.argv[1] == 'tuned': print(tune_allocator(), file=sys.stderr)\n"
+        "from disentangle.models.architectures import build_model\n"
+        "torch.manual_seed(0); torch.set_num_threads(1)\n"
+        "model = build_model(10, 'bernoulli', 0); opt = torch.optim.Adam(model.parameters())\n"
+        "x = torch.rand(64, 1, 64, 64)\n"
+        "def step():\n"
+        "    mean, logvar = model.encode(x); loss = model.decode(mean).square().mean() + logvar.mean()\n"
+        "    opt.zero_grad(); loss.backward(); opt.step()\n"
+        "for _ in range(3): step()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(8): step()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 8)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["OMP_NUM_THREADS"] = "1"
+    faults = {}
+    for mode in ("default", "tuned"):
+        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        faults[mode] = float(out.stdout.split()[-1])
+        if mode == "tuned":
+            assert "mmap threshold 32 MiB" in out.stderr
+    assert faults["tuned"] < 0.1 * faults["default"], faults

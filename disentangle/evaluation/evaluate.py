@@ -174,7 +174,7 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     encoder batch (default by device, see codes.py). ``threads``: torch/BLAS threads for
     the whole evaluation.
     """
-    from disentangle.devices import resolve_device, thread_limit
+    from disentangle.devices import resolve_device, thread_limit, tune_allocator
     from disentangle.evaluation.codes import ProtocolCodes, get_codes
 
     say = echo or (lambda msg: None)
@@ -196,6 +196,7 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     # the model must be the one training recorded (a tampered model.pt is refused here)
     model_sha = run.check_model()
 
+    tune_allocator()
     with thread_limit(threads):
         # the table path needs no model at all when codes.h5 is fresh
         model = run.load_model(device)[0] if encode_codes or "model" in needs else None

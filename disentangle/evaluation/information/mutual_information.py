@@ -65,4 +65,4 @@ def mutual_information(mean: np.ndarray, logvar: np.ndarray, rng: np.random.Gene
 
 
 def _report_samples(done: int, target: int, rows: int) -> None:
-    report("info: I_q samples", done + rows, target, "samples")
+    report("info: I_q", done + rows, target, "samples")
