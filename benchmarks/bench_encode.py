@@ -104,6 +104,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    from disentangle.devices import tune_allocator
+    # the toolkit's and the plain loops share the process, so both get evaluate()'s allocator
+    print(f"allocator: {tune_allocator()}")
 
     import torch
 

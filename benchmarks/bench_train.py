@@ -173,6 +173,9 @@ def main() -> None:
     pairs = [(PlainLoop(m, images, seed=0), ToolkitLoop(m, data.packed, seed=0)) for m in names]
     loops = [loop for pair in pairs for loop in pair]
     load_before = os.getloadavg()
+    from disentangle.devices import tune_allocator
+    # both loops share the process, so both get train()'s allocator (docs/performance.md)
+    print(f"allocator: {tune_allocator()}")
 
     print(f"data: {data.path} ({data.source_label}, {data.num_images} images); plain loops on "
           f"{len(subset)} of them as uint8; architecture dlib")
