@@ -399,13 +399,11 @@ def strength_label(key: str, cls=None) -> str:
 def check_hyperparameters_given(objective: str, given) -> None:
     """UserError naming both when a hyper-parameter in ``given`` (field names the user set
     explicitly) is not one ``objective``'s method reads."""
-    method = method_of(objective)
-    used = METHOD_HYPERPARAMETERS.get(method)
-    if used is None:
-        return   # an unknown method: validate() names it
+    # an unknown method reads everything here: validate() names it
     for name in given:
-        if name in HYPERPARAMETERS and name not in used:
+        if not method_reads(objective, name):
             opt = lambda n: "--" + n.replace("_", "-")   # noqa: E731
+            used = METHOD_HYPERPARAMETERS[method_of(objective)]
             raise UserError(f"{opt(name)}: not a hyper-parameter of method {objective} "
                             f"(it uses {', '.join(map(opt, used))})")
 

@@ -90,7 +90,6 @@ class RunProgress:
         self._lock = threading.Lock()
         self._phase: str | None = None
         self._written = self._logged = float("-inf")
-        self._entry: dict = {}
 
     def __call__(self, phase: str, done: int, total: int | None, unit: str) -> None:
         with self._lock:
@@ -101,13 +100,12 @@ class RunProgress:
             if not (write or log):
                 return
             self._phase = phase
-            self._entry = {"phase": phase, "done": done, "total": total, "unit": unit, "pid": os.getpid(),
-                           "host": socket.gethostname(),
-                           "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            entry = {"phase": phase, "done": done, "total": total, "unit": unit, "pid": os.getpid(),
+                     "host": socket.gethostname(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             if write:
                 self._written = now
                 with contextlib.suppress(OSError, WriteError):  # progress must never fail a run
-                    write_json_atomic(self.path, self._entry)
+                    write_json_atomic(self.path, entry)
             if log:
                 self._logged = now
-                self.echo(f"progress {time.strftime('%H:%M:%S')} {describe(self._entry)}")
+                self.echo(f"progress {time.strftime('%H:%M:%S')} {describe(entry)}")

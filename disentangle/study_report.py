@@ -99,11 +99,10 @@ def _traversal_runs(finished, most: int = 8) -> list[Path]:
     import numpy as np
 
     from disentangle.config import sort_key
-    keys = [k for k in ("method", "strength_name", "strength") if k in finished.columns] or ["objective", "beta"]
+    from disentangle.config import METHOD_COLUMNS   # collect's columns: method, strength_name, strength
+    keys = list(METHOD_COLUMNS)
     firsts = finished.sort_values(keys + ["seed"], na_position="last", kind="stable",
                                   key=sort_key).drop_duplicates(subset=keys)
-    if "method" not in firsts.columns:
-        return [Path(p) for p in firsts["path"].head(most)]
     groups = [g for _, g in firsts.groupby("method", sort=False)]
     each = max(2, most // max(1, len(groups)))
     chosen = []

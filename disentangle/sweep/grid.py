@@ -313,11 +313,11 @@ def _check_hyperparameters(study: Study, index: int, objective: str) -> None:
     """A hyper-parameter that a run's method does not read is a spec error (it would
     silently do nothing): in a block, or in [grid] / [fixed], which every block shares
     (set it in the blocks whose methods use it)."""
-    from disentangle.config import HYPERPARAMETERS, METHOD_HYPERPARAMETERS, method_of
-    used = METHOD_HYPERPARAMETERS.get(method_of(objective), HYPERPARAMETERS)
+    from disentangle.config import METHOD_HYPERPARAMETERS, method_of, method_reads
     block = study.blocks[index] if study.blocks else {}
     for key in list(block) + list(study.grid) + list(study.fixed):
-        if key in HYPERPARAMETERS and key not in used:
+        if not method_reads(objective, key):
+            used = METHOD_HYPERPARAMETERS[method_of(objective)]
             if key in block:
                 where = f"block {index + 1}: {key}"
             else:
