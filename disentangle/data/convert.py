@@ -48,7 +48,13 @@ def fetch_dataset(name: str, out=None, url: str | None = None, md5: str | None =
         records.append(rec)
     verified = {r["name"]: r["verified"] for r in records}
     attrs = {"source": "official", "source_files": json.dumps(records), "verified": json.dumps(verified)}
-    result = cls.convert(paths, out, attrs, progress=convert_progress)
+    try:
+        result = cls.convert(paths, out, attrs, progress=convert_progress)
+    except DatasetError:
+        if file is None:   # a verified download of the wrong layout is of no use: leave nothing
+            for p in paths:
+                p.unlink(missing_ok=True)
+        raise
     if not keep_source and file is None:
         for p in paths:
             p.unlink(missing_ok=True)
