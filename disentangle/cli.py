@@ -54,7 +54,8 @@ def main():
 # --------------------------------------------------------------------------- data
 @main.group(cls=_Group)
 def data():
-    """Get dSprites: the official file, or a faithful offline rendering."""
+    """Get datasets: dSprites (official or a faithful offline rendering), its colour, noisy and
+    Scream variants, Shapes3D, MPI3D, smallNORB, Cars3D."""
 
 
 @data.command("render")
@@ -102,16 +103,21 @@ def _parse_keep(items) -> dict[str, list[int]]:
 
 
 @data.command("fetch")
-@click.option("--url", default=None, help="Where to download the official npz from (default: the dsprites-dataset repository).")
-@click.option("--md5", default=None, help="Expected md5 of the npz (default: the official file's).")
-@click.option("--out", type=click.Path(dir_okay=False), default="data/dsprites.h5", show_default=True,
-              help="Dataset file to write.")
-@click.option("--keep-npz", is_flag=True, help="Keep the downloaded npz beside the output.")
-def data_fetch(url, md5, out, keep_npz):
-    """Download the official dSprites npz, verify its checksum, convert it to HDF5."""
-    from disentangle.data import dsprites
-    url = url or dsprites.OFFICIAL_URL
-    md5 = md5 or dsprites.OFFICIAL_MD5
+@click.argument("name", required=False, default="dsprites")
+@click.option("--url", default=None, help="Where to download the source from (default: its known location; "
+              "for a dataset of several files, the folder URL).")
+@click.option("--md5", default=None, help="Expected md5 of the source file (overrides the pinned checksum).")
+@click.option("--sha256", default=None, help="Expected sha256 of the source file (overrides the pinned checksum).")
+@click.option("--file", "file", type=click.Path(), default=None,
+              help="Convert a source file you already have (for several files, their folder) instead of downloading.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file to write (default: data/<name>.h5, data/dsprites.h5 for dsprites).")
+@click.option("--keep-npz", is_flag=True, help="dsprites: keep the downloaded npz beside the output.")
+def data_fetch(name, url, md5, sha256, file, out, keep_npz):
+    """Download dataset NAME (default dsprites), verify it, convert it once to HDF5.
+
+    NAME: dsprites, color-dsprites, noisy-dsprites, scream-dsprites (fetches the Scream
+    JPEG), shapes3d, mpi3d-toy, mpi3d-realistic, mpi3d-real, smallnorb, cars3d."""
     state = {}
 
     def dl_progress(got, total):
@@ -119,25 +125,70 @@ def data_fetch(url, md5, out, keep_npz):
             state["bar"] = _progress_bar(total, "download", unit="B")
         state["bar"].update(got - state["bar"].n)
 
+    if name == "dsprites":
+        from disentangle.data import dsprites
+        if sha256 or file:
+            raise click.UsageError("dsprites: --sha256 and --file are not supported; use --url and --md5")
+        try:
+            path = dsprites.fetch_official(out or "data/dsprites.h5", url=url or dsprites.OFFICIAL_URL,
+                                           md5=md5 or dsprites.OFFICIAL_MD5, keep_npz=keep_npz,
+                                           download_progress=dl_progress)
+        finally:
+            if "bar" in state:
+                state["bar"].close()
+        info = dsprites.dataset_info(path)
+        click.echo(f"wrote {path} ({info['num_images']} images, official, {info['source_checksum']})")
+        return
+    if name in ("color-dsprites", "noisy-dsprites"):
+        raise click.UsageError(f"{name} is built from the dSprites file at run time: "
+                               f"`disentangle data fetch dsprites` (or `data render`) is all it needs")
+    from disentangle.data.convert import fetch_dataset
+    from disentangle.data.datasets import dataset_class
+    dataset_class(name)  # unknown name: one line before any work
+    bar = {}
+
+    def conv_progress(n):
+        if "bar" not in bar:
+            bar["bar"] = _progress_bar(None, "convert")
+        bar["bar"].update(n)
+
     try:
-        path = dsprites.fetch_official(out, url=url, md5=md5, keep_npz=keep_npz,
-                                       download_progress=dl_progress)
+        path = fetch_dataset(name, out=out, url=url, md5=md5, sha256=sha256, file=file,
+                             download_progress=dl_progress, convert_progress=conv_progress)
     finally:
-        if "bar" in state:
-            state["bar"].close()
-    info = dsprites.dataset_info(path)
-    click.echo(f"wrote {path} ({info['num_images']} images, official, {info['source_checksum']})")
+        for b in (state.get("bar"), bar.get("bar")):
+            if b is not None:
+                b.close()
+    click.echo(f"wrote {path} ({name})")
 
 
 @data.command("info")
-@click.argument("path", type=click.Path(dir_okay=False), required=False)
-def data_info(path):
-    """Print source, checksum, image count and factor sizes of a dataset file."""
+@click.argument("target", required=False)
+def data_info(target):
+    """Print source, checksums, image count and factors of a dataset: a NAME (found by its
+    path rule) or a FILE (default: the dSprites rule). The images are read once to verify
+    the recorded content checksum."""
+    from pathlib import Path
+
+    from disentangle.data.datasets import REGISTRY, open_dataset, open_file
     from disentangle.data.dsprites import dataset_info, resolve_data_path
-    info = dataset_info(resolve_data_path(path))
+    if target in REGISTRY and not Path(target).exists():
+        ds = open_dataset(target)
+    else:
+        path = resolve_data_path(target)
+        ds = open_file(path) if path.is_file() else None
+    if ds is None or type(ds).__name__ == "DSprites":
+        info = dataset_info(ds.path if ds is not None else path)   # the dSprites summary, as before
+    else:
+        if hasattr(ds, "verify"):
+            ds.verify()
+        info = ds.info()
+        info["content_check"] = "verified" if hasattr(ds, "verify") else "the dSprites file's, at load"
     for key, value in info.items():
-        if key == "factors":
+        if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "; ".join(str(v) for v in value)
         click.echo(f"{key + ':':18s}{value}")
 
 

@@ -9,6 +9,15 @@ official dSprites row order: posY fastest). A dataset file may hold a *sub-grid*
 dSprites (a subset of the class values of each factor, e.g. for fast tests); the
 GroundTruth of such a file has the smaller factor sizes and the matching values, and
 its classes are 0..size-1 within the sub-grid.
+
+Nuisance factors (:class:`Nuisance`) are part of how an observation is made but are
+never scored: smallNORB's instance (a discrete factor of the stored image grid) and the
+colour, noise and Scream patch of the dSprites variants (continuous draws made when an
+observation is produced, see ``disentangle.data.variants``). Discrete nuisance factors
+are the LAST, fastest digits of the image index: image index = cell index x (product of
+the nuisance sizes) + nuisance index, where the cell index is the mixed-radix number of
+the scored factor classes. So ``classes_of`` still returns the scored classes only, and
+``index_of`` of scored classes needs the nuisance drawn (a Generator) or given.
 """
 from __future__ import annotations
 
@@ -34,6 +43,26 @@ def dsprites_factor_values() -> tuple[np.ndarray, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Nuisance:
+    """A factor of the observation that is sampled, never scored.
+
+    ``size``: number of classes of a discrete nuisance stored in the image grid (smallNORB's
+    instance: 10), or None for a continuous draw made per observation (``distribution``
+    says which, e.g. ``"uniform(0.5, 1, 3) per image"``)."""
+
+    name: str
+    distribution: str
+    size: int | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "distribution": self.distribution, "size": self.size}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Nuisance":
+        return cls(str(d["name"]), str(d["distribution"]), None if d.get("size") is None else int(d["size"]))
+
+
 @dataclass(frozen=True, eq=False)
 class GroundTruth:
     """A full factorial grid of ground-truth factors.
@@ -45,6 +74,7 @@ class GroundTruth:
     factor_names: tuple[str, ...]
     factor_values: tuple[np.ndarray, ...]
     official_classes: tuple[np.ndarray, ...] = field(default=None)  # type: ignore[assignment]
+    nuisance: tuple[Nuisance, ...] = ()
 
     def __post_init__(self):
         if len(self.factor_names) != len(self.factor_values):
@@ -68,6 +98,21 @@ class GroundTruth:
             bases[k] = bases[k + 1] * sizes[k + 1]
         object.__setattr__(self, "_sizes", sizes)
         object.__setattr__(self, "_bases", bases)
+        nuisance = tuple(self.nuisance)
+        if any(not isinstance(n, Nuisance) for n in nuisance):
+            raise ParameterError("nuisance", "must be Nuisance entries")
+        if any(n.size is not None and n.size < 1 for n in nuisance):
+            raise ParameterError("nuisance", "a discrete nuisance needs at least one class")
+        if {n.name for n in nuisance} & set(self.factor_names) or len({n.name for n in nuisance}) != len(nuisance):
+            raise ParameterError("nuisance", "nuisance names must be distinct and not factor names")
+        object.__setattr__(self, "nuisance", nuisance)
+        nsizes = np.array([n.size for n in nuisance if n.size is not None], dtype=np.int64)
+        nbases = np.ones(len(nsizes), dtype=np.int64)
+        for k in range(len(nsizes) - 2, -1, -1):
+            nbases[k] = nbases[k + 1] * nsizes[k + 1]
+        object.__setattr__(self, "_nuisance_sizes", nsizes)
+        object.__setattr__(self, "_nuisance_bases", nbases)
+        object.__setattr__(self, "_nuisance_cells", int(np.prod(nsizes)) if len(nsizes) else 1)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -91,7 +136,7 @@ class GroundTruth:
                                      f"0..{len(vals) - 1}")
             values.append(vals[idx])
             official.append(off[idx])
-        return GroundTruth(self.factor_names, tuple(values), tuple(official))
+        return GroundTruth(self.factor_names, tuple(values), tuple(official), self.nuisance)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -103,8 +148,18 @@ class GroundTruth:
         return len(self.factor_names)
 
     @property
-    def num_images(self) -> int:
+    def num_cells(self) -> int:
+        """Number of scored factor combinations (= num_images without discrete nuisance)."""
         return int(np.prod(self._sizes))
+
+    @property
+    def num_images(self) -> int:
+        return self.num_cells * self._nuisance_cells
+
+    @property
+    def discrete_nuisance(self) -> tuple[Nuisance, ...]:
+        """The nuisance factors stored in the image grid, in index order (last fastest)."""
+        return tuple(n for n in self.nuisance if n.size is not None)
 
     @property
     def is_full_dsprites(self) -> bool:
@@ -116,32 +171,68 @@ class GroundTruth:
         return (self.factor_names == other.factor_names
                 and self.factor_sizes == other.factor_sizes
                 and all(np.allclose(a, b) for a, b in zip(self.factor_values, other.factor_values))
-                and all(np.array_equal(a, b) for a, b in zip(self.official_classes, other.official_classes)))
+                and all(np.array_equal(a, b) for a, b in zip(self.official_classes, other.official_classes))
+                and self.nuisance == other.nuisance)
 
     def __hash__(self):
         return hash((self.factor_names, self.factor_sizes))
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}={s}" for n, s in zip(self.factor_names, self.factor_sizes))
-        return f"GroundTruth({sizes}; {self.num_images} images)"
+        extra = "".join(f"; nuisance {n.name}" + (f"={n.size}" if n.size else "") for n in self.nuisance)
+        return f"GroundTruth({sizes}{extra}; {self.num_images} images)"
 
     # ----------------------------------------------------------------- arithmetic
-    def index_of(self, classes) -> np.ndarray:
-        """Image indices of factor classes, shape (..., K) -> (...)."""
+    def index_of(self, classes, rng: np.random.Generator | None = None, nuisance_classes=None) -> np.ndarray:
+        """Image indices of factor classes, shape (..., K) -> (...).
+
+        With discrete nuisance factors the image also depends on them: pass their classes
+        (``nuisance_classes``, shape (..., M)) or a Generator that draws each uniformly,
+        one nuisance factor after another (disentanglement_lib's ``sample_all_factors``)."""
         classes = np.asarray(classes, dtype=np.int64)
         if classes.shape[-1] != self.num_factors:
             raise ParameterError("classes", f"expected {self.num_factors} factor classes per row, "
                                  f"got {classes.shape[-1]}")
         if np.any(classes < 0) or np.any(classes >= self._sizes):
             raise ParameterError("classes", "factor class out of range")
-        return classes @ self._bases
+        cell = classes @ self._bases
+        if self._nuisance_cells == 1:
+            return cell
+        if nuisance_classes is None:
+            if rng is None:
+                names = [n.name for n in self.discrete_nuisance]
+                raise ParameterError("rng", f"the images also depend on the nuisance factor(s) {names}: "
+                                     f"pass a numpy Generator to draw them (or their classes)")
+            nuisance_classes = self.sample_nuisance_classes(cell.shape, rng)
+        nuisance_classes = np.asarray(nuisance_classes, dtype=np.int64)
+        if nuisance_classes.shape != cell.shape + (len(self._nuisance_sizes),):
+            raise ParameterError("nuisance_classes", f"expected shape {cell.shape + (len(self._nuisance_sizes),)}")
+        if np.any(nuisance_classes < 0) or np.any(nuisance_classes >= self._nuisance_sizes):
+            raise ParameterError("nuisance_classes", "nuisance class out of range")
+        return cell * self._nuisance_cells + nuisance_classes @ self._nuisance_bases
 
-    def classes_of(self, indices) -> np.ndarray:
-        """Factor classes of image indices, shape (...) -> (..., K)."""
+    def sample_nuisance_classes(self, shape, rng: np.random.Generator) -> np.ndarray:
+        """Uniform classes of the discrete nuisance factors: shape + (M,) int64."""
+        shape = tuple(np.atleast_1d(shape)) if not isinstance(shape, tuple) else shape
+        if not len(self._nuisance_sizes):
+            return np.zeros(shape + (0,), dtype=np.int64)
+        return np.stack([rng.integers(0, s, size=shape) for s in self._nuisance_sizes], axis=-1).astype(np.int64)
+
+    def _check_indices(self, indices) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         if np.any(indices < 0) or np.any(indices >= self.num_images):
             raise ParameterError("indices", f"image index out of range 0..{self.num_images - 1}")
+        return indices
+
+    def classes_of(self, indices) -> np.ndarray:
+        """Scored factor classes of image indices, shape (...) -> (..., K)."""
+        indices = self._check_indices(indices) // self._nuisance_cells
         return (indices[..., None] // self._bases) % self._sizes
+
+    def nuisance_classes_of(self, indices) -> np.ndarray:
+        """Classes of the discrete nuisance factors of image indices, shape (...) -> (..., M)."""
+        indices = self._check_indices(indices) % self._nuisance_cells
+        return (indices[..., None] // self._nuisance_bases) % self._nuisance_sizes
 
     def values_of(self, classes) -> np.ndarray:
         """Latent values of factor classes, shape (..., K) -> (..., K) float64."""
@@ -149,7 +240,7 @@ class GroundTruth:
         return np.stack([self.factor_values[k][classes[..., k]] for k in range(self.num_factors)], axis=-1)
 
     def all_classes(self) -> np.ndarray:
-        """Classes of every image, in index order: (num_images, K) int64."""
+        """Scored classes of every image, in index order: (num_images, K) int64."""
         return self.classes_of(np.arange(self.num_images))
 
     # ----------------------------------------------------------------- sampling
@@ -157,3 +248,22 @@ class GroundTruth:
         """n factor-class vectors, each factor uniform and independent (with replacement),
         drawn one factor after another as disentanglement_lib does: (n, K) int64."""
         return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=1).astype(np.int64)
+
+    # ----------------------------------------------------------------- serialisation
+    def to_json(self) -> dict:
+        """Names, values, official classes and nuisance as JSON-able lists (file attributes)."""
+        return {"factor_names": list(self.factor_names),
+                "factor_values": [v.tolist() for v in self.factor_values],
+                "official_classes": [c.tolist() for c in self.official_classes],
+                "nuisance": [n.to_json() for n in self.nuisance]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "GroundTruth":
+        return cls(tuple(d["factor_names"]), tuple(np.array(v) for v in d["factor_values"]),
+                   tuple(np.array(c) for c in d["official_classes"]) if d.get("official_classes") else None,
+                   tuple(Nuisance.from_json(n) for n in d.get("nuisance", ())))
+
+    def with_nuisance(self, *nuisance: Nuisance) -> "GroundTruth":
+        """The same grid with further (continuous) nuisance factors attached."""
+        return GroundTruth(self.factor_names, self.factor_values, self.official_classes,
+                           self.nuisance + tuple(nuisance))
