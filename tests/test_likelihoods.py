@@ -153,7 +153,7 @@ def test_the_model_holds_and_saves_its_log_scale():
     model = build_model(4, "discretized-logistic", seed=5)
     assert "log_scale" not in plain.state_dict() and plain.output_likelihood() == "bernoulli"
     state = model.state_dict()
-    assert state["log_scale"].tolist() == [L.LOG_SCALE_INIT]
+    assert state["log_scale"].tolist() == [pytest.approx(math.log(0.1))]
     # the networks' weights do not depend on the likelihood
     assert all(torch.equal(v, state[k]) for k, v in plain.state_dict().items())
     assert any(p is model.log_scale for p in model.parameters())        # the optimizer trains it
@@ -276,7 +276,7 @@ def test_bound_holds_on_a_model_trained_on_eight_bit_images(tmp_path, monkeypatc
     gen = np.random.default_rng(0)
     first = None
     for step in range(STEPS):
-        x = torch.from_numpy(data.images(gen.integers(0, data.num_images, 32))).unsqueeze(1)
+        x = torch.from_numpy(data.images(gen.integers(0, data.num_images, 16))).unsqueeze(1)
         mean, logvar = model.encode(x)
         z = model.sample(mean, logvar, torch.randn_like(mean))
         terms = method_terms("beta-vae", x, model.decode(z), mean, logvar, z, step,
@@ -304,4 +304,45 @@ def test_bound_holds_on_a_model_trained_on_eight_bit_images(tmp_path, monkeypatc
     assert "sandwich holds" in info.format_summary(v) and "lower bound on I_gen" in info.format_summary(v)
 
 
-STEPS = 300
+STEPS = 60
+
+
+class OracleEightBit(torch.nn.Module):
+    """Codes far apart per distinct image; decode(z) puts μ exactly on the levels of the
+    image whose code is nearest, with a fixed log-scale: I_q = H(X) and D known in closed form."""
+
+    def __init__(self, levels, log_scale, likelihood="discretized-gaussian"):
+        super().__init__()
+        _, first, image_of = np.unique(levels.reshape(len(levels), -1), axis=0, return_index=True,
+                                       return_inverse=True)
+        self.likelihood, self.latent_dim = likelihood, 3
+        self.centres = torch.from_numpy(np.random.default_rng(9).normal(size=(len(first), 3)) * 40).float()
+        p = levels[first].astype(np.float64) / 255
+        self.logits = torch.from_numpy(np.log(p / (1 - p))).float().unsqueeze(1)
+        self.log_scale = torch.nn.Parameter(torch.tensor([float(log_scale)]), requires_grad=False)
+        self.mean = self.centres[torch.from_numpy(image_of.ravel())].numpy()
+        self.logvar = np.full(self.mean.shape, -12.0, np.float32)
+
+    def decode(self, z):
+        return self.logits[torch.cdist(z, self.centres).argmin(dim=1)]
+
+
+def test_oracle_closes_the_eight_bit_sandwich(tmp_path, monkeypatch):
+    monkeypatch.setenv(info.CACHE_ENV_VAR, str(tmp_path))
+    data = EightBitData(shapes_on_backgrounds())        # levels 20..250: every pixel an interior bin
+    raw = -7.6                                          # σ ≈ 0.12 levels after the soft floor: D ≈ 1.3 nats
+    model = OracleEightBit(data.levels, raw)
+    codes = SimpleNamespace(mean=model.mean, logvar=model.logvar)
+    v = info.information_scores(model, codes, data, np.random.default_rng(0), distortion_images="all")
+    sigma = math.exp(L.effective_log_scale(torch.tensor(raw, dtype=torch.float64)).item())
+    known_d = -4096 * math.log(math.erf(0.5 / 255 / sigma / math.sqrt(2)))
+    assert 1.0 < known_d < 3.0
+    assert v["distortion_nats"] == pytest.approx(known_d, rel=1e-5)   # float32 logits and log-scale
+    assert v["is_bound"] and v["i_gen_lower_nats"] == pytest.approx(math.log(64) - known_d, rel=1e-5)
+    assert v["i_q_nats"] == pytest.approx(math.log(64), abs=3 * v["i_q_se_nats"] + 1e-4)
+    assert v["sandwich_violations"] == 0 and v["i_gen_lower_nats"] < v["i_q_nats"] <= v["rate_nats"]
+    # the same oracle read as a bernoulli decoder of 8-bit intensities: no bound, and why
+    model.likelihood = "bernoulli"
+    b = info.information_scores(model, codes, data, np.random.default_rng(0), distortion_images=64)
+    assert b["is_bound"] is False and math.isnan(b["i_gen_lower_nats"]) and "soft targets" in b["no_bound_reason"]
+    assert "NOT a bound" in info.format_summary(b)

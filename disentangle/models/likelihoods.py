@@ -41,10 +41,15 @@ mid-bin density fallback are approximations this module does not need):
 
 The scale. σ (or s) is one learned log-scale per image channel, a parameter of the model
 (:attr:`BetaVAE.log_scale <disentangle.models.architectures.BetaVAE>`, carried by the
-state dict), initialised at 0 (σ = 1): the shared learned variance of the "calibrated
-decoder" σ-VAE (Rybkin, Daniilidis & Levine 2021, "Simple and effective VAE training
-with calibrated decoders", ICML; orybkin/sigma-vae-pytorch), which also bounds it from
-below by a soft clip, ``min + softplus(θ − min)``. Here the minimum is
+state dict): the shared learned variance of the "calibrated decoder" σ-VAE (Rybkin,
+Daniilidis & Levine 2021, "Simple and effective VAE training with calibrated decoders",
+ICML; orybkin/sigma-vae-pytorch), which bounds it from below by a soft clip,
+``min + softplus(θ − min)``. Deviation: the σ-VAE starts at log σ = 0 (σ = 1, wider than
+the whole [0, 1] range); with Adam the log-scale moves about one learning rate per step,
+so at this toolkit's 1e-4 reaching σ = 0.1 would take ~23,000 steps with a reconstruction
+term 100 times weaker than at σ = 0.1. It starts at :data:`LOG_SCALE_INIT` = log 0.1
+(σ ≈ 25 levels, the RMS error of a blurry reconstruction) and learns from there. The
+minimum is
 :data:`LOG_SCALE_MIN` = −10 (σ ≈ 0.012 of a level: the level's bin then holds all the
 probability, so the floor costs D nothing, while gradients of far-off pixels stay finite).
 A learned scale, not a fixed one: a fixed σ sets the weight of the reconstruction term
@@ -65,7 +70,7 @@ import torch.nn.functional as F
 LEVELS = 256                      # levels of an 8-bit channel, k/255 for k = 0..255
 HALF_BIN = 0.5 / (LEVELS - 1)     # half the width of one level's bin on [0, 1]
 LOG_SCALE_MIN = -10.0             # soft floor of the learned log-scale (see the docstring)
-LOG_SCALE_INIT = 0.0              # σ = 1 at initialisation, as the σ-VAE
+LOG_SCALE_INIT = math.log(0.1)   # σ = 0.1 at initialisation (the σ-VAE: 1; see the docstring)
 GAUSSIAN_NLL_OFFSET = 0.5 * 64 * 64 * math.log(math.pi)  # −log N(x; μ, ½) − Σ(x − μ)²
 
 DISCRETIZED = ("discretized-gaussian", "discretized-logistic")
