@@ -346,3 +346,20 @@ def test_oracle_closes_the_eight_bit_sandwich(tmp_path, monkeypatch):
     b = info.information_scores(model, codes, data, np.random.default_rng(0), distortion_images=64)
     assert b["is_bound"] is False and math.isnan(b["i_gen_lower_nats"]) and "soft targets" in b["no_bound_reason"]
     assert "NOT a bound" in info.format_summary(b)
+
+
+def test_train_and_info_with_a_discretized_likelihood_on_dsprites(tiny_data, tiny_data_path, tmp_path, monkeypatch):
+    # through train() and load_model(): the log-scale is trained, saved and read back
+    from disentangle.config import TrainConfig
+    from disentangle.rundir import load_model
+    from disentangle.train import train
+    monkeypatch.setenv(info.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    config = TrainConfig(likelihood="discretized-logistic", steps=6, batch_size=8, lr=1e-2, latent_dim=3, seed=0,
+                         data=str(tiny_data_path), device="cpu", threads=1, checkpoint_every=1000, log_every=3)
+    model, _ = load_model(train(config, tmp_path / "run"))
+    assert model.likelihood == "discretized-logistic" and model.log_scale.item() != pytest.approx(math.log(0.1))
+    from disentangle.evaluation.codes import encode_dataset
+    mean, logvar, _ = encode_dataset(model, tiny_data, progress=False)
+    v = info.information_scores(model, SimpleNamespace(mean=mean, logvar=logvar), tiny_data,
+                                np.random.default_rng(0), distortion_images=64, iq_min_samples=200, iq_se_target=0.3)
+    assert v["pixels"] == "binary" and v["is_bound"] is True and math.isfinite(v["i_gen_lower_nats"])
