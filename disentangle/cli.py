@@ -215,8 +215,10 @@ def data_info(target):
               help="annealed-vae: steps over which C rises from 0, dlib's iteration threshold (preset's).")
 @click.option("--lambda-od", type=float, default=None,
               help="dip-vae-i/-ii: off-diagonal weight (default 1; diagonal 10x it for -i, 1x for -ii).")
-@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian"]), default=None,
-              help="bernoulli (default; binary pixels) or gaussian (sum of squared errors).")
+@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian", "discretized-gaussian",
+                                                 "discretized-logistic"]), default=None,
+              help="bernoulli (default; binary pixels), gaussian (sum of squared errors), or a "
+                   "discretized-gaussian/-logistic over 256 levels (8-bit pixels; learned scale).")
 @click.option("--latent-dim", type=int, default=None, help="Latent dimensions (default 10).")
 @click.option("--batch-size", type=int, default=None, help="Batch size (default 64).")
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-4).")
@@ -420,7 +422,8 @@ def plot_training(runs, out, dpi):
 @click.option("--preset", type=click.Choice(["cpu-short", "dlib"]), default=None, help="Training preset (see train).")
 @click.option("--batch-size", type=int, default=None, help="Batch size of every run.")
 @click.option("--capacity-steps", type=int, default=None, help="Steps over which C rises (beta-b).")
-@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian"]), default=None)
+@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian", "discretized-gaussian",
+                                                 "discretized-logistic"]), default=None)
 @click.option("--metric", "metrics", multiple=True, help="Metrics to evaluate (repeatable; default all, info included).")
 @click.option("--eval-seed", type=int, default=None, help="Seed of the metrics' sampling (default 0).")
 @click.option("--data", type=click.Path(dir_okay=False), default=None, help="Dataset file (default: the dataset rule).")

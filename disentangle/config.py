@@ -53,7 +53,7 @@ ARCHITECTURES = ("burgess", "dlib", "fc")
 def _objectives_of(*methods: str) -> tuple[str, ...]:
     """The objective values naming any of ``methods`` (their old aliases included)."""
     return tuple(o for o in OBJECTIVES if METHOD_ALIASES.get(o, o) in methods)
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized-gaussian", "discretized-logistic")  # models/likelihoods.py
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("float32", "bf16-mixed")
 

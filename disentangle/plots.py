@@ -444,7 +444,7 @@ def reconstructions(r):
         axes[0][0].set_ylabel("input", fontsize=8)
         axes[1][0].set_ylabel("recon.", fontsize=8)
         fig.suptitle("Reconstructions from the posterior mean; below: −log p(x|z) (nats)"
-                     + ("" if r.likelihood == "bernoulli" else f", {r.likelihood} decoder: a density"),
+                     + (f", {r.likelihood} decoder: a density" if r.likelihood == "gaussian" else ""),
                      fontsize=9)
         fig.supxlabel(_run_title(r.run_name, r.data_label), fontsize=8)
     fig.reconstruction_info = {"indices": r.indices, "distortion": r.distortion}

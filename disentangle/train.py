@@ -129,7 +129,7 @@ class Trainer:
         z = self.model.sample(mean, logvar, noise)
         logits = self.model.decode(z)
         z_shuffled = methods.shuffle_codes(z, self.shuffle_generator) if self.discriminator is not None else None
-        terms = methods.method_terms(c.objective, x, logits, mean, logvar, z, step, likelihood=c.likelihood,
+        terms = methods.method_terms(c.objective, x, logits, mean, logvar, z, step, likelihood=self.model.output_likelihood(),
                                      hyper=self.hyper, discriminator=self.discriminator, z_shuffled=z_shuffled)
         loss = terms["loss"]
         self.optimizer.zero_grad(set_to_none=True)

@@ -168,6 +168,7 @@ def reconstructions(run_dir: "RunDir | str | os.PathLike", data=None, n_images: 
         mean, _ = model.encode(x)
         logits = model.decode(mean)
         recon = _to_images(model, logits)
-        nll = reconstruction_nll(logits.float(), x, likelihood).double().cpu().numpy()
+        nll = reconstruction_nll(logits.float(), x, likelihood,
+                                 getattr(model, "log_scale", None)).double().cpu().numpy()
     return Reconstructions(run_name=run.path.name, data_label=data.source_label, indices=idx,
                            originals=originals, reconstructions=recon, distortion=nll, likelihood=likelihood)

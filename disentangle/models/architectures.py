@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from disentangle.models.likelihoods import LOG_SCALE_INIT, ScaledLikelihood, has_scale
+
 IMAGE_SIZE = 64
 CHANNELS = 32
 HIDDEN = 256
@@ -297,11 +299,20 @@ class BetaVAE(nn.Module):
         encoder, decoder = NETWORKS[architecture]
         self.encoder = encoder(self.latent_dim)
         self.decoder = decoder(self.latent_dim)
+        if has_scale(likelihood):
+            # a discretised likelihood's learned log-scale, one per image channel
+            # (models/likelihoods.py); made after the networks, so their weights are unchanged
+            self.log_scale = nn.Parameter(torch.full((1,), LOG_SCALE_INIT))
 
         # Execution settings of the training loop (see set_execution); not part of the
         # weights. Defaults: plain float32, contiguous (NCHW) activations.
         self.mixed: torch.dtype | None = None
         self.channels_last = False
+
+    def output_likelihood(self):
+        """What the loss reads the decoder output with: the likelihood's name, or for a
+        discretised one a ScaledLikelihood holding this model's log-scale parameter."""
+        return ScaledLikelihood(self.likelihood, self.log_scale) if has_scale(self.likelihood) else self.likelihood
 
     def set_execution(self, mixed: torch.dtype | None = None, channels_last: bool = False) -> "BetaVAE":
         """Run convolutions and hidden layers in ``mixed`` precision (e.g. torch.bfloat16;

@@ -9,6 +9,11 @@ never a per-pixel mean, which would silently rescale β by 1/4096):
   "l2" loss). It equals −log N(x; μ, σ² = 1/2) minus the constant 4096·½·log π ≈ 2344.4
   nats: a density of a fixed-variance Gaussian, not a probability of the binary image,
   so it is no bound on anything discrete and its β is not comparable to the Bernoulli one.
+- ``discretized-gaussian`` / ``discretized-logistic``: the exact −log P of 8-bit pixels
+  over 256 bins per channel, with the model's learned log-scale (pass a
+  :class:`~disentangle.models.likelihoods.ScaledLikelihood`). Proper discrete NLLs.
+
+Every term is computed in :mod:`disentangle.models.likelihoods`; this module dispatches.
 
 Regularisers (KL(q(z|x) ‖ N(0, I)), analytic, summed over latent dimensions, averaged
 over the batch):
@@ -19,23 +24,15 @@ over the batch):
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
-GAUSSIAN_NLL_OFFSET = 0.5 * 64 * 64 * math.log(math.pi)  # −log N(x; μ, ½) − Σ(x − μ)²
+from disentangle.models.likelihoods import GAUSSIAN_NLL_OFFSET, reconstruction_loss  # noqa: F401
 
 
-def reconstruction(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Per-image reconstruction loss (nats, summed over pixels), averaged over the batch."""
-    n = x.shape[0]
-    if likelihood == "bernoulli":
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
-    if likelihood == "gaussian":
-        return (torch.sigmoid(logits) - x).square().sum() / n
-    from disentangle.errors import ParameterError
-    raise ParameterError("likelihood", "expected bernoulli or gaussian", value=repr(likelihood))
+def reconstruction(logits: torch.Tensor, x: torch.Tensor, likelihood) -> torch.Tensor:
+    """Per-image reconstruction loss (nats, summed over pixels), averaged over the batch.
+    ``likelihood``: a name, or a ScaledLikelihood for the discretised ones."""
+    return reconstruction_loss(logits, x, likelihood)
 
 
 def kl_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

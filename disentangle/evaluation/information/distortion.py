@@ -1,10 +1,10 @@
 """Decoding for distortion: D = -E_x E_{q(z|x)} log p(x|z), and the evaluation layer's one
 per-image reconstruction NLL (:func:`reconstruction_nll`, also the figures' distortions).
 
-Bernoulli decoder: binary cross-entropy with logits summed over the 4,096 pixels, a proper
-discrete negative log-likelihood. Gaussian decoder: -log N(x; sigmoid(logits), 1/2 I), the
-density the training loss is a shifted form of
-(:data:`disentangle.models.objectives.GAUSSIAN_NLL_OFFSET`).
+The likelihoods themselves live in :mod:`disentangle.models.likelihoods` (the training
+loss reads the same functions): Bernoulli, a proper discrete NLL of binary pixels;
+Gaussian, -log N(x; sigmoid(logits), 1/2 I), a density; the discretised Gaussian and
+logistic, proper discrete NLLs of 8-bit pixels with the model's learned log-scale.
 """
 from __future__ import annotations
 
@@ -24,19 +24,12 @@ def model_device(model):
         return torch.device("cpu")
 
 
-def reconstruction_nll(logits, x, likelihood: str):
-    """Per-image -log p(x|z) in nats, summed over pixels: (n,) tensor.
-
-    Bernoulli: binary cross-entropy with logits (a discrete NLL). Gaussian: -log N(x;
-    sigmoid(logits), 1/2 I), the density whose shifted form is the training loss."""
-    import torch.nn.functional as F
-    if likelihood == "bernoulli":
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(dim=1)
-    if likelihood == "gaussian":
-        from disentangle.models.objectives import GAUSSIAN_NLL_OFFSET
-        return (logits.sigmoid() - x).square().flatten(1).sum(dim=1) + GAUSSIAN_NLL_OFFSET
-    from disentangle.errors import ParameterError
-    raise ParameterError("likelihood", "expected bernoulli or gaussian", value=repr(likelihood))
+def reconstruction_nll(logits, x, likelihood, log_scale=None):
+    """Per-image -log p(x|z) in nats, summed over pixels: (n,) tensor
+    (:func:`disentangle.models.likelihoods.nll_per_image`). ``log_scale``: the model's
+    raw log-scale parameter, needed by the discretised likelihoods."""
+    from disentangle.models.likelihoods import nll_per_image
+    return nll_per_image(logits, x, likelihood, log_scale)
 
 
 def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random.Generator,
@@ -59,6 +52,7 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
             raise ParameterError("info.distortion_images", f"must be at least 2, got {count}")
         idx = np.arange(n_total) if count >= n_total else np.sort(rng.choice(n_total, size=count, replace=False))
     likelihood = likelihood or getattr(model, "likelihood", "bernoulli")
+    log_scale = getattr(model, "log_scale", None)
     device = model_device(model)
     from disentangle.evaluation.codes import default_batch_size
     batch_size = int(batch_size or default_batch_size(device))   # the encoder's: one sizing rule
@@ -77,9 +71,10 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
             report("info: distortion", s, len(idx), "images")
             b = idx[s:s + batch_size]
             z = sample_posterior(mean, logvar, b, rng)
-            x = torch.from_numpy(data.images(b)).to(device).unsqueeze(1).to(torch.float32)
+            x = torch.from_numpy(data.images(b)).to(device).to(torch.float32)
+            x = x.unsqueeze(1) if x.dim() == 3 else x   # (n, H, W) grey or (n, C, H, W)
             logits = model.decode(torch.from_numpy(z).to(device))
-            nll[s:s + len(b)] = reconstruction_nll(logits.float(), x, likelihood).double().cpu().numpy()
+            nll[s:s + len(b)] = reconstruction_nll(logits.float(), x, likelihood, log_scale).double().cpu().numpy()
     return {"distortion_nats": float(nll.mean()),
             "distortion_se_nats": float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else float("nan"),
             "distortion_images": int(len(idx)), "likelihood": likelihood}

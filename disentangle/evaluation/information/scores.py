@@ -54,8 +54,13 @@ def check_params(p: dict) -> dict:
 def information_scores(model, codes, data, rng: np.random.Generator, **params) -> dict:
     """The ``info`` metric: rate, distortion, H(X), the bounds, I_q, marginal KL, total
     correlation and per-dimension KL of one model (keys in nats with *_bits alongside).
+    ``is_bound``: whether D is a proper discrete NLL of the dataset's pixels (bernoulli on
+    binary pixels, a discretised likelihood on binary or 8-bit ones); when not,
+    ``i_gen_lower_nats`` is NaN and ``no_bound_reason`` says why.
 
     ``codes``: the run's codes table (``.mean``, ``.logvar`` (N, D) in index order);
+    ``data``: ``num_images``, ``images(indices)`` (floats in [0, 1]) and, for binary
+    datasets, ``packed`` (see :func:`.entropy.dataset_entropy`);
     ``params``: see :data:`DEFAULT_PARAMS` (unknown keys are an error), plus ``device``
     (default: the model's) and ``cache`` (H(X) cache, default True).
     """
@@ -104,8 +109,11 @@ def assemble_values(hx: dict, kl_dims: np.ndarray, mi: dict, dist: dict, thresho
     """The ``info`` values from the H(X) (:func:`dataset_entropy`), per-dimension rate,
     I_q (:func:`mutual_information`) and distortion (:func:`distortion`) results."""
     rate = float(kl_dims.sum())
+    from disentangle.models.likelihoods import proper_discrete
     likelihood = dist["likelihood"]
-    is_bound = likelihood == "bernoulli"
+    # H(X) - D bounds I_q only when D is a proper discrete NLL of these very pixels
+    pixels = hx.get("pixels", "binary")
+    is_bound, no_bound_reason = proper_discrete(likelihood, pixels)
     h = hx["entropy_nats"]
     d_nats = dist["distortion_nats"]
     i_gen_lower = h - d_nats if is_bound else float("nan")
@@ -118,7 +126,8 @@ def assemble_values(hx: dict, kl_dims: np.ndarray, mi: dict, dist: dict, thresho
         "i_gen_lower_nats": i_gen_lower, "i_gen_lower_bits": bits(i_gen_lower),
         "i_rep_upper_nats": rate, "i_rep_upper_bits": bits(rate),
         **_posterior_values(rate, kl_dims, mi, threshold),
-        "likelihood": likelihood, "is_bound": bool(is_bound),
+        "likelihood": likelihood, "pixels": pixels, "is_bound": bool(is_bound),
+        "no_bound_reason": no_bound_reason,
         **{f"seconds_{k}": float(v) for k, v in seconds.items()},
     }
     values["sandwich_violations"] = len(sandwich_violations(values))
