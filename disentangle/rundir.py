@@ -238,7 +238,7 @@ class RunDir:
         ``torch.load(weights_only=True)``; a missing, truncated, tampered or mismatched
         model file raises UserError naming it."""
         import torch
-        from disentangle.models.architectures import BetaVAE
+        from disentangle.models.architectures import VAE
         path = self.require_model()
         cfg = self.config()
         self.check_model()
@@ -250,7 +250,7 @@ class RunDir:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise UserError(f"{path}: not a model state dict")
         # runs from before the architecture field are burgess
-        model = BetaVAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")))
+        model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")))
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

@@ -250,7 +250,7 @@ def _codes_of(model, data):
 
 
 def test_gaussian_decoder_reports_no_bound(tiny_data, tmp_path, monkeypatch):
-    from disentangle.models.vae import build_model
+    from disentangle.models.architectures import build_model
     monkeypatch.setenv(info.CACHE_ENV_VAR, str(tmp_path))
     model = build_model(4, "gaussian", seed=1).eval()
     codes = _codes_of(model, tiny_data)
