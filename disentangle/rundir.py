@@ -148,7 +148,8 @@ class RunDir:
                 raise UserError(f"{path}: unreadable run configuration ({exc})") from None
             if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
                 raise UserError(f"{path}: not a disentangle run configuration (no 'config' entry)")
-            self._saved = saved
+            from disentangle.config import upgraded
+            self._saved = {**saved, "config": upgraded(saved["config"])}   # old key names read as today's
         return self._saved
 
     def config(self) -> dict:
