@@ -54,7 +54,7 @@ class Hyperparameter:
             raise ParameterError(self.name, f"must be a finite number, got {value!r}")
         low = self.minimum if self.kind is float else int(self.minimum)
         if value < low or (self.exclusive and value == low):
-            raise ParameterError(self.name, f"must be {'>' if self.exclusive else '>='} {low}, got {value}")
+            raise ParameterError(self.name, f"must be {'>' if self.exclusive else '>='} {low:g}, got {value}")
 
 
 def _reference(target: str | Callable | type | None):
