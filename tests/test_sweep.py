@@ -47,7 +47,7 @@ def test_expand_names_order_and_configs():
     assert [r.name for r in runs] == ["beta-vae_b1_s0", "beta-vae_b4_s0", "beta-vae_b16_s0",
                                       "beta-vae_b1_s1", "beta-vae_b4_s1", "beta-vae_b16_s1"]
     cfg = runs[4].config
-    assert (cfg["beta"], cfg["seed"], cfg["steps"], cfg["method"]) == (4.0, 1, 300, "beta-h")
+    assert (cfg["beta"], cfg["seed"], cfg["steps"], cfg["method"]) == (4.0, 1, 300, "beta-vae")
     assert (cfg["data"], cfg["threads"]) == ("/d.h5", 3)
     # a swept setting other than the objective's own joins the name; fixed ones do not
     runs = sw.expand(sw.Study(grid={"beta": [4], "lr": [1e-4, 3e-4]}, fixed={"latent_dim": 6}))
