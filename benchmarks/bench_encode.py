@@ -84,7 +84,7 @@ def trained_model(args, data, device):
     if args.run:
         model, _ = RunDir(args.run).load_model(device)
         return model, f"run {args.run}"
-    cfg = TrainConfig(objective="beta-vae", beta=4.0, architecture="dlib", seed=0, device=device).validate()
+    cfg = TrainConfig(method="beta-vae", beta=4.0, architecture="dlib", seed=0, device=device).validate()
     trainer = Trainer(cfg, device)
     batches = PackedBatches(data.packed, device, trainer.batch_seed)
     for t in range(args.train_steps):

@@ -2,10 +2,10 @@
 table already built), against the straightforward implementation of the same I_q /
 total-correlation estimator with the same samples (same M), and the ratio.
 
-    python benchmarks/bench_info.py                      # randomly initialised BetaVAE
+    python benchmarks/bench_info.py                      # randomly initialised VAE
     python benchmarks/bench_info.py --run results/RUN    # a trained run (model.pt)
 
-Without --run, a randomly initialised BetaVAE (seed 0, 10 latents) is saved under
+Without --run, a randomly initialised VAE (seed 0, 10 latents) is saved under
 results/bench-info-random/ and its codes table is built once (minutes on a CPU; reused
 afterwards). Its posteriors are all near N(0, 1), so its I_q is tiny and needs few
 samples: pass a trained run to time a realistic sample count.
@@ -31,22 +31,22 @@ sys.path.insert(0, str(ROOT))
 
 def _random_run(out: Path) -> Path:
     import torch
-    from disentangle.models.vae import build_model
+    from disentangle.models.architectures import build_model
     from disentangle.results import MODEL_FILE, write_json_atomic
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MODEL_FILE).is_file():
         model = build_model(10, "bernoulli", seed=0)
         torch.save(model.state_dict(), out / MODEL_FILE)
         write_json_atomic(out / "config.json", {"config": {"latent_dim": 10, "likelihood": "bernoulli"},
-                                                "note": "randomly initialised BetaVAE for bench_info.py"})
+                                                "note": "randomly initialised VAE for bench_info.py"})
     return out
 
 
 def _load(run: Path, random_init: bool):
     import torch
     if random_init:
-        from disentangle.models.vae import BetaVAE
-        model = BetaVAE(10, "bernoulli")
+        from disentangle.models.architectures import VAE
+        model = VAE(10, "bernoulli")
         model.load_state_dict(torch.load(run / "model.pt", weights_only=True))
         return model.eval()
     from disentangle.rundir import load_model
@@ -77,7 +77,7 @@ def main() -> None:
     random_init = args.run is None
     run = _random_run(ROOT / "results" / "bench-info-random") if random_init else Path(args.run)
     model = _load(run, random_init)
-    what = "randomly initialised BetaVAE (seed 0)" if random_init else f"trained run {run}"
+    what = "randomly initialised VAE (seed 0)" if random_init else f"trained run {run}"
     print(f"model    {what}; likelihood {model.likelihood}, latent_dim {model.latent_dim}")
     print(f"threads  torch {torch.get_num_threads()} (machine has {os.cpu_count()} cores, shared)")
     t0 = time.perf_counter()

@@ -131,7 +131,7 @@ class ToolkitLoop:
         from disentangle.config import TrainConfig
         from disentangle.train import PackedBatches, Trainer
         self.name = f"{method} toolkit"
-        self.config = TrainConfig(objective=method, architecture="dlib", seed=seed, device="cpu",
+        self.config = TrainConfig(method=method, architecture="dlib", seed=seed, device="cpu",
                                   **METHOD_SETTINGS[method]).validate()
         self.trainer = Trainer(self.config, "cpu")
         self.batches = PackedBatches(packed, "cpu", self.trainer.batch_seed)

@@ -28,7 +28,7 @@ def main() -> None:
     from disentangle.train import PackedBatches, Trainer
     torch.set_num_threads(args.threads)
     data = load_dsprites(args.data)
-    cfg = TrainConfig(objective="beta-vae", beta=4.0, seed=0, device="cpu", batch_size=64, lr=5e-4).validate()
+    cfg = TrainConfig(method="beta-vae", beta=4.0, seed=0, device="cpu", batch_size=64, lr=5e-4).validate()
     trainer = Trainer(cfg, "cpu")
     batches = PackedBatches(data.packed, "cpu", trainer.batch_seed)
     for t in range(3):

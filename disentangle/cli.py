@@ -6,10 +6,12 @@ that everything the CLI does is also a Python API call.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
 from disentangle import __version__
+from disentangle.config import DEVICES, PRESETS
 from disentangle.errors import ParameterError, UserError
 
 
@@ -196,47 +198,75 @@ def data_info(target):
 # (train, evaluate, sweep, report, plot are added below by their layers)
 
 
+# --------------------------------------------------------------------------- options from the configuration
+def _field_option(key: str, *, sweep: bool = False) -> click.Option:
+    """The option of configuration field ``key``: its flag (:func:`flag_of`), type,
+    choices, default and help from the field (and, for a hyper-parameter, the method
+    registry). ``sweep``: a comma-separated list of values, each a grid point."""
+    from disentangle.config import TrainConfig, column_dtype, field_choices, field_default, field_help
+    kind = {"float": float, "Int64": int}.get(column_dtype(key, TrainConfig), str)
+    choices = field_choices(key)
+    names = [flag_of(key)] + (["--objective"] if key == "method" and not sweep else [])
+    help_text = field_help(key) or ""
+    if sweep:
+        help_text += " A comma-separated list sweeps it" + (f" (from {', '.join(choices)})." if choices else ".")
+        return click.Option(names + [key], default=None, help=help_text,
+                            show_default=str(field_default(key)) if field_default(key) is not None else False)
+    param_type = click.Choice(choices) if choices else kind
+    default = field_default(key)
+    return click.Option(names + [key], type=param_type, default=None, help=help_text,
+                        show_default=str(default) if default is not None else False)
+
+
+class _FieldOptions:
+    """Adds the options of configuration fields to a command when it runs (so a method
+    registered after this module was imported brings its hyper-parameters' options)."""
+
+    field_keys: Callable = None   # () -> the field names that get an option
+    sweep = False
+
+    def get_params(self, ctx):
+        have = {p.name for p in self.params}
+        extra = [_field_option(k, sweep=self.sweep) for k in self.field_keys() if k not in have]
+        params = super().get_params(ctx)
+        return params[:-1] + extra + params[-1:] if params and params[-1].name == "help" else params + extra
+
+
+def _train_keys():
+    import dataclasses
+
+    from disentangle.config import TrainConfig
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name != "preset"]
+
+
+def _sweep_keys():
+    """Every identity field is a sweep axis (the seed is --seeds)."""
+    from disentangle.config import replicate_keys, setting_keys
+    return [k for k in setting_keys() if k not in replicate_keys()]
+
+
+class _TrainCommand(_FieldOptions, click.Command):
+    field_keys = staticmethod(_train_keys)
+
+
+class _SweepGroup(_FieldOptions, _Group):
+    field_keys = staticmethod(_sweep_keys)
+    sweep = True
+
+
 # --------------------------------------------------------------------------- train
-@main.command("train")
+@main.command("train", cls=_TrainCommand)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default: results/<run name>, e.g. results/beta-h_b4_s0).")
-@click.option("--preset", type=click.Choice(["cpu-short", "dlib"]), default=None,
+              help="Run directory (default: results/<run name>, e.g. results/beta-vae_b4_s0).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="cpu-short: 10k steps (the defaults); dlib: the disentanglement_lib study, 300k steps.")
-@click.option("--method", "--objective", "objective", default=None,
-              help="beta-vae (= beta-h, the default), annealed-vae (= beta-b), beta-tcvae, factor-vae, "
-                   "dip-vae-i or dip-vae-ii (disentanglement_lib's losses).")
-@click.option("--architecture", default=None,
-              help="burgess (default), dlib (disentanglement_lib's conv net) or fc (its MLP).")
-@click.option("--beta", type=float, default=None, help="beta-vae: KL weight; beta-tcvae: TC weight (default 1).")
-@click.option("--gamma", type=float, default=None,
-              help="annealed-vae: weight of |KL - C| (default 1000); factor-vae: TC weight.")
-@click.option("--capacity-max", type=float, default=None, help="Final capacity C in nats, annealed-vae (default 25).")
-@click.option("--capacity-steps", type=int, default=None,
-              help="annealed-vae: steps over which C rises from 0, dlib's iteration threshold (preset's).")
-@click.option("--lambda-od", type=float, default=None,
-              help="dip-vae-i/-ii: off-diagonal weight (default 1; diagonal 10x it for -i, 1x for -ii).")
-@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian", "discretized-gaussian",
-                                                 "discretized-logistic"]), default=None,
-              help="bernoulli (default; binary pixels), gaussian (sum of squared errors), or a "
-                   "discretized-gaussian/-logistic over 256 levels (8-bit pixels; learned scale).")
-@click.option("--latent-dim", type=int, default=None, help="Latent dimensions (default 10).")
-@click.option("--batch-size", type=int, default=None, help="Batch size (default 64).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-4).")
-@click.option("--steps", type=int, default=None, help="Training steps (preset's).")
-@click.option("--seed", type=int, default=None, help="Seed of weights, batches and noise (default 0).")
-@click.option("--data", type=click.Path(dir_okay=False), default=None, help="Dataset file (default: the dataset rule).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="auto picks a GPU when present.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
-@click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints (preset's).")
-@click.option("--log-every", type=int, default=None, help="Steps between train_log.csv rows (preset's).")
-@click.option("--precision", type=click.Choice(["float32", "bf16-mixed"]), default=None,
-              help="float32 (default) or bf16-mixed (~1.7x faster on CPUs with bfloat16 units).")
 def train_cmd(out, preset, **options):
-    """Train one beta-VAE run (resumes an interrupted run; a finished one is skipped)."""
+    """Train one run of one method (resumes an interrupted run; a finished one is skipped).
+    Defaults shown are the cpu-short preset's; a preset changes several."""
     from disentangle.config import TrainConfig, check_hyperparameters_given
     from disentangle.train import train
     config = TrainConfig.from_preset(preset, **options).validate()
-    check_hyperparameters_given(config.objective, [k for k, v in options.items() if v is not None])
+    check_hyperparameters_given(config.method, [k for k, v in options.items() if v is not None])
     train(config, out, progress=True, echo=lambda msg: click.echo(msg, err=True))
 
 
@@ -269,7 +299,7 @@ class _WarningsToStderr:
               show_default=True, help="Table format (LaTeX: booktabs, drops into a paper).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table here (default: print).")
 @click.option("--group-by", default=None,
-              help="Aggregate over seeds: comma-separated columns, e.g. objective,beta (always split by data source).")
+              help="Aggregate over seeds: comma-separated columns, e.g. method,beta (always split by data source).")
 @click.option("--metric", "metrics", multiple=True,
               help="Metric (mig) or score column (info.rate_nats) to show; repeat for several. Default: headline scores.")
 def report_cmd(results, fmt, out, group_by, metrics):
@@ -300,7 +330,7 @@ def _out_option(fn):
                       help="Resolution of the PNG (the PDF is vector).")(fn)
     return click.option("--out", type=click.Path(dir_okay=False), default=None,
                         help="Figure path; .png and .pdf are both written (default: DIR/figures/NAME.png).")(fn)
-_device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",
+_device_option = click.option("--device", type=click.Choice(DEVICES), default="cpu",
                               show_default=True, help="Where the decoder runs.")
 
 
@@ -406,28 +436,18 @@ def plot_training(runs, out, dpi):
 
 
 # --------------------------------------------------------------------------- sweep
-@main.group("sweep", cls=_Group, invoke_without_command=True)
+@main.group("sweep", cls=_SweepGroup, invoke_without_command=True)
 @click.option("--results", type=click.Path(file_okay=False), default=None,
               help="Study directory: one run directory per grid point, report.md, figures/.")
 @click.option("--spec", type=click.Path(dir_okay=False), default=None,
               help="Study spec (TOML: [grid], [fixed], [[blocks]], [evaluate]); options below override it.")
-@click.option("--objective", default=None, help="beta-h, beta-b, or both: beta-h,beta-b.")
-@click.option("--beta", default=None, help="β values, e.g. 1,2,4,8,16.")
-@click.option("--gamma", default=None, help="γ values (beta-b).")
-@click.option("--capacity-max", default=None, help="Final capacities C in nats (beta-b).")
-@click.option("--latent-dim", default=None, help="Latent sizes, e.g. 6,10.")
-@click.option("--lr", default=None, help="Learning rates.")
+@click.option("--objective", "objective", default=None, hidden=True)   # the first name of --method
 @click.option("--seeds", default=None, help="Seeds: 0-4 or 0,1,7.")
-@click.option("--steps", type=int, default=None, help="Training steps of every run.")
-@click.option("--preset", type=click.Choice(["cpu-short", "dlib"]), default=None, help="Training preset (see train).")
-@click.option("--batch-size", type=int, default=None, help="Batch size of every run.")
-@click.option("--capacity-steps", type=int, default=None, help="Steps over which C rises (beta-b).")
-@click.option("--likelihood", type=click.Choice(["bernoulli", "gaussian", "discretized-gaussian",
-                                                 "discretized-logistic"]), default=None)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="Training preset (see train).")
 @click.option("--metric", "metrics", multiple=True, help="Metrics to evaluate (repeatable; default all, info included).")
 @click.option("--eval-seed", type=int, default=None, help="Seed of the metrics' sampling (default 0).")
 @click.option("--data", type=click.Path(dir_okay=False), default=None, help="Dataset file (default: the dataset rule).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="local: runs at once, each in its own process.")
@@ -444,11 +464,11 @@ def plot_training(runs, out, dpi):
 @click.option("--no-report", is_flag=True, help="Skip writing report.md and figures/ at the end.")
 @click.option("--dry-run", is_flag=True, help="Print the runs the grid expands to, and stop.")
 @click.pass_context
-def sweep_cmd(ctx, results, spec, objective, beta, gamma, capacity_max, latent_dim, lr, seeds, steps, preset,
-              batch_size, capacity_steps, likelihood, metrics, eval_seed, data, device, executor, jobs,
+def sweep_cmd(ctx, results, spec, objective, seeds, preset, metrics, eval_seed, data, device, executor, jobs,
               threads_per_job, retry_failed, partition, time_limit, cpus_per_task, mem, gpus_per_task,
-              no_wait, no_report, dry_run):
+              no_wait, no_report, dry_run, **axes):
     """Train and evaluate a grid of runs, then write the study's report and figures.
+    Every setting option takes one value or a comma-separated list (a grid axis).
 
     \b
       disentangle sweep --beta 1,2,4,8,16 --seeds 0-4 --steps 20000 --results results/study
@@ -460,19 +480,19 @@ def sweep_cmd(ctx, results, spec, objective, beta, gamma, capacity_max, latent_d
     if ctx.invoked_subcommand is not None:
         return
     from disentangle import sweep as sw
+    from disentangle.config import column_dtype
     if results is None:
-        raise UserError("--results: name the study directory (e.g. --results results/study)")
+        raise ParameterError("results", "name the study directory (e.g. --results results/study)")
+    if objective is not None:
+        if axes.get("method") is not None:
+            raise click.UsageError("--objective is the first name of --method: give one of them")
+        axes["method"] = objective
     study = sw.load_spec(spec) if spec else sw.Study()
-    grid = {"objective": objective and sw.parse_values(objective, "--objective", str),
-            "beta": beta and sw.parse_values(beta, "--beta"),
-            "gamma": gamma and sw.parse_values(gamma, "--gamma"),
-            "capacity_max": capacity_max and sw.parse_values(capacity_max, "--capacity-max"),
-            "latent_dim": latent_dim and sw.parse_values(latent_dim, "--latent-dim", int),
-            "lr": lr and sw.parse_values(lr, "--lr"),
-            "seed": seeds and sw.parse_values(seeds, "--seeds", int)}
-    fixed = {"steps": steps, "preset": preset, "batch_size": batch_size, "capacity_steps": capacity_steps,
-             "likelihood": likelihood}
-    study = study.with_overrides(grid=grid, fixed=fixed, metrics=metrics, eval_seed=eval_seed)
+    kinds = {"float": float, "Int64": int}
+    grid = {key: sw.parse_values(text, flag_of(key), kinds.get(column_dtype(key), str))
+            for key, text in axes.items() if text is not None}
+    grid["seed"] = seeds and sw.parse_values(seeds, "--seeds", int)
+    study = study.with_overrides(grid=grid, fixed={"preset": preset}, metrics=metrics, eval_seed=eval_seed)
     if dry_run:
         for run in sw.expand(study):
             click.echo(run.name)
@@ -503,7 +523,7 @@ def sweep_status_cmd(results):
               help="Seed of each metric's numpy Generator.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dataset file (default: the one the run trained on, else the dataset rule).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--protocol-encode", is_flag=True,
               help="Encode sampled images on the fly as the published protocols do (slow; same scores).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch/BLAS threads.")
@@ -540,7 +560,7 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
               help="A metric that needs only codes (info_posterior also needs logvar) or all; repeatable.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dataset file whose images the rows are, in index order (default: the dataset rule).")
-@click.option("--label", default=None, help="The method's name: the report's objective column (default: CODES's stem).")
+@click.option("--label", default=None, help="The method's name: the report's method column (default: CODES's stem).")
 @click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
               help="A configuration column of the row, e.g. beta=4 or seed=2; repeatable.")
 @click.option("--factors", type=click.Path(dir_okay=False), default=None,
@@ -572,7 +592,7 @@ def score_cmd(codes, out, metrics, data, label, settings, factors, seed, param_t
               help="Seed of the metric's numpy Generator (image sample, Lasso seeds).")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dataset file (default: the one the runs trained on, else the dataset rule).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Device for building missing codes tables.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch/BLAS threads.")
 @click.option("--param", "param_texts", multiple=True, metavar="udr.KEY=VALUE",

@@ -4,7 +4,7 @@ validation and the named presets.
 The configuration is saved as ``config.json["config"]`` in the run directory; reports
 read their columns from there. Two groups of fields:
 
-- *identity* fields decide the numbers a run produces (objective, β, steps, seed, ...).
+- *identity* fields decide the numbers a run produces (method, β, steps, seed, ...).
   A run directory holding a different identity is refused, naming the keys that differ.
 - *execution* fields (:data:`EXECUTION_KEYS`) say how the run is executed (device,
   threads, checkpoint and log cadence, dataset path, compilation); changing them between
@@ -23,36 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any
 
-from disentangle.errors import UserError
+from disentangle import methods as method_registry
+from disentangle.errors import ParameterError, UserError
 
-# The methods of disentanglement_lib's unsupervised study (methods/unsupervised/vae.py),
-# stored in the ``objective`` field; "beta-h" and "beta-b", the toolkit's first names,
-# stay valid and compute exactly beta-vae and annealed-vae (old runs keep their names).
-METHODS = ("beta-vae", "annealed-vae", "beta-tcvae", "factor-vae", "dip-vae-i", "dip-vae-ii")
-METHOD_ALIASES = {"beta-h": "beta-vae", "beta-b": "annealed-vae"}
-OBJECTIVES = METHODS + tuple(METHOD_ALIASES)
-# The hyper-parameters (TrainConfig fields) each method reads; giving another one to it
-# is an error (:func:`check_hyperparameters_given`).
-HYPERPARAMETERS = ("beta", "gamma", "capacity_max", "capacity_steps", "lambda_od")
-METHOD_HYPERPARAMETERS = {
-    "beta-vae": ("beta",),
-    "annealed-vae": ("gamma", "capacity_max", "capacity_steps"),
-    "beta-tcvae": ("beta",),
-    "factor-vae": ("gamma",),
-    "dip-vae-i": ("lambda_od",),
-    "dip-vae-ii": ("lambda_od",),
-}
 # Network names (disentangle.models.architectures.NETWORKS; kept here so reading a
 # configuration needs no torch).
 ARCHITECTURES = ("burgess", "dlib", "fc")
-
-
-def _objectives_of(*methods: str) -> tuple[str, ...]:
-    """The objective values naming any of ``methods`` (their old aliases included)."""
-    return tuple(o for o in OBJECTIVES if METHOD_ALIASES.get(o, o) in methods)
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized-gaussian", "discretized-logistic")  # models/likelihoods.py
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("float32", "bf16-mixed")
@@ -69,34 +48,33 @@ def max_threads() -> int:
     return max(64, 4 * (os.cpu_count() or 1))
 
 
-
-
 def identity(name_key: str | None = None, latex: str | None = None, always_shown: bool = False,
-             always_in_name: bool = False, in_name_when: dict[str, tuple] | None = None,
-             replicate: bool = False) -> dict[str, Any]:
+             always_in_name: bool = False, replicate: bool = False, choices: tuple | None = None,
+             help: str | None = None) -> dict[str, Any]:
     """Metadata of an identity field (one that changes the numbers a run produces).
 
     ``name_key``: the prefix of its part of a run name ("b" -> "b4"; "" -> the bare value;
     None: "" for a string field, else the field's name). ``always_in_name``: in every run
-    name, swept or not (the objective, the seed); ``in_name_when``: in the name whenever
-    other fields have one of the given values (β for beta-h runs). ``replicate``: the
+    name, swept or not (the method, the seed); a hyper-parameter is in the name of the
+    methods that name it (:attr:`disentangle.methods.Method.named`). ``replicate``: the
     field repeats an experiment (the seed): tables average over it, it never splits
     groups, names end with it. ``always_shown``: a column of the per-run table even when
-    constant. ``latex``: the LaTeX table header."""
+    constant. ``latex``: the LaTeX table header. ``choices``: its valid values (the
+    CLI's choices); ``help``: what it is (the CLI's help text)."""
     return {"role": "identity", "name_key": name_key, "latex": latex, "always_shown": always_shown,
-            "always_in_name": always_in_name, "in_name_when": dict(in_name_when or {}),
-            "replicate": replicate}
+            "always_in_name": always_in_name, "replicate": replicate, "choices": choices, "help": help}
 
 
-def execution() -> dict[str, Any]:
+def execution(choices: tuple | None = None, help: str | None = None) -> dict[str, Any]:
     """Metadata of an execution field: how a run is executed, not what it computes; it
     may change on resume and is no column, name part or grid axis."""
-    return {"role": "execution"}
+    return {"role": "execution", "choices": choices, "help": help}
 
-# Named settings. "dlib" is disentanglement_lib's unsupervised study (its conv network,
-# Bernoulli loss, 10 latents, 300k steps of Adam 1e-4 with torch's (= TF's) β1 0.9, β2
-# 0.999, ε 1e-8, batch 64; annealed-vae's capacity raised over 100k steps); "cpu-short" makes a run that
-# ends in minutes on a laptop CPU and still learns the position and scale factors.
+
+# Named settings. "dlib" is disentanglement_lib's unsupervised study (docs/training.md:
+# its conv network, Bernoulli loss, 10 latents, 300k steps of Adam 1e-4, batch 64,
+# annealed-vae's capacity raised over 100k steps); "cpu-short" makes a run that ends in
+# minutes on a laptop CPU and still learns the position and scale factors.
 PRESETS: dict[str, dict[str, Any]] = {
     "dlib": {"architecture": "dlib", "likelihood": "bernoulli", "steps": 300_000, "batch_size": 64,
              "lr": 1e-4, "latent_dim": 10, "capacity_steps": 100_000, "checkpoint_every": 5_000, "log_every": 500},
@@ -104,49 +82,50 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "capacity_steps": 5_000, "checkpoint_every": 1_000, "log_every": 100},
 }
 
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on. Defaults are the "cpu-short" preset."""
-
-    # the method (METHODS, or the old names "beta-h" = beta-vae, "beta-b" = annealed-vae);
-    # see disentangle.models.methods
-    objective: str = field(default="beta-h", metadata=identity(
-        name_key="", latex="objective", always_shown=True, always_in_name=True))
-    beta: float = field(default=1.0, metadata=identity(
-        name_key="b", latex=r"$\beta$", always_shown=True, in_name_when={"objective": _objectives_of("beta-vae", "beta-tcvae")}))
-    gamma: float = field(default=1000.0, metadata=identity(
-        name_key="g", latex=r"$\gamma$", in_name_when={"objective": _objectives_of("annealed-vae", "factor-vae")}))
-    capacity_max: float = field(default=25.0, metadata=identity(   # nats
-        name_key="c", latex=r"$C_{\max}$", in_name_when={"objective": _objectives_of("annealed-vae")}))
-    # C rises linearly from 0 to capacity_max over these steps
-    capacity_steps: int = field(default=5_000, metadata=identity(name_key="cs", latex=r"$C$ steps"))
-    # DIP-VAE off-diagonal weight (λ_d = 10·λ_od for -i, λ_od for -ii)
-    lambda_od: float = field(default=1.0, metadata=identity(
-        name_key="l", latex=r"$\lambda_{od}$", in_name_when={"objective": _objectives_of("dip-vae-i", "dip-vae-ii")}))
-    # ARCHITECTURES; runs from before this field are burgess
-    architecture: str = field(default="burgess", metadata=identity(name_key="", latex="network"))
-    # "bernoulli" | "gaussian" (sum of squared errors)
-    likelihood: str = field(default="bernoulli", metadata=identity(name_key=""))
-    latent_dim: int = field(default=10, metadata=identity(name_key="z", latex=r"$d_z$"))
-    batch_size: int = field(default=64, metadata=identity(name_key="bs"))
-    lr: float = field(default=1e-4, metadata=identity(name_key="lr"))
-    steps: int = field(default=10_000, metadata=identity(name_key="n", latex="steps"))
-    seed: int = field(default=0, metadata=identity(name_key="s", latex="seed", always_in_name=True,
-                                                   replicate=True))
-    # dataset path; None = the dataset rule
-    data: str | None = field(default=None, metadata=execution())
-    device: str = field(default="auto", metadata=execution())
-    # torch intra-op threads; None = torch's default
-    threads: int | None = field(default=None, metadata=execution())
-    checkpoint_every: int = field(default=1_000, metadata=execution())
-    log_every: int = field(default=100, metadata=execution())
-    # "bf16-mixed": convolutions and hidden layers in bfloat16 (posterior head, decoder
-    # stem and output layer, loss and Adam in float32); ~1.7x faster on CPUs with native
-    # bfloat16 (AVX512-BF16/AMX), same loss curve within seed noise (README, Training)
-    precision: str = field(default="float32", metadata=identity(name_key=""))
+# The configuration's fields around the hyper-parameters (which come from the method
+# registry, in its order): (name, type, field).
+_LEADING_FIELDS = [
+    ("method", "str", field(default=method_registry.DEFAULT_METHOD, metadata=identity(
+        name_key="", latex="method", always_shown=True, always_in_name=True,
+        help="The training method (disentangle.methods); old names: beta-h = beta-vae, beta-b = annealed-vae."))),
+]
+_TRAILING_FIELDS = [
+    ("architecture", "str", field(default="burgess", metadata=identity(
+        name_key="", latex="network", choices=ARCHITECTURES,
+        help="Network: burgess, dlib (disentanglement_lib's conv net) or fc (its MLP)."))),
+    ("likelihood", "str", field(default="bernoulli", metadata=identity(
+        name_key="", choices=LIKELIHOODS, help="Decoder: bernoulli (binary pixels), gaussian (sum of squared errors), or discretized-gaussian/-logistic over 256 levels (8-bit pixels; learned scale)."))),
+    ("latent_dim", "int", field(default=10, metadata=identity(name_key="z", latex=r"$d_z$", help="Latent dimensions."))),
+    ("batch_size", "int", field(default=64, metadata=identity(name_key="bs", help="Batch size."))),
+    ("lr", "float", field(default=1e-4, metadata=identity(name_key="lr", help="Adam learning rate."))),
+    ("steps", "int", field(default=10_000, metadata=identity(name_key="n", latex="steps", help="Training steps."))),
+    ("seed", "int", field(default=0, metadata=identity(name_key="s", latex="seed", always_in_name=True, replicate=True,
+                                                       help="Seed of weights, batches and noise."))),
+    ("data", "str | None", field(default=None, metadata=execution(help="Dataset file (default: the dataset rule)."))),
+    ("device", "str", field(default="auto", metadata=execution(choices=DEVICES, help="auto picks a GPU when present."))),
+    ("threads", "int | None", field(default=None, metadata=execution(help="torch CPU threads (default: torch's choice)."))),
+    ("checkpoint_every", "int", field(default=1_000, metadata=execution(help="Steps between checkpoints."))),
+    ("log_every", "int", field(default=100, metadata=execution(help="Steps between train_log.csv rows."))),
+    # bf16-mixed: convolutions and hidden layers in bfloat16 (posterior head, decoder stem
+    # and output layer, loss and Adam in float32); docs/performance.md has its speed
+    ("precision", "str", field(default="float32", metadata=identity(
+        name_key="", choices=PRECISIONS, help="float32, or bf16-mixed (faster on CPUs with bfloat16 units)."))),
     # only a label: its values are copied into the other fields
-    preset: str | None = field(default=None, metadata=execution())
+    ("preset", "str | None", field(default=None, metadata=execution(
+        choices=tuple(PRESETS), help="cpu-short: 10k steps (the defaults); dlib: the disentanglement_lib study, 300k steps."))),
+]
+
+
+def _hyperparameter_fields() -> list:
+    return [(h.name, h.kind.__name__, field(default=h.default, metadata=identity(
+        name_key=h.name_key, latex=h.latex, always_shown=h.always_shown, help=h.help)))
+        for h in method_registry.HYPERPARAMETERS.values()]
+
+
+class _Configuration:
+    """Everything a training run depends on (the fields: :data:`_LEADING_FIELDS`, the
+    registered methods' hyper-parameters, :data:`_TRAILING_FIELDS`). Defaults are the
+    "cpu-short" preset."""
 
     def __post_init__(self) -> None:
         # 4 and 4.0 are the same β: store floats, so config.json compares and reads alike
@@ -161,6 +140,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = upgraded(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -173,7 +153,7 @@ class TrainConfig:
         values: dict[str, Any] = {}
         if name is not None:
             if name not in PRESETS:
-                raise UserError(f"--preset: unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+                raise ParameterError("preset", f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
             values.update(PRESETS[name])
             values["preset"] = name
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -186,28 +166,23 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
-        """Raise UserError naming the option for any invalid value; return self."""
-        def need(cond: bool, option: str, msg: str) -> None:
+        """Raise ParameterError naming the parameter of any invalid value; return self."""
+        def need(cond: bool, name: str, msg: str) -> None:
             if not cond:
-                raise UserError(f"--{option.replace('_', '-')}: {msg}")
+                raise ParameterError(name, msg)
 
-        need(self.objective in OBJECTIVES, "method",
-             f"unknown method {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
-        need(self.architecture in ARCHITECTURES, "architecture",
-             f"unknown architecture {self.architecture!r} (choose from {', '.join(ARCHITECTURES)})")
-        need(self.likelihood in LIKELIHOODS, "likelihood",
-             f"unknown likelihood {self.likelihood!r} (choose from {', '.join(LIKELIHOODS)})")
-        need(self.device in DEVICES, "device", f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
-        for name in ("beta", "gamma", "capacity_max", "lambda_od", "lr"):
-            value = getattr(self, name)
-            need(isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-                 and abs(value) != float("inf"), name, f"must be a finite number, got {value!r}")
-        need(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
-        need(self.gamma >= 0, "gamma", f"must be >= 0, got {self.gamma}")
-        need(self.lambda_od >= 0, "lambda_od", f"must be >= 0, got {self.lambda_od}")
-        need(self.capacity_max >= 0, "capacity_max", f"must be >= 0, got {self.capacity_max}")
+        method_registry.get(self.method)
+        for f in fields(self):
+            choices = _meta(f).get("choices")
+            value = getattr(self, f.name)
+            if choices and not (f.name == "preset" and value is None):
+                need(value in choices, f.name, f"unknown {f.name} {value!r} (choose from {', '.join(choices)})")
+        need(isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr == self.lr
+             and abs(self.lr) != float("inf"), "lr", f"must be a finite number, got {self.lr!r}")
+        for h in method_registry.HYPERPARAMETERS.values():
+            h.check(getattr(self, h.name))
         need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        for name, low in (("steps", 1), ("latent_dim", 1), ("batch_size", 1), ("capacity_steps", 1),
+        for name, low in (("steps", 1), ("latent_dim", 1), ("batch_size", 1),
                           ("checkpoint_every", 1), ("log_every", 1), ("seed", 0)):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool), name, f"must be an integer, got {value!r}")
@@ -217,10 +192,38 @@ class TrainConfig:
         need(self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool)
                                       and 1 <= self.threads <= max_threads()),
              "threads", f"must be an integer from 1 to {max_threads()} (4 per core here), got {self.threads!r}")
-        need(self.precision in PRECISIONS, "precision",
-             f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
-        need(self.preset is None or self.preset in PRESETS, "preset", f"unknown preset {self.preset!r}")
         return self
+
+
+def _build_configuration_class() -> type:
+    return dataclasses.make_dataclass(
+        "TrainConfig", _LEADING_FIELDS + _hyperparameter_fields() + _TRAILING_FIELDS,
+        bases=(_Configuration,), namespace={"__module__": __name__, "__doc__": _Configuration.__doc__})
+
+
+TrainConfig = _build_configuration_class()
+
+
+def refresh() -> None:
+    """Rebuild :class:`TrainConfig` after the method registry gained or lost a
+    hyper-parameter (:func:`disentangle.methods.register`); modules look the class up here
+    when they use it, so they see the new fields."""
+    global TrainConfig, EXECUTION_KEYS
+    TrainConfig = _build_configuration_class()
+    EXECUTION_KEYS = execution_keys(TrainConfig)
+
+
+# Configuration keys renamed since they were first written (config.json, checkpoints,
+# study.json): old name -> new name. Old run directories keep loading and resuming.
+RENAMED_KEYS = {"objective": "method"}
+
+
+def upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration dict in today's key names (an old config.json's "objective" is
+    "method"); its values, run names included, stay as they were."""
+    if not any(old in config for old in RENAMED_KEYS):
+        return config
+    return {RENAMED_KEYS.get(k, k): v for k, v in config.items()}
 
 
 # --------------------------------------------------------------------------- derived lists
@@ -280,7 +283,7 @@ def column_dtype(key: str, cls=None) -> str | None:
 def grid_axis_order(cls=None) -> tuple[str, ...]:
     """The order in which a sweep nests its axes, outermost first: replicates (a study
     that stops early has covered its other axes for the first seeds), the settings, the
-    always-named ones (the objective) innermost."""
+    always-named ones (the method) innermost."""
     named = [f.name for f in _fields(cls) if _meta(f)["role"] == "identity" and _meta(f)["always_in_name"]]
     return replicate_keys(cls) + tuple(k for k in setting_keys(cls) if k not in named) + \
         tuple(k for k in setting_keys(cls) if k in named)
@@ -299,22 +302,21 @@ def format_value(value: Any) -> str:
 
 
 def run_name(config: dict[str, Any], swept: Any = (), cls=None) -> str:
-    """The one run-name scheme ('beta-h_b4_s0', 'beta-b_g1000_c25_s1',
-    'beta-h_b4_lr0.0003_s0'): the always-named fields (the objective), the fields the
-    objective is about, every other ``swept`` setting in declaration order, the seed.
-    Used by ``train`` for its default directory and by sweeps for every grid point.
-    (Runs are found by their config.json, so older directories stay readable whatever
-    their names.)"""
+    """The one run-name scheme ('beta-vae_b4_s0', 'annealed-vae_g1000_c25_s1',
+    'beta-vae_b4_lr0.0003_s0'; runs made with an old method name keep it: 'beta-h_b4_s0'):
+    the always-named fields (the method), the hyper-parameters the method names, every
+    other ``swept`` setting in declaration order, the seed. Used by ``train`` for its
+    default directory and by sweeps for every grid point. (Runs are found by their
+    config.json, so older directories stay readable whatever their names.)"""
     swept = set(swept)
+    method = method_registry.METHODS.get(method_of(config.get("method")))
+    by_method = set(method.names_in_run) if method is not None else set()
     lead, parts, tail = [], [], []
     for f in _fields(cls):
         meta = _meta(f)
         if meta["role"] != "identity" or f.name not in config:
             continue
-        when = meta["in_name_when"]
-        named = (meta["always_in_name"] or f.name in swept
-                 or any(config.get(k) in values for k, values in when.items()))
-        if not named:
+        if not (meta["always_in_name"] or f.name in swept or f.name in by_method):
             continue
         key = meta["name_key"]
         if key is None:
@@ -324,100 +326,120 @@ def run_name(config: dict[str, Any], swept: Any = (), cls=None) -> str:
     return "_".join(lead + parts + tail)
 
 
-def method_of(objective: str) -> str:
-    """The method an ``objective`` value names ("beta-h" -> "beta-vae", "beta-b" -> "annealed-vae")."""
-    return METHOD_ALIASES.get(objective, objective)
+def method_of(name: Any) -> Any:
+    """The method a ``method`` value names ("beta-h" -> "beta-vae", "beta-b" -> "annealed-vae")."""
+    return method_registry.resolve(name) if isinstance(name, str) else name
 
 
-def method_reads(objective: Any, key: str) -> bool:
-    """Whether a run of ``objective`` reads setting ``key`` (False only for a
+def method_reads(method: Any, key: str) -> bool:
+    """Whether a run of ``method`` reads setting ``key`` (False only for a
     hyper-parameter its method ignores, e.g. gamma of a beta-vae run)."""
-    used = METHOD_HYPERPARAMETERS.get(method_of(objective)) if isinstance(objective, str) else None
-    return key not in HYPERPARAMETERS or used is None or key in used
+    entry = method_registry.METHODS.get(method_of(method)) if isinstance(method, str) else None
+    return key not in method_registry.HYPERPARAMETERS or entry is None or key in entry.reads
 
 
 def sort_key(column):
-    """A ``pandas.sort_values`` key: the method and objective columns in :data:`METHODS`
-    order (dlib's table order, not alphabetical), other columns as they are."""
-    if column.name in ("method", "objective"):
-        rank = {m: i for i, m in enumerate(METHODS)}
-        return column.map(lambda v: rank.get(method_of(v), len(METHODS)) if isinstance(v, str) else len(METHODS))
+    """A ``pandas.sort_values`` key: the method column in the registry's order (dlib's
+    table order, not alphabetical), other columns as they are."""
+    if column.name == "method":
+        rank = {m: i for i, m in enumerate(method_registry.METHODS)}
+        last = len(rank)
+        return column.map(lambda v: rank.get(method_of(v), last) if isinstance(v, str) else last)
     return column
 
 
 # --------------------------------------------------------------------------- regularisation strength
-# The hyper-parameter that sets how strongly each method regularises: the one its grid
-# sweeps in disentanglement_lib's unsupervised_study_v1 (config/unsupervised_study_v1/
-# sweep.py: beta_vae.beta, annealed_vae.c_max, factor_vae.gamma, dip_vae.lambda_od,
-# beta_tc_vae.beta). Reports group by it and figures put it on the x axis
-# (:func:`strength_key`, :func:`method_columns`, :func:`strength_label`).
-METHOD_STRENGTH = {
-    "beta-vae": "beta",
-    "annealed-vae": "capacity_max",
-    "beta-tcvae": "beta",
-    "factor-vae": "gamma",
-    "dip-vae-i": "lambda_od",
-    "dip-vae-ii": "lambda_od",
-}
-# How papers name the methods (legends, panel titles)
-METHOD_LABELS = {"beta-vae": "β-VAE", "annealed-vae": "AnnealedVAE", "beta-tcvae": "β-TCVAE",
-                 "factor-vae": "FactorVAE", "dip-vae-i": "DIP-VAE-I", "dip-vae-ii": "DIP-VAE-II"}
-# Units of the strength hyper-parameters that have one
-HYPERPARAMETER_UNITS = {"capacity_max": "nats"}
+# Each method's strength is the hyper-parameter its grid sweeps in disentanglement_lib's
+# unsupervised_study_v1 (Method.strength). Reports group by it and figures put it on the
+# x axis (:func:`strength_key`, :func:`method_columns`, :func:`strength_label`).
 # The columns results.collect derives from a run's configuration (:func:`method_columns`)
 METHOD_COLUMNS = ("method", "strength_name", "strength")
 
 
-def strength_key(objective: Any) -> str | None:
-    """The field holding the regularisation strength of ``objective``'s method ("beta-h"
-    -> "beta", "annealed-vae" -> "capacity_max"); None for an unknown objective."""
-    return METHOD_STRENGTH.get(method_of(objective)) if isinstance(objective, str) else None
+def method_label(method: Any) -> str:
+    """How papers name a method ("β-VAE", "FactorVAE"); other values as they are."""
+    entry = method_registry.METHODS.get(method_of(method)) if isinstance(method, str) else None
+    return entry.label if entry is not None else str(method)
+
+
+def strength_key(method: Any) -> str | None:
+    """The field holding the regularisation strength of ``method`` ("beta-h" -> "beta",
+    "annealed-vae" -> "capacity_max"); None for an unknown method."""
+    entry = method_registry.METHODS.get(method_of(method)) if isinstance(method, str) else None
+    return entry.strength if entry is not None else None
 
 
 def method_columns(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's derived table columns, from its configuration dict: ``method`` (the
-    objective's method, old names resolved), ``strength_name`` (the field of its main
-    hyper-parameter) and ``strength`` (that field's value; a field the run's config.json
-    lacks counts as its default). None where the objective is missing or unknown."""
-    objective = config.get("objective")
-    key = strength_key(objective)
+    """A run's derived table columns, from its configuration dict: ``method`` (its method,
+    old names resolved), ``strength_name`` (the field of its main hyper-parameter) and
+    ``strength`` (that field's value; a field the run's config.json lacks counts as its
+    default). None where the method is missing or unknown."""
+    config = upgraded(config)
+    method = config.get("method")
+    key = strength_key(method)
     if key is None:
-        return {"method": method_of(objective) if isinstance(objective, str) else None,
-                "strength_name": None, "strength": None}
-    return {"method": method_of(objective), "strength_name": key,
-            "strength": config.get(key, _DEFAULTS.get(key))}
+        return {"method": method_of(method), "strength_name": None, "strength": None}
+    return {"method": method_of(method), "strength_name": key, "strength": config.get(key, _defaults().get(key))}
 
 
 def strength_label(key: str, cls=None) -> str:
     """Axis label of a strength hyper-parameter: the field's LaTeX name (matplotlib
     mathtext) and its unit, e.g. "$\\beta$", "$C_{\\max}$ (nats)"."""
     label = latex_names(cls).get(key, key)
-    unit = HYPERPARAMETER_UNITS.get(key)
+    hyper = method_registry.HYPERPARAMETERS.get(key)
+    unit = hyper.unit if hyper is not None else None
     return f"{label} ({unit})" if unit else label
 
 
-def check_hyperparameters_given(objective: str, given) -> None:
-    """UserError naming both when a hyper-parameter in ``given`` (field names the user set
-    explicitly) is not one ``objective``'s method reads."""
+def check_hyperparameters_given(method: str, given) -> None:
+    """ParameterError naming the first hyper-parameter in ``given`` (field names the user
+    set explicitly) that ``method`` does not read."""
     # an unknown method reads everything here: validate() names it
     for name in given:
-        if not method_reads(objective, name):
-            opt = lambda n: "--" + n.replace("_", "-")   # noqa: E731
-            used = METHOD_HYPERPARAMETERS[method_of(objective)]
-            raise UserError(f"{opt(name)}: not a hyper-parameter of method {objective} "
-                            f"(it uses {', '.join(map(opt, used))})")
+        if not method_reads(method, name):
+            used = method_registry.get(method).reads
+            raise ParameterError(name, f"not a hyper-parameter of method {method} (it uses {', '.join(used)})")
 
 
 def differing_keys(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Identity keys whose values differ between two ``to_dict()`` outputs. A field that a
-    dict lacks (a run written before the field existed) counts as its default value."""
-    keys = (set(saved) | set(wanted)) - EXECUTION_KEYS
+    """Identity keys whose values differ between two ``to_dict()`` outputs (old key names
+    read as today's). A field that a dict lacks (a run written before the field existed)
+    counts as its default value."""
+    saved, wanted = upgraded(saved), upgraded(wanted)
+    defaults = _defaults()
+    keys = (set(saved) | set(wanted)) - execution_keys()
     return sorted(k for k in keys
-                  if saved.get(k, _DEFAULTS.get(k, _MISSING)) != wanted.get(k, _DEFAULTS.get(k, _MISSING)))
+                  if saved.get(k, defaults.get(k, _MISSING)) != wanted.get(k, defaults.get(k, _MISSING)))
 
 
 _MISSING = object()
-_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+def _defaults(cls=None) -> dict[str, Any]:
+    return {f.name: f.default for f in _fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def field_help(key: str, cls=None) -> str | None:
+    """A field's help text (the CLI's), from its metadata."""
+    for f in _fields(cls):
+        if f.name == key:
+            return _meta(f).get("help")
+    return None
+
+
+def field_choices(key: str, cls=None) -> tuple | None:
+    """A field's valid values where it has a fixed set (the method's: the registry's names)."""
+    if key == "method":
+        return method_registry.names()
+    for f in _fields(cls):
+        if f.name == key:
+            return _meta(f).get("choices")
+    return None
+
+
+def field_default(key: str, cls=None) -> Any:
+    return _defaults(cls).get(key)
+
 
 # How a run is executed, not what it computes: these may change on resume.
 EXECUTION_KEYS = execution_keys(TrainConfig)

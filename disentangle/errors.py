@@ -19,15 +19,23 @@ class UserError(Exception):
 class ParameterError(UserError, ValueError):
     """A bad value of one named parameter (a ValueError too: it is one).
 
-    ``str(error)`` is ``"<parameter>[ <value>]: <message>"``; :meth:`message_for` gives
-    the same line with the parameter shown under another name (the CLI's flag)."""
+    ``str(error)`` is ``"[<context>: ]<parameter>[ <value>]: <message>"``; :meth:`message_for`
+    gives the same line with the parameter shown under another name (the CLI's flag).
+    ``context`` says where the value came from (a spec file and its block)."""
 
-    def __init__(self, parameter: str, message: str, value=_NO_VALUE):
+    def __init__(self, parameter: str, message: str, value=_NO_VALUE, context: str = ""):
         self.parameter = str(parameter)
         self.message = str(message)
         self.value = value
+        self.context = str(context)
         super().__init__(self.message_for(self.parameter))
 
     def message_for(self, shown_name: str) -> str:
         value = "" if self.value is _NO_VALUE else f" {self.value}"
-        return f"{shown_name}{value}: {self.message}"
+        where = f"{self.context}: " if self.context else ""
+        return f"{where}{shown_name}{value}: {self.message}"
+
+    def within(self, context: str) -> "ParameterError":
+        """The same error, located in ``context`` (outermost first)."""
+        return ParameterError(self.parameter, self.message, self.value,
+                              f"{context}: {self.context}" if self.context else context)

@@ -87,19 +87,19 @@ def _data_caption(df_or_labels) -> str:
 
 # --------------------------------------------------------------------------- methods: colours, markers
 # A method keeps its colour and marker in every figure (the rate–distortion plane, metric
-# against strength), whichever methods a study holds: both follow config.METHODS' order.
+# against strength), whichever methods a study holds: both follow the method registry's order.
 _METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _method_order(methods) -> list[str]:
-    from disentangle.config import METHODS
+    from disentangle.methods import METHODS
     present = [m for m in dict.fromkeys(methods) if isinstance(m, str)]
     return [m for m in METHODS if m in present] + sorted(m for m in present if m not in METHODS)
 
 
 def _method_styles(sns, methods) -> dict[str, tuple]:
     """method -> (colour, marker), fixed per method (not per figure)."""
-    from disentangle.config import METHODS
+    from disentangle.methods import METHODS
     everything = list(METHODS) + sorted(m for m in methods if m not in METHODS)
     palette = sns.color_palette("colorblind", max(10, len(everything)))
     return {m: (palette[k % len(palette)], _METHOD_MARKERS[k % len(_METHOD_MARKERS)])
@@ -107,8 +107,8 @@ def _method_styles(sns, methods) -> dict[str, tuple]:
 
 
 def method_label(method: str) -> str:
-    from disentangle.config import METHOD_LABELS
-    return METHOD_LABELS.get(method, str(method))
+    from disentangle.config import method_label
+    return method_label(method)
 
 
 def _spans_decades(values) -> bool:
@@ -230,7 +230,7 @@ def _draw_rd_bound(ax, runs) -> None:
         return
     # the info metric says whether H(X) - D bounds I_gen (a discrete likelihood); older
     # scores without the flag fall back to the run's configured likelihood
-    is_bound = runs["likelihood"].eq("bernoulli") if "likelihood" in runs.columns else runs["objective"].isna()
+    is_bound = runs["likelihood"].eq("bernoulli") if "likelihood" in runs.columns else runs["method"].isna()
     if "info.is_bound" in runs.columns:
         flag = runs["info.is_bound"]
         is_bound = flag.where(flag.notna(), is_bound).astype(bool)

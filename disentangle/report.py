@@ -166,7 +166,7 @@ def parse_group_by(text: str | Sequence[str] | None) -> list[str]:
 
 def study_group_by(df, swept: Sequence[str] = ()) -> list[str]:
     """The default grouping of a study's score table (one row per experiment, averaged
-    over seeds). A single-method study: its objective and the swept settings
+    over seeds). A single-method study: its method and the swept settings
     (``swept``). A multi-method study: method, strength_name, strength (one row per
     method and strength), plus every other setting that still varies inside those groups
     (e.g. the architecture, or annealed-vae's γ when it is swept too), so no group mixes
@@ -174,7 +174,7 @@ def study_group_by(df, swept: Sequence[str] = ()) -> list[str]:
     from disentangle.config import replicate_keys
     methods = df["method"].dropna().unique() if "method" in df.columns else []
     if len(methods) <= 1:
-        return list(dict.fromkeys(["objective", *(k for k in swept if k not in replicate_keys())]))
+        return list(dict.fromkeys(["method", *(k for k in swept if k not in replicate_keys())]))
     keys = ["method", "strength_name", "strength"]
     return keys + _varying_settings(df, [*keys, *_DATA_KEYS])
 
@@ -219,7 +219,7 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
 def settings_varying_within(df, keys: Sequence[str]) -> list[str]:
     """The settings (identity fields but the replicates) not in ``keys`` that take more
     than one value inside some group of ``keys``: what a table or figure grouped by
-    ``keys`` would otherwise average together. Grouped by ``method``, the old objective
+    ``keys`` would otherwise average together. Grouped by ``method``, the old method
     names count as their method's."""
     return _varying_settings(df, keys)
 
@@ -227,13 +227,10 @@ def settings_varying_within(df, keys: Sequence[str]) -> list[str]:
 def _varying_settings(df, keys: Sequence[str]) -> list[str]:
     # the configuration's settings (identity fields but the seed) not grouped by must not
     # vary inside a group, or the mean mixes different experiments
-    from disentangle.config import method_of, setting_keys
+    from disentangle.config import setting_keys
     rest = [c for c in setting_keys() if c in df.columns and c not in keys]
     if not rest or df.empty:
         return []
-    if "method" in keys and "objective" in rest:
-        # grouped by method: old objective names (beta-h) are the same experiment as new ones
-        df = df.assign(objective=df["objective"].map(lambda o: method_of(o) if isinstance(o, str) else o))
     nunique = df.groupby(list(keys), dropna=False)[rest].nunique(dropna=False)
     return [c for c in rest if (nunique[c] > 1).any()]
 
@@ -272,7 +269,7 @@ def _fmt_setting(value) -> str:
 
 def _display_setting_columns(df, extra: Sequence[str] = ()) -> list[str]:
     """Per-run table: always run, data, (with several methods) method, strength_name and
-    strength, the always-shown settings (objective, beta) and the seed; other settings only where they vary (a constant column is noise), plus
+    strength, the always-shown settings (method, beta) and the seed; other settings only where they vary (a constant column is noise), plus
     status where some run is unfinished."""
     from disentangle.config import METHOD_COLUMNS, always_shown_keys, replicate_keys, setting_keys
     cols = ["run", "data_label"]
@@ -285,7 +282,7 @@ def _display_setting_columns(df, extra: Sequence[str] = ()) -> list[str]:
     cols += list(replicate_keys())
     if "status" in df.columns and (df["status"] != "finished").any():
         cols.append("status")
-    return [c for c in cols if c in df.columns] + [c for c in extra if c not in cols]
+    return [c for c in dict.fromkeys(cols) if c in df.columns] + [c for c in extra if c not in cols]
 
 
 def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
@@ -332,7 +329,7 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
     header = settings + columns
     decimals = {c: decimals_for(df[c]) for c in columns}
     # a hyper-parameter the run's method ignores is left blank (its stored default means nothing)
-    rows = [[_fmt_setting(r[c]) if method_reads(r.get("objective"), c) else "" for c in settings]
+    rows = [[_fmt_setting(r[c]) if method_reads(r.get("method"), c) else "" for c in settings]
             + [mark(_fmt_number(r[c], decimals[c]), c, set(flags.get(pos, {}))) for c in columns]
             for pos, (_, r) in enumerate(df.iterrows())]
     return header, rows
@@ -505,9 +502,9 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
 def latex_setting(column: str, text: str) -> str:
     """A setting cell as a paper prints it: a method by its name ("$\\beta$-VAE",
     "FactorVAE"), a strength by its symbol ("$C_{\\max}$"); other cells unchanged."""
-    from disentangle.config import METHOD_LABELS, latex_names
+    from disentangle.config import latex_names, method_label
     if column == "method":
-        return METHOD_LABELS.get(text, text).replace("β", r"$\beta$")
+        return method_label(text).replace("β", r"$\beta$")
     if column == "strength_name":
         return latex_names().get(text, text)
     return text

@@ -248,7 +248,7 @@ def derived_columns() -> tuple[str, ...]:
 
 def run_columns() -> tuple[str, ...]:
     """Columns describing the run itself rather than its scores."""
-    return SOURCE_COLUMNS + derived_columns() + config_columns()
+    return SOURCE_COLUMNS + derived_columns() + tuple(k for k in config_columns() if k not in derived_columns())
 
 
 class ResultsWarning(UserWarning):
@@ -360,7 +360,7 @@ def collect(results_dir: str | os.PathLike):
     'rendered'), data_label (for captions), data_sha256, num_images, package_version,
     the run's method, strength_name and strength (:func:`derived_columns`: "beta-h" ->
     beta-vae, beta; annealed-vae -> capacity_max; factor-vae -> gamma; dip-vae-* ->
-    lambda_od), the configuration's identity fields (:func:`config_columns`: objective, beta, ...,
+    lambda_od), the configuration's identity fields (:func:`config_columns`: method, beta, ...,
     precision, seed; typed by the field's annotation) and one column per score, named
     "<metric>.<key>" as in scores.json. A run whose scores are missing or unreadable gets
     NaN there and ONE ResultsWarning naming the file; nothing raises for a bad run.

@@ -148,7 +148,8 @@ class RunDir:
                 raise UserError(f"{path}: unreadable run configuration ({exc})") from None
             if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
                 raise UserError(f"{path}: not a disentangle run configuration (no 'config' entry)")
-            self._saved = saved
+            from disentangle.config import upgraded
+            self._saved = {**saved, "config": upgraded(saved["config"])}   # old key names read as today's
         return self._saved
 
     def config(self) -> dict:
@@ -238,7 +239,7 @@ class RunDir:
         ``torch.load(weights_only=True)``; a missing, truncated, tampered or mismatched
         model file raises UserError naming it."""
         import torch
-        from disentangle.models.architectures import BetaVAE
+        from disentangle.models.architectures import VAE
         path = self.require_model()
         cfg = self.config()
         self.check_model()
@@ -250,7 +251,7 @@ class RunDir:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise UserError(f"{path}: not a model state dict")
         # runs from before the architecture field are burgess
-        model = BetaVAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")))
+        model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")))
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

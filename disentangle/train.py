@@ -84,22 +84,26 @@ class PackedBatches:
 
 # --------------------------------------------------------------------------- the step
 class Trainer:
-    """Model, optimizer(s) and the per-step update of one configuration, for every method
-    (:mod:`disentangle.models.methods`). factor-vae also has a discriminator, its own Adam
-    and a CPU generator for the per-dimension shuffles; all three are checkpointed."""
+    """Model, optimizer and the per-step update of one configuration, for every method
+    of the registry (:mod:`disentangle.methods`): the method's entry gives the loss
+    function, the hyper-parameters it reads, its log terms and any extra trained state
+    (factor-vae's discriminator), which takes part in the step and the checkpoints."""
 
     def __init__(self, config: TrainConfig, device):
         import torch
-        from disentangle.config import method_of
-        from disentangle.models.architectures import build_discriminator, build_model
-        from disentangle.models.methods import DISCRIMINATOR_ADAM, EXTRA_TERMS
+        from disentangle import methods as method_registry
+        from disentangle.models.architectures import build_model
         self.config = config
-        self.method = method_of(config.objective)
-        self.extra_terms = EXTRA_TERMS[self.method]
+        self.method = method_registry.get(config.method)
+        self.extra_terms = self.method.log_terms
+        self.loss = self.method.loss_function()
         self.device = torch.device(device)
         seeds = np.random.SeedSequence(config.seed).generate_state(3)
         self.model = build_model(config.latent_dim, config.likelihood, int(seeds[0]),
                                  config.architecture).to(self.device)
+        # the likelihood as the loss reads it (a discretised one carries the model's log-scale)
+        self.loss_arguments = {"likelihood": self.model.output_likelihood(),
+                               **{k: getattr(config, k) for k in self.method.reads}, **self.method.loss_settings}
         # channels_last: oneDNN's (and cuDNN's) faster conv layout (docs/performance.md); the
         # state dict keeps the same names and values
         self.model.set_execution(torch.bfloat16 if config.precision == "bf16-mixed" else None,
@@ -108,42 +112,26 @@ class Trainer:
         self.batch_seed = int(seeds[1])
         self.noise_generator = torch.Generator(device=self.device)
         self.noise_generator.manual_seed(int(seeds[2]))
-        self.discriminator = self.discriminator_optimizer = self.shuffle_generator = None
-        if self.method == "factor-vae":
-            # seeds of their own (spawned, so the VAE's three seeds stay what they were)
-            d_seed, s_seed = np.random.SeedSequence(config.seed).spawn(1)[0].generate_state(2)
-            self.discriminator = build_discriminator(config.latent_dim, int(d_seed)).to(self.device)
-            self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), **DISCRIMINATOR_ADAM)
-            self.shuffle_generator = torch.Generator(device="cpu")
-            self.shuffle_generator.manual_seed(int(s_seed))
-        self.hyper = {k: getattr(config, k) for k in ("beta", "gamma", "capacity_max", "capacity_steps", "lambda_od")}
+        state_class = self.method.state_class()
+        self.state = state_class(config, self.device) if state_class is not None else None
 
     def step(self, x, step: int):
         """One update on batch x at 0-based step ``step``; returns the detached stats vector
         [loss, reconstruction, kl, kl_0, ..., kl_{D-1}, *extra terms of the method]."""
         import torch
-        from disentangle.models import methods
         c = self.config
         noise = torch.randn((x.shape[0], c.latent_dim), generator=self.noise_generator, device=self.device)
         mean, logvar = self.model.encode(x)
         z = self.model.sample(mean, logvar, noise)
         logits = self.model.decode(z)
-        z_shuffled = methods.shuffle_codes(z, self.shuffle_generator) if self.discriminator is not None else None
-        terms = methods.method_terms(c.objective, x, logits, mean, logvar, z, step, likelihood=self.model.output_likelihood(),
-                                     hyper=self.hyper, discriminator=self.discriminator, z_shuffled=z_shuffled)
+        inputs = self.state.loss_inputs(z) if self.state is not None else {}
+        terms = self.loss(x, logits, mean, logvar, z, step, **self.loss_arguments, **inputs)
         loss = terms["loss"]
         self.optimizer.zero_grad(set_to_none=True)
-        if self.discriminator is None:
+        if self.state is None:
             loss.backward()
         else:
-            # dlib: two minimize ops on one forward pass, each on its own var_list: the VAE
-            # loss moves only encoder/decoder weights (its gradient flows through the
-            # discriminator into z, not into the discriminator's weights), the
-            # discriminator loss only the discriminator's; both at the same parameters
-            self.discriminator_optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=list(self.model.parameters()), retain_graph=True)
-            terms["discriminator_loss"].backward(inputs=list(self.discriminator.parameters()))
-            self.discriminator_optimizer.step()
+            self.state.backward(self.model, terms)
         self.optimizer.step()
         extras = [terms[k].detach().reshape(()).float() for k in self.extra_terms]
         return torch.cat([torch.stack([loss, terms["reconstruction"], terms["kl"]]), terms["kl_dims"],
@@ -155,8 +143,8 @@ def _model_record(config: TrainConfig, trainer: Trainer) -> dict:
     from disentangle.models.architectures import ARCHITECTURE_VERSIONS, parameter_count
     record = {"architecture": config.architecture, "architecture_version": ARCHITECTURE_VERSIONS[config.architecture],
               "parameters": parameter_count(trainer.model)}
-    if trainer.discriminator is not None:
-        record["discriminator_parameters"] = parameter_count(trainer.discriminator)
+    if trainer.state is not None:
+        record.update(trainer.state.model_record())
     return record
 
 
@@ -185,9 +173,7 @@ def _save_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches, step
         "optimizer": trainer.optimizer.state_dict(),
         "rng": {"batches": batches.generator.get_state(),
                 "noise": trainer.noise_generator.get_state()},
-        **({"discriminator": trainer.discriminator.state_dict(),
-            "discriminator_optimizer": trainer.discriminator_optimizer.state_dict(),
-            "rng_shuffle": trainer.shuffle_generator.get_state()} if trainer.discriminator is not None else {}),
+        **(trainer.state.state_dict() if trainer.state is not None else {}),
         "log_rows": [list(map(float, r)) for r in log_rows],
         # the open log interval, so a resumed run logs the same means
         "log_acc": acc.detach().cpu().clone(), "log_acc_steps": int(acc_steps),
@@ -229,10 +215,8 @@ def _load_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches) -> d
     trainer.optimizer.load_state_dict(state["optimizer"])
     batches.generator.set_state(state["rng"]["batches"])
     trainer.noise_generator.set_state(state["rng"]["noise"])
-    if trainer.discriminator is not None:
-        trainer.discriminator.load_state_dict(state["discriminator"])
-        trainer.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
-        trainer.shuffle_generator.set_state(state["rng_shuffle"])
+    if trainer.state is not None:
+        trainer.state.load_state_dict(state)
     return {"step": int(state["step"]), "log_rows": [list(r) for r in state["log_rows"]],
             "elapsed_s": float(state["elapsed_s"]), "log_acc": state["log_acc"],
             "log_acc_steps": int(state["log_acc_steps"])}
@@ -253,7 +237,7 @@ def _check_existing(run: RunDir, config: TrainConfig) -> dict | None:
 
 
 def default_run_dir(config: TrainConfig, results_dir: str | Path = "results") -> Path:
-    """results/<run name>, e.g. results/beta-h_b4_s0 (the sweep's naming scheme,
+    """results/<run name>, e.g. results/beta-vae_b4_s0 (the sweep's naming scheme,
     :func:`disentangle.config.run_name`)."""
     from disentangle.config import run_name
     return Path(results_dir) / run_name(config.to_dict())
@@ -386,7 +370,8 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
     from disentangle.models.objectives import capacity
     columns = _log_columns(config.latent_dim, trainer.extra_terms)
     per_step_check = checks_every_step(trainer.device)
-    annealed = trainer.method == "annealed-vae"
+    # the capacity column: C at each step, for the methods that anneal one
+    annealed = "capacity_max" in trainer.method.reads
     acc = torch.zeros(3 + config.latent_dim + len(trainer.extra_terms), dtype=torch.float64, device=trainer.device)
     start, log_rows, elapsed, acc_steps = 0, [], 0.0, 0
     if resumed is not None:
@@ -443,11 +428,18 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
             bar.close()
 
 
+def _strength_text(config: TrainConfig) -> str:
+    """The method's strength as "name=value", for messages."""
+    from disentangle import methods as method_registry
+    key = method_registry.get(config.method).strength
+    return f"{key}={getattr(config, key):g}"
+
+
 def _fail(run: RunDir, config: TrainConfig, step: int | None, done: int, value: float, last_good: int):
     where = f"at step {step + 1}" if step is not None else f"by step {done}"
     kept = (f"kept the last good checkpoint (step {last_good})" if run.checkpoint_path.is_file()
             else "no checkpoint had been written")
     reason = (f"training diverged: loss is {value} {where} (lr {config.lr:g}, "
-              f"{config.objective} β={config.beta:g}); {kept}")
+              f"{config.method} {_strength_text(config)}); {kept}")
     run.write_status("failed", step=last_good, reason=reason)
     raise TrainingDiverged(f"{run.path}: {reason}")

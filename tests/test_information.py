@@ -250,7 +250,7 @@ def _codes_of(model, data):
 
 
 def test_gaussian_decoder_reports_no_bound(tiny_data, tmp_path, monkeypatch):
-    from disentangle.models.vae import build_model
+    from disentangle.models.architectures import build_model
     monkeypatch.setenv(info.CACHE_ENV_VAR, str(tmp_path))
     model = build_model(4, "gaussian", seed=1).eval()
     codes = _codes_of(model, tiny_data)
@@ -329,7 +329,7 @@ def test_bounds_hold_on_a_trained_model(tiny_data, tiny_data_path, tmp_path, mon
     from disentangle.train import train
     monkeypatch.setenv(info.CACHE_ENV_VAR, str(tmp_path / "cache"))
     # beta-b with a 10-nat capacity: a 40-step run cannot collapse to zero rate
-    config = TrainConfig(objective="beta-b", gamma=100.0, capacity_max=10.0, capacity_steps=20, steps=40,
+    config = TrainConfig(method="beta-b", gamma=100.0, capacity_max=10.0, capacity_steps=20, steps=40,
                          batch_size=16, lr=1e-3, latent_dim=4, seed=0, data=str(tiny_data_path),
                          device="cpu", threads=1, checkpoint_every=1000, log_every=20)
     run = train(config, tmp_path / "run")

@@ -148,7 +148,7 @@ def test_bernoulli_and_gaussian_are_the_old_formulas():
 
 
 def test_the_model_holds_and_saves_its_log_scale():
-    from disentangle.models.architectures import BetaVAE, build_model
+    from disentangle.models.architectures import VAE, build_model
     plain = build_model(4, "bernoulli", seed=5)
     model = build_model(4, "discretized-logistic", seed=5)
     assert "log_scale" not in plain.state_dict() and plain.output_likelihood() == "bernoulli"
@@ -159,7 +159,7 @@ def test_the_model_holds_and_saves_its_log_scale():
     assert any(p is model.log_scale for p in model.parameters())        # the optimizer trains it
     with torch.no_grad():
         model.log_scale.fill_(-3.0)
-    again = BetaVAE(4, "discretized-logistic")
+    again = VAE(4, "discretized-logistic")
     again.load_state_dict(model.state_dict())
     assert again.log_scale.item() == -3.0
     assert again.output_likelihood().name == "discretized-logistic"

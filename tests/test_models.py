@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from disentangle.config import PRESETS, TrainConfig, differing_keys
-from disentangle.errors import UserError
-from disentangle.models import objectives
-from disentangle.models.vae import BetaVAE, build_model
+from disentangle.errors import ParameterError, UserError
+from disentangle.models import methods, objectives
+from disentangle.models.architectures import VAE, build_model
 
 
 def test_shapes_and_architecture():
-    model = BetaVAE(latent_dim=7)
+    model = VAE(latent_dim=7)
     x = torch.zeros(3, 1, 64, 64)
     mean, logvar = model.encode(x)
     assert mean.shape == (3, 7) and logvar.shape == (3, 7)
@@ -75,8 +75,9 @@ def test_kl_per_dimension_matches_torch_distributions_and_sums_to_total():
     q = torch.distributions.Normal(mean, (0.5 * logvar).exp())
     ref = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).mean(dim=0)
     torch.testing.assert_close(kl_dims, ref)
-    loss, recon, kl, dims = objectives.vae_loss(torch.zeros(6, 1, 64, 64), torch.ones(6, 1, 64, 64), mean, logvar,
-                                                "bernoulli", "beta-h", beta=4.0)
+    terms = methods.method_terms("beta-h", torch.ones(6, 1, 64, 64), torch.zeros(6, 1, 64, 64), mean, logvar, mean,
+                                 0, likelihood="bernoulli", hyper={"beta": 4.0})
+    loss, recon, kl, dims = terms["loss"], terms["reconstruction"], terms["kl"], terms["kl_dims"]
     assert kl.item() == pytest.approx(dims.sum().item())
     assert loss.item() == pytest.approx(recon.item() + 4.0 * kl.item(), rel=1e-6)
     assert objectives.kl_per_dim(torch.zeros(2, 3), torch.zeros(2, 3)).abs().max().item() == 0.0
@@ -95,8 +96,11 @@ def test_beta_b_objective_penalises_distance_from_capacity():
     mean, logvar = torch.full((2, 1), 2.0), torch.zeros(2, 1)   # KL = 2 nats
     x, logits = torch.ones(2, 1, 64, 64), torch.zeros(2, 1, 64, 64)
     for cap, expected in ((0.0, 2000.0), (2.0, 0.0), (5.0, 3000.0)):
-        loss, recon, kl, _ = objectives.vae_loss(logits, x, mean, logvar, "bernoulli", "beta-b",
-                                                 beta=0.0, gamma=1000.0, cap=cap)
+        # C = cap at step 1 of a 1-step ramp (0 at step 0)
+        terms = methods.method_terms("beta-b", x, logits, mean, logvar, mean, 0 if cap == 0.0 else 1,
+                                     likelihood="bernoulli",
+                                     hyper={"gamma": 1000.0, "capacity_max": cap, "capacity_steps": 1})
+        loss, recon, kl = terms["loss"], terms["reconstruction"], terms["kl"]
         assert kl.item() == pytest.approx(2.0)
         assert (loss - recon).item() == pytest.approx(expected, abs=1e-3)
 
@@ -110,21 +114,25 @@ def test_config_round_trip_presets_and_identity():
     assert differing_keys(d, {**d, "beta": 8.0, "steps": 10}) == ["beta", "steps"]
 
 
-@pytest.mark.parametrize("change, option", [
-    ({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"), ({"steps": -5}, "--steps"),
-    ({"objective": "beta-x"}, "--method"), ({"likelihood": "poisson"}, "--likelihood"),
-    ({"lr": 0.0}, "--lr"), ({"batch_size": 0}, "--batch-size"), ({"device": "tpu"}, "--device"),
-    ({"beta": float("nan")}, "--beta"), ({"threads": 0}, "--threads"),
+@pytest.mark.parametrize("change, parameter", [
+    ({"beta": -1.0}, "beta"), ({"steps": 0}, "steps"), ({"steps": -5}, "steps"),
+    ({"method": "beta-x"}, "method"), ({"likelihood": "poisson"}, "likelihood"),
+    ({"lr": 0.0}, "lr"), ({"batch_size": 0}, "batch_size"), ({"device": "tpu"}, "device"),
+    ({"beta": float("nan")}, "beta"), ({"threads": 0}, "threads"),
 ])
-def test_config_validation_names_the_option(change, option):
-    with pytest.raises(UserError, match=option):
+def test_config_validation_names_the_parameter(change, parameter):
+    """The library names the parameter; the CLI shows it as its flag."""
+    from disentangle.cli import flag_of, user_message
+    with pytest.raises(ParameterError, match=f"^{parameter}: ") as info:
         TrainConfig(**change).validate()
+    assert info.value.parameter == parameter
+    assert user_message(info.value).startswith(flag_of(parameter) + ": ")
 
 
 def test_unknown_config_key_and_preset_are_refused():
     with pytest.raises(UserError, match="unknown training configuration key"):
         TrainConfig.from_dict({"beta": 1.0, "betta": 2.0})
-    with pytest.raises(UserError, match="--preset"):
+    with pytest.raises(UserError, match="^preset: unknown preset"):
         TrainConfig.from_preset("paper")
 
 

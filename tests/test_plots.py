@@ -57,9 +57,9 @@ def test_rate_distortion_plots_every_run_and_the_bound(df, tmp_path):
         want = runs[["info.rate_nats", "info.distortion_nats"]].to_numpy()
         assert np.allclose(sorted(map(tuple, np.asarray(points))), sorted(map(tuple, want)))
     # one method alone: its runs are coloured by its strength (β), as before methods
-    single = plots.rate_distortion(df[df["objective"] == "beta-h"])
+    single = plots.rate_distortion(df[df["method"] == "beta-h"])
     colours = _by_gid(single, "runs:beta-vae").get_array()
-    assert sorted(colours) == sorted(df.loc[df["objective"] == "beta-h", "beta"])
+    assert sorted(colours) == sorted(df.loc[df["method"] == "beta-h", "beta"])
     h = df["info.entropy_x_nats"].iloc[0]
     assert np.allclose(df["info.entropy_x_nats"], h)
     line = _by_gid(fig, f"bound:{round(h, 6)}")
@@ -83,7 +83,7 @@ def test_rate_distortion_draws_no_bound_for_gaussian_runs(df):
 def test_metric_vs_strength_lines_and_bands_are_the_aggregated_table(df, tmp_path):
     fig = plots.metric_vs_strength(df, ["mig", "info.rate_nats"])
     for col in ("mig.discrete_mig", "info.rate_nats"):
-        agg = aggregate(df[df["method"] == "beta-vae"], ["objective", "beta"], [col]).sort_values("beta")
+        agg = aggregate(df[df["method"] == "beta-vae"], ["method", "beta"], [col]).sort_values("beta")
         lines = [ln for ln in fig.findobj(lambda a: a.get_gid() == "mean:beta-vae")
                  if ln.axes.get_ylabel() == plots.metric_label(col)]
         assert len(lines) == 1
@@ -96,7 +96,7 @@ def test_metric_vs_strength_lines_and_bands_are_the_aggregated_table(df, tmp_pat
         hi = (agg[f"{col}.mean"] + agg[f"{col}.std"]).max()
         assert ys.min() == pytest.approx(lo) and ys.max() == pytest.approx(hi)
         dots = [d for d in line.axes.collections if d.get_gid() == "seeds:beta-vae"][0]
-        assert len(dots.get_offsets()) == (df["objective"] == "beta-h").sum()
+        assert len(dots.get_offsets()) == (df["method"] == "beta-h").sum()
     # the capacity runs have their own row, on their own hyper-parameter's axis
     capacity = fig.findobj(lambda a: a.get_gid() == "mean:annealed-vae")
     assert len(capacity) == 2 and all(list(ln.get_xdata()) == [5.0] for ln in capacity)
@@ -356,7 +356,7 @@ def test_traversal_and_reconstructions_for_every_architecture(architecture, tiny
     from disentangle.config import TrainConfig
     from disentangle.rundir import load_model
     from disentangle.train import train
-    config = TrainConfig(objective="beta-vae", architecture=architecture, beta=4.0, steps=3, batch_size=8,
+    config = TrainConfig(method="beta-vae", architecture=architecture, beta=4.0, steps=3, batch_size=8,
                          latent_dim=3, lr=1e-3, data=str(tiny_data_path), device="cpu", threads=1, log_every=1,
                          checkpoint_every=100).validate()
     run = train(config, tmp_path / architecture)

@@ -53,7 +53,7 @@ def results_tree(base: Path, data_path: Path) -> Path:
     data = DSpritesData(data_path)
     root = base / "results"
     for objective, beta, seed in RUNS:
-        config = TrainConfig(objective=objective, beta=beta, seed=seed, steps=24, batch_size=16, latent_dim=3,
+        config = TrainConfig(method=objective, beta=beta, seed=seed, steps=24, batch_size=16, latent_dim=3,
                              lr=1e-3, gamma=50.0, capacity_max=5.0, capacity_steps=12, data=str(data_path),
                              device="cpu", threads=1, log_every=4, checkpoint_every=1000).validate()
         run_dir = train(config, root / run_name(objective, beta, seed))
@@ -86,7 +86,7 @@ def test_collect_values_equal_scores_json(df, tree):
     for _, row in df.iterrows():
         run_dir = tree / row["run"]
         saved = read_json(run_dir / "config.json")
-        for key in ("objective", "beta", "gamma", "capacity_max", "latent_dim", "steps", "seed", "likelihood"):
+        for key in ("method", "beta", "gamma", "capacity_max", "latent_dim", "steps", "seed", "likelihood"):
             assert row[key] == saved["config"][key], key
         assert row["data_source"] == "rendered"
         assert row["data_label"] == f"rendered ({saved['data']['renderer_version']}), 1,536 images"
@@ -126,9 +126,9 @@ def test_collect_missing_and_unreadable_scores_give_nan_and_one_warning_each(tre
     assert len(df) == len(RUNS)
     assert df.loc[bad, "mig.discrete_mig"].isna().all()
     assert df.loc[~bad, "mig.discrete_mig"].notna().all()
-    assert (df.loc[bad, "objective"] == "beta-h").all()  # the configuration is still there
+    assert (df.loc[bad, "method"] == "beta-h").all()  # the configuration is still there
     # reports still work and show the gaps
-    text = make_report(df, group_by="objective,beta")
+    text = make_report(df, group_by="method,beta")
     assert "(1 of 2)" in text
 
 
@@ -144,10 +144,10 @@ def test_collect_skips_nothing_and_raises_only_for_a_missing_directory(tmp_path)
 # --------------------------------------------------------------------------- aggregation
 def test_aggregate_mean_std_count_match_hand_computation(df):
     cols = ["mig.discrete_mig", "info.rate_nats"]
-    agg = aggregate(df, ["objective", "beta"], cols)
+    agg = aggregate(df, ["method", "beta"], cols)
     assert len(agg) == 3  # beta-h β=1, beta-h β=4, beta-b
     for _, g in agg.iterrows():
-        runs = df[(df["objective"] == g["objective"]) & (df["beta"] == g["beta"])]
+        runs = df[(df["method"] == g["method"]) & (df["beta"] == g["beta"])]
         assert g["n"] == len(runs)
         for col in cols:
             values = runs[col].tolist()
@@ -168,19 +168,19 @@ def test_aggregation_never_mixes_data_sources(tree, tmp_path):
     cfg["data"].pop("renderer_version")
     write_json_atomic(moved / "config.json", cfg)
     df = collect(copy)
-    agg = aggregate(df, ["objective", "beta"], ["mig.discrete_mig"])
-    b4 = agg[(agg["objective"] == "beta-h") & (agg["beta"] == 4.0)]
+    agg = aggregate(df, ["method", "beta"], ["mig.discrete_mig"])
+    b4 = agg[(agg["method"] == "beta-h") & (agg["beta"] == 4.0)]
     assert sorted(b4["n"]) == [1, 1]
     assert set(b4["data_label"]) == {"official", "rendered (dsprites-render-1), 1,536 images"}
     official = b4[b4["data_label"] == "official"].iloc[0]
     assert official["mig.discrete_mig.mean"] == df.loc[df["run"] == moved.name, "mig.discrete_mig"].item()
-    text = make_report(df, "markdown", group_by="objective,beta", metrics=["mig"])
+    text = make_report(df, "markdown", group_by="method,beta", metrics=["mig"])
     assert "| official" in text.replace("  ", " ") or " official " in text
 
 
 def test_grouping_that_hides_a_setting_warns(df):
     with pytest.warns(ReportWarning, match="beta"):
-        aggregate(df[df["objective"] == "beta-h"], ["objective"], ["mig.discrete_mig"])
+        aggregate(df[df["method"] == "beta-h"], ["method"], ["mig.discrete_mig"])
 
 
 # --------------------------------------------------------------------------- formats
@@ -197,16 +197,16 @@ def test_markdown_per_run_and_aggregated(df):
         row = df[df["run"] == cells["run"]].iloc[0]
         assert float(cells["mig.discrete_mig"]) == pytest.approx(row["mig.discrete_mig"], abs=5e-4)
         assert float(cells["info.rate_nats"]) == pytest.approx(row["info.rate_nats"], abs=0.051)
-    agg_text = make_report(df, "markdown", group_by=["objective", "beta"], metrics=["mig"])
-    agg = aggregate(df, ["objective", "beta"], ["mig.discrete_mig"])
-    b1 = agg[(agg["objective"] == "beta-h") & (agg["beta"] == 1.0)].iloc[0]
+    agg_text = make_report(df, "markdown", group_by=["method", "beta"], metrics=["mig"])
+    agg = aggregate(df, ["method", "beta"], ["mig.discrete_mig"])
+    b1 = agg[(agg["method"] == "beta-h") & (agg["beta"] == 1.0)].iloc[0]
     want = f"{b1['mig.discrete_mig.mean']:.3f} ± {b1['mig.discrete_mig.std']:.3f}"
     assert want in agg_text
     assert agg_text.count("\n") == 2 + 3
 
 
 def test_latex_is_balanced_escaped_and_pm_in_math(df):
-    text = make_report(df, "latex", group_by="objective,beta")
+    text = make_report(df, "latex", group_by="method,beta")
     begins = re.findall(r"\\begin\{(\w+)\}", text)
     ends = re.findall(r"\\end\{(\w+)\}", text)
     assert begins == ["table", "tabular"] and ends == ["tabular", "table"]
@@ -236,7 +236,7 @@ def test_csv_round_trip_full_precision(df, tmp_path):
     back = pd.read_csv(out)
     for col in metric_columns(df, headline_only=False):
         assert np.array_equal(back[col].to_numpy(float), df[col].to_numpy(float), equal_nan=True), col
-    agg = pd.read_csv(pd.io.common.StringIO(make_report(df, "csv", group_by="objective,beta",
+    agg = pd.read_csv(pd.io.common.StringIO(make_report(df, "csv", group_by="method,beta",
                                                                    metrics=["mig.discrete_mig"])))
     assert list(agg.columns)[-4:] == ["n", "mig.discrete_mig.mean", "mig.discrete_mig.std",
                                       "mig.discrete_mig.count"]
@@ -249,7 +249,7 @@ def test_cli_report(tree, tmp_path):
     from disentangle.cli import main
     runner = CliRunner()
     out = tmp_path / "t.tex"
-    res = runner.invoke(main, ["report", str(tree), "--format", "latex", "--group-by", "objective,beta",
+    res = runner.invoke(main, ["report", str(tree), "--format", "latex", "--group-by", "method,beta",
                                "--metric", "mig", "--metric", "info.rate_nats", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert out.read_text().startswith("% requires") and "MIG" in out.read_text()
@@ -266,7 +266,7 @@ def test_cli_report(tree, tmp_path):
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_latex_compiles_with_booktabs(df, tmp_path):
     import subprocess
-    (tmp_path / "grouped.tex").write_text(make_report(df, "latex", group_by="objective,beta",
+    (tmp_path / "grouped.tex").write_text(make_report(df, "latex", group_by="method,beta",
                                                       metrics=["mig", "info.rate_nats"]))
     (tmp_path / "runs.tex").write_text(make_report(df, "latex", metrics=["beta_vae"]))
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
@@ -305,7 +305,7 @@ def test_precision_is_a_column_and_mixing_it_warns(tmp_path):
     df = collect(tree)
     assert list(df["precision"]) == ["bf16-mixed", "float32", "float32"]   # sorted by setting, then seed
     with pytest.warns(ReportWarning, match="precision"):
-        aggregate(df, ["objective"], ["mig.discrete_mig"])
+        aggregate(df, ["method"], ["mig.discrete_mig"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReportWarning)
         agg = aggregate(df, ["precision"], ["mig.discrete_mig"])
@@ -358,7 +358,7 @@ def test_a_new_identity_field_gets_columns_names_and_groups(tmp_path, monkeypatc
     df = collect(tree)
     assert list(df["normalisation"]) == ["batch", "layer"] and df["kl_weight"].dtype == float
     with pytest.warns(ReportWarning, match="normalisation"):
-        aggregate(df, ["objective"], ["mig.discrete_mig"])
+        aggregate(df, ["method"], ["mig.discrete_mig"])
     text = make_report(df, "markdown", group_by="normalisation")
     assert "layer" in text and "0.500" in text
     from disentangle.report import latex_name
@@ -369,14 +369,14 @@ def test_a_new_identity_field_gets_columns_names_and_groups(tmp_path, monkeypatc
 # (objective as stored, its method, the strength's field, that field's value): every method,
 # the old names included, each with its hyper-parameters set apart so a wrong field shows
 STRENGTH_CASES = [
-    ({"objective": "beta-vae", "beta": 6.0}, "beta-vae", "beta", 6.0),
-    ({"objective": "beta-h", "beta": 4.0}, "beta-vae", "beta", 4.0),
-    ({"objective": "annealed-vae", "capacity_max": 50.0, "gamma": 1000.0}, "annealed-vae", "capacity_max", 50.0),
-    ({"objective": "beta-b", "capacity_max": 15.0, "gamma": 100.0}, "annealed-vae", "capacity_max", 15.0),
-    ({"objective": "beta-tcvae", "beta": 8.0, "gamma": 3.0}, "beta-tcvae", "beta", 8.0),
-    ({"objective": "factor-vae", "gamma": 30.0, "beta": 2.0}, "factor-vae", "gamma", 30.0),
-    ({"objective": "dip-vae-i", "lambda_od": 5.0, "beta": 3.0}, "dip-vae-i", "lambda_od", 5.0),
-    ({"objective": "dip-vae-ii", "lambda_od": 20.0, "gamma": 7.0}, "dip-vae-ii", "lambda_od", 20.0),
+    ({"method": "beta-vae", "beta": 6.0}, "beta-vae", "beta", 6.0),
+    ({"method": "beta-h", "beta": 4.0}, "beta-vae", "beta", 4.0),
+    ({"method": "annealed-vae", "capacity_max": 50.0, "gamma": 1000.0}, "annealed-vae", "capacity_max", 50.0),
+    ({"method": "beta-b", "capacity_max": 15.0, "gamma": 100.0}, "annealed-vae", "capacity_max", 15.0),
+    ({"method": "beta-tcvae", "beta": 8.0, "gamma": 3.0}, "beta-tcvae", "beta", 8.0),
+    ({"method": "factor-vae", "gamma": 30.0, "beta": 2.0}, "factor-vae", "gamma", 30.0),
+    ({"method": "dip-vae-i", "lambda_od": 5.0, "beta": 3.0}, "dip-vae-i", "lambda_od", 5.0),
+    ({"method": "dip-vae-ii", "lambda_od": 20.0, "gamma": 7.0}, "dip-vae-ii", "lambda_od", 20.0),
 ]
 
 
@@ -385,29 +385,29 @@ def test_method_and_strength_columns_for_every_method(tmp_path):
     assert set(METHOD_STRENGTH) == set(METHODS)   # every method has its strength
     tree = _fake_tree(tmp_path / "r", [c for c, *_ in STRENGTH_CASES], [0.1] * len(STRENGTH_CASES))
     df = collect(tree)
-    got = {(r["objective"], r["method"], r["strength_name"], r["strength"]) for _, r in df.iterrows()}
-    assert got == {(c["objective"], m, k, v) for c, m, k, v in STRENGTH_CASES}
+    got = {(r["method"], r["method"], r["strength_name"], r["strength"]) for _, r in df.iterrows()}
+    assert got == {(c["method"], m, k, v) for c, m, k, v in STRENGTH_CASES}
     assert df["strength"].dtype == float
     # the derived columns come before the configuration's, after the run's source
     cols = list(df.columns)
-    assert cols.index("method") < cols.index("strength_name") < cols.index("strength") < cols.index("objective")
+    assert cols.index("method") < cols.index("strength_name") < cols.index("strength") < cols.index("method")
 
 
 def test_old_runs_without_the_new_fields_get_method_and_strength(tmp_path):
     # config.json of a run from before lambda_od and architecture existed: the default
     # counts (a dip-vae run cannot be that old, a beta-h or beta-b one can)
-    tree = _fake_tree(tmp_path / "r", [{"objective": "beta-h", "beta": 16.0},
-                                       {"objective": "beta-b", "capacity_max": 5.0}], [0.3, 0.4],
+    tree = _fake_tree(tmp_path / "r", [{"method": "beta-h", "beta": 16.0},
+                                       {"method": "beta-b", "capacity_max": 5.0}], [0.3, 0.4],
                       drop=("lambda_od", "architecture"))
     assert "lambda_od" not in read_json(tree / "run0" / "config.json")["config"]
-    df = collect(tree).set_index("objective")
+    df = collect(tree).set_index("method")
     assert (df.loc["beta-h", "method"], df.loc["beta-h", "strength_name"], df.loc["beta-h", "strength"]) == \
         ("beta-vae", "beta", 16.0)
     assert (df.loc["beta-b", "method"], df.loc["beta-b", "strength"]) == ("annealed-vae", 5.0)
     # a strength field missing from config.json counts as its default
     from disentangle.config import TrainConfig, method_columns
-    assert method_columns({"objective": "dip-vae-i"})["strength"] == TrainConfig().lambda_od
-    assert method_columns({"objective": "nope"}) == {"method": "nope", "strength_name": None, "strength": None}
+    assert method_columns({"method": "dip-vae-i"})["strength"] == TrainConfig().lambda_od
+    assert method_columns({"method": "nope"}) == {"method": "nope", "strength_name": None, "strength": None}
 
 
 # the CPU study's shape: every method, two strengths, two seeds
@@ -427,7 +427,7 @@ def six_method_tree(root: Path, seeds=(0, 1), old_names: bool = True):
                 objective = method
                 if old_names and seed == 1:
                     objective = {"beta-vae": "beta-h", "annealed-vae": "beta-b"}.get(method, method)
-                configs.append({"objective": objective, key: value, "seed": seed, "architecture": "dlib",
+                configs.append({"method": objective, key: value, "seed": seed, "architecture": "dlib",
                                 **({"gamma": 1000.0} if method == "annealed-vae" else {})})
                 mig.append(0.1 * m + 0.05 * j + 0.01 * seed)
                 rate = 2.0 + 3.0 * m + 2.0 * j + 0.5 * seed
@@ -440,7 +440,7 @@ def test_a_six_method_study_groups_by_method_and_strength(tmp_path):
     from disentangle.report import parse_group_by, study_group_by, table_cells
     df = collect(six_method_tree(tmp_path / "r"))
     assert len(df) == 24
-    keys = study_group_by(df, swept=["objective", "beta", "capacity_max", "gamma", "lambda_od", "seed"])
+    keys = study_group_by(df, swept=["method", "beta", "capacity_max", "gamma", "lambda_od", "seed"])
     assert keys == ["method", "strength_name", "strength"]
     with warnings.catch_warnings():
         # beta-h and beta-vae (beta-b and annealed-vae) are one method: no mixing warning
@@ -466,14 +466,14 @@ def test_a_six_method_study_groups_by_method_and_strength(tmp_path):
     # "strength" alone is always grouped with its name: β = 1 is not λ_od = 1
     assert parse_group_by("method,strength") == ["method", "strength_name", "strength"]
     # another setting varying inside a method's groups joins the keys (never averaged away)
-    extra = collect(_fake_tree(tmp_path / "a", [{"objective": "beta-vae", "beta": 1.0, "architecture": a, "seed": s}
+    extra = collect(_fake_tree(tmp_path / "a", [{"method": "beta-vae", "beta": 1.0, "architecture": a, "seed": s}
                                                 for a in ("dlib", "fc") for s in (0, 1)]
-                               + [{"objective": "factor-vae", "gamma": 10.0}], [0.1, 0.2, 0.3, 0.4, 0.5]))
+                               + [{"method": "factor-vae", "gamma": 10.0}], [0.1, 0.2, 0.3, 0.4, 0.5]))
     assert study_group_by(extra) == ["method", "strength_name", "strength", "architecture"]
     # a single-method study keeps today's grouping: its objective and swept settings
     single = collect(_fake_tree(tmp_path / "s", [{"beta": b, "seed": s} for b in (1.0, 4.0) for s in (0, 1)],
                                 [0.1, 0.2, 0.3, 0.4]))
-    assert study_group_by(single, swept=["beta", "seed"]) == ["objective", "beta"]
+    assert study_group_by(single, swept=["beta", "seed"]) == ["method", "beta"]
     # the per-run table of a multi-method study names each run's strength
     header, _ = table_cells(df, None, ["mig"])
     assert header[2:5] == ["method", "strength_name", "strength"]
@@ -498,8 +498,8 @@ def test_per_run_tables_blank_what_a_method_ignores(tmp_path):
     """gamma of a β-VAE run is a stored default, not a setting: the per-run table leaves it
     blank (it showed 1000 beside β) while the CSV keeps the stored configuration."""
     from disentangle.report import table_cells, to_csv
-    df = collect(_fake_tree(tmp_path / "r", [{"objective": "beta-vae", "beta": 4.0},
-                                              {"objective": "factor-vae", "gamma": 20.0}], [0.1, 0.2]))
+    df = collect(_fake_tree(tmp_path / "r", [{"method": "beta-vae", "beta": 4.0},
+                                              {"method": "factor-vae", "gamma": 20.0}], [0.1, 0.2]))
     header, rows = table_cells(df, None, ["mig"])
     by_method = {r[header.index("method")]: dict(zip(header, r)) for r in rows}
     assert by_method["beta-vae"]["beta"] == "4" and by_method["beta-vae"]["gamma"] == ""

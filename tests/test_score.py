@@ -53,7 +53,7 @@ def test_scoring_a_runs_codes_table_gives_the_evaluate_scores(run_dir, tiny_data
     # report takes it like any run: label as the method, settings as columns
     from disentangle.results import collect
     df = collect(out.parent)
-    assert list(df["objective"]) == ["mine"] and float(df["beta"].iloc[0]) == 4.0
+    assert list(df["method"]) == ["mine"] and float(df["beta"].iloc[0]) == 4.0
     assert df["mig.discrete_mig"].iloc[0] == evaluated["mig"]["values"]["discrete_mig"]
     report = CliRunner().invoke(main, ["report", str(out.parent)])
     assert report.exit_code == 0 and "mine" in report.output and "info_posterior.rate_nats" in report.output
@@ -162,7 +162,7 @@ def test_a_pruned_factor_vae_is_flagged_in_the_console_and_the_reports(tiny_grou
             import pandas as pd
             df = pd.read_csv(io.StringIO(text))
             assert df["warnings"].iloc[0].startswith("factor_vae: every code dimension was pruned")
-    grouped = CliRunner().invoke(main, ["report", str(runs), "--group-by", "objective"])
+    grouped = CliRunner().invoke(main, ["report", str(runs), "--group-by", "method"])
     assert re.search(r"\| +0† +\|", grouped.stdout) and "† factor_vae (pruned)" in grouped.stdout
 
 

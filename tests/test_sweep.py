@@ -20,7 +20,7 @@ from disentangle import sweep as sw
 from disentangle.cli import user_message
 from disentangle.errors import UserError
 
-RUN_B1, RUN_B4 = "beta-h_b1_s0", "beta-h_b4_s0"
+RUN_B1, RUN_B4 = "beta-vae_b1_s0", "beta-vae_b4_s0"
 
 
 # --------------------------------------------------------------------------- grid and names
@@ -44,24 +44,24 @@ def test_expand_names_order_and_configs():
     study = sw.Study(grid={"beta": [1, 4, 16], "seed": [0, 1]}, fixed={"steps": 300})
     runs = sw.expand(study, data="/d.h5", threads=3)
     # seed outermost: a study stopped early has every β of its first seed
-    assert [r.name for r in runs] == ["beta-h_b1_s0", "beta-h_b4_s0", "beta-h_b16_s0",
-                                      "beta-h_b1_s1", "beta-h_b4_s1", "beta-h_b16_s1"]
+    assert [r.name for r in runs] == ["beta-vae_b1_s0", "beta-vae_b4_s0", "beta-vae_b16_s0",
+                                      "beta-vae_b1_s1", "beta-vae_b4_s1", "beta-vae_b16_s1"]
     cfg = runs[4].config
-    assert (cfg["beta"], cfg["seed"], cfg["steps"], cfg["objective"]) == (4.0, 1, 300, "beta-h")
+    assert (cfg["beta"], cfg["seed"], cfg["steps"], cfg["method"]) == (4.0, 1, 300, "beta-vae")
     assert (cfg["data"], cfg["threads"]) == ("/d.h5", 3)
     # a swept setting other than the objective's own joins the name; fixed ones do not
     runs = sw.expand(sw.Study(grid={"beta": [4], "lr": [1e-4, 3e-4]}, fixed={"latent_dim": 6}))
-    assert [r.name for r in runs] == ["beta-h_b4_lr0.0001_s0", "beta-h_b4_lr0.0003_s0"]
+    assert [r.name for r in runs] == ["beta-vae_b4_lr0.0001_s0", "beta-vae_b4_lr0.0003_s0"]
     # the capacity objective is named by its own settings (γ, C), both objectives mixed in blocks
-    runs = sw.expand(sw.Study(grid={"seed": [0]}, blocks=[{"objective": "beta-h", "beta": 4},
-                                                          {"objective": "beta-b", "gamma": 100,
+    runs = sw.expand(sw.Study(grid={"seed": [0]}, blocks=[{"method": "beta-h", "beta": 4},
+                                                          {"method": "beta-b", "gamma": 100,
                                                            "capacity_max": [5, 25]}]))
     names = [r.name for r in runs]
     assert names == ["beta-h_b4_s0", "beta-b_g100_c5_s0", "beta-b_g100_c25_s0"]
     assert len(set(names)) == len(names)
     # crossing the objective with an axis one of them ignores would train beta-h twice
     with pytest.raises(UserError, match=r"\[grid\] capacity_max: not a hyper-parameter of method beta-h"):
-        sw.expand(sw.Study(grid={"objective": ["beta-h", "beta-b"], "capacity_max": [5, 25]}))
+        sw.expand(sw.Study(grid={"method": ["beta-h", "beta-b"], "capacity_max": [5, 25]}))
     # every name a directory name, every config a valid TrainConfig round trip
     from disentangle.config import TrainConfig
     for run in runs:
@@ -75,8 +75,8 @@ def test_expand_refuses_bad_grids():
         (sw.Study(grid={"beta": [1], "wobble": [1]}), "unknown run setting 'wobble'"),
         (sw.Study(grid={"threads": [1, 2]}), "cannot be a grid axis"),
         (sw.Study(grid={"beta": [1, 1.0]}), "repeats a value"),
-        (sw.Study(grid={"beta": [1, -2]}), "--beta: must be >= 0"),
-        (sw.Study(grid={"beta": [1]}, fixed={"objective": "beta-x"}), "unknown method .beta-x."),
+        (sw.Study(grid={"beta": [1, -2]}), "beta: must be >= 0"),
+        (sw.Study(grid={"beta": [1]}, fixed={"method": "beta-x"}), "unknown method .beta-x."),
     ]
     for study, message in cases:
         with pytest.raises(UserError, match=message.replace("(", r"\(")):
@@ -92,7 +92,7 @@ def test_spec_file_and_command_line_overrides(tmp_path):
         {"beta": [1, 4], "seed": [0, 1]}, {"steps": 50, "latent_dim": 6}, ("mig", "sap"), 3)
     # options override the file: a new β axis, a fixed seed taking the seed axis's place
     study = study.with_overrides(grid={"beta": [2.0, 8.0], "gamma": None}, fixed={"seed": 7, "steps": None})
-    assert [r.name for r in sw.expand(study)] == ["beta-h_b2_s7", "beta-h_b8_s7"]
+    assert [r.name for r in sw.expand(study)] == ["beta-vae_b2_s7", "beta-vae_b8_s7"]
     assert all(r.config["steps"] == 50 and r.config["latent_dim"] == 6 for r in sw.expand(study))
     # the shipped study specs expand
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -144,7 +144,7 @@ def test_sweep_status_shows_what_a_running_run_is_doing(tmp_path):
     """A running run's row says its phase from progress.json (any host that sees the
     directory), not only "evaluating"; without a record, the step from status.json."""
     from disentangle.progress import RunProgress, report, reporting
-    run_dir = tmp_path / "study" / "beta-h_b4_s0"
+    run_dir = tmp_path / "study" / "beta-vae_b4_s0"
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"config": {"steps": 1500}}))
     lock = sw.RunLock(run_dir)
@@ -157,7 +157,7 @@ def test_sweep_status_shows_what_a_running_run_is_doing(tmp_path):
         assert row["state"] == "running"
         assert row["detail"].startswith("encoding 12,288/73,728 images (17%); pid "), row
         job = {"name": run_dir.name, "run_dir": str(run_dir), "config": {"steps": 1500}}
-        assert sw.running_progress([job]) == "beta-h_b4_s0 encoding 12,288/73,728 images (17%)"
+        assert sw.running_progress([job]) == "beta-vae_b4_s0 encoding 12,288/73,728 images (17%)"
     finally:
         lock.release()
 
@@ -169,7 +169,7 @@ def test_refuses_a_directory_holding_other_settings(tmp_path, tiny_data_path):
     (results / RUN_B1).mkdir(parents=True)
     cfg = sw.expand(sw.Study(grid={"beta": [1]}, fixed={"steps": 999}))[0].config
     (results / RUN_B1 / "config.json").write_text(json.dumps({"config": cfg}))
-    with pytest.raises(UserError, match=r"beta-h_b1_s0 holds other settings \(steps 999 there vs 20"):
+    with pytest.raises(UserError, match=r"beta-vae_b1_s0 holds other settings \(steps 999 there vs 20"):
         sw.run_sweep(sw.Study(grid={"beta": [1, 4]}, fixed={"steps": 20}), results,
                      data=str(tiny_data_path), echo=lambda m: None)
     assert not (results / RUN_B4).exists()
@@ -363,18 +363,18 @@ def test_failed_evaluation_is_recorded_and_retried_without_retraining(tmp_path, 
 def test_a_grid_over_precision_gets_one_name_per_point():
     # used to stop with "two grid points get the run name ...; this is a naming bug"
     runs = sw.expand(sw.Study(grid={"precision": ["float32", "bf16-mixed"]}, fixed={"beta": 4}))
-    assert [r.name for r in runs] == ["beta-h_b4_float32_s0", "beta-h_b4_bf16-mixed_s0"]
+    assert [r.name for r in runs] == ["beta-vae_b4_float32_s0", "beta-vae_b4_bf16-mixed_s0"]
     assert [r.config["precision"] for r in runs] == ["float32", "bf16-mixed"]
 
 
 def test_train_and_sweep_name_a_run_alike():
-    # train's default directory used to be "beta-h-b4-s0", the sweep's "beta-h_b4_s0"
+    # train's default directory used to be "beta-h-b4-s0", the sweep's "beta-vae_b4_s0"
     from disentangle.config import TrainConfig
     from disentangle.train import default_run_dir
-    for fixed in ({"beta": 4}, {"objective": "beta-b", "gamma": 100, "capacity_max": 5}):
+    for fixed in ({"beta": 4}, {"method": "beta-b", "gamma": 100, "capacity_max": 5}):
         (run,) = sw.expand(sw.Study(grid={"seed": [3]}, fixed=fixed))
         assert default_run_dir(TrainConfig(**fixed, seed=3), "results") == Path("results") / run.name
-    assert default_run_dir(TrainConfig(beta=4, seed=0)).name == "beta-h_b4_s0"
+    assert default_run_dir(TrainConfig(beta=4, seed=0)).name == "beta-vae_b4_s0"
 
 
 def test_bad_evaluation_options_stop_a_sweep_before_anything_trains(tmp_path, tiny_data_path):
@@ -422,12 +422,12 @@ def test_unsupervised_study_v1_is_dlibs_36_configurations():
     by_method: dict[str, list] = {}
     for run in runs:
         cfg = run.config
-        key, _ = DLIB_STUDY[cfg["objective"]]
-        by_method.setdefault(cfg["objective"], []).append(cfg[key])
+        key, _ = DLIB_STUDY[cfg["method"]]
+        by_method.setdefault(cfg["method"], []).append(cfg[key])
         # preset dlib: dlib's network and training settings, one seed unless --seeds says more
         assert (cfg["architecture"], cfg["steps"], cfg["batch_size"], cfg["lr"], cfg["latent_dim"],
                 cfg["likelihood"], cfg["seed"]) == ("dlib", 300_000, 64, 1e-4, 10, "bernoulli", 0)
-        if cfg["objective"] == "annealed-vae":
+        if cfg["method"] == "annealed-vae":
             assert (cfg["gamma"], cfg["capacity_steps"]) == (1000.0, 100_000)
     assert by_method == {m: [float(v) for v in values] for m, (_, values) in DLIB_STUDY.items()}
     # each name says the method and its own strength (and, for AnnealedVAE, γ)
@@ -445,13 +445,13 @@ def test_blocks_cross_with_the_shared_axes_and_seeds_come_first():
     assert [r.name.rsplit("_s", 1)[0] for r in runs[:36]] == [r.name.rsplit("_s", 1)[0] for r in runs[36:72]]
     # a command-line axis that a block holds replaces it in that block only
     runs = sw.expand(study.with_overrides(grid={"beta": [3.0]}, fixed={"seed": 5}))
-    assert sorted(r.name for r in runs if r.config["objective"] in ("beta-vae", "beta-tcvae")) == \
+    assert sorted(r.name for r in runs if r.config["method"] in ("beta-vae", "beta-tcvae")) == \
         ["beta-tcvae_b3_s5", "beta-vae_b3_s5"]
-    assert len(runs) == 26 and {r.config["beta"] for r in runs if r.config["objective"] == "factor-vae"} == {1.0}
+    assert len(runs) == 26 and {r.config["beta"] for r in runs if r.config["method"] == "factor-vae"} == {1.0}
     # the Python API: scalars are a block's settings, lists its axes
     runs = sw.expand(sw.Study(grid={"seed": [0, 1]}, fixed={"steps": 50},
-                              blocks=[{"objective": "beta-vae", "beta": [1, 4]},
-                                      {"objective": "dip-vae-ii", "lambda_od": 2, "latent_dim": [4, 6]}]))
+                              blocks=[{"method": "beta-vae", "beta": [1, 4]},
+                                      {"method": "dip-vae-ii", "lambda_od": 2, "latent_dim": [4, 6]}]))
     assert [r.name for r in runs] == ["beta-vae_b1_s0", "beta-vae_b4_s0", "dip-vae-ii_l2_z4_s0",
                                       "dip-vae-ii_l2_z6_s0", "beta-vae_b1_s1", "beta-vae_b4_s1",
                                       "dip-vae-ii_l2_z4_s1", "dip-vae-ii_l2_z6_s1"]
@@ -473,29 +473,29 @@ def test_dry_run_lists_every_block(tmp_path):
 
 def test_block_errors_name_the_file_the_block_and_the_key(tmp_path):
     spec = tmp_path / "s.toml"
-    head = '[grid]\nseed = [0]\n[[blocks]]\nobjective = "beta-vae"\nbeta = [1, 2]\n'
+    head = '[grid]\nseed = [0]\n[[blocks]]\nmethod = "beta-vae"\nbeta = [1, 2]\n'
     cases = [
         ('blocks = 3\n', r"s.toml: blocks must be an array of tables"),
-        (head + '[[blocks]]\nobjective = "factor-vae"\n[blocks.gamma]\nx = 1\n',
+        (head + '[[blocks]]\nmethod = "factor-vae"\n[blocks.gamma]\nx = 1\n',
          r"s.toml: block 2: gamma: expected a value or a list of values, got a table"),
-        (head + '[[blocks]]\nobjective = "factor-vae"\ngama = [10]\n', r"s.toml: block 2: unknown run setting 'gama'"),
-        (head + '[[blocks]]\nobjective = "factor-vae"\ngamma = [10, 10.0]\n',
+        (head + '[[blocks]]\nmethod = "factor-vae"\ngama = [10]\n', r"s.toml: block 2: unknown run setting 'gama'"),
+        (head + '[[blocks]]\nmethod = "factor-vae"\ngamma = [10, 10.0]\n',
          r"s.toml: block 2: grid axis 'gamma' repeats a value"),
-        (head + '[[blocks]]\nobjective = "factor-vae"\ngamma = [10]\nthreads = [1, 2]\n',
+        (head + '[[blocks]]\nmethod = "factor-vae"\ngamma = [10]\nthreads = [1, 2]\n',
          r"s.toml: block 2: 'threads' says how runs execute"),
-        (head + '[[blocks]]\nobjective = "factor-vae"\nbeta = [4]\n',
+        (head + '[[blocks]]\nmethod = "factor-vae"\nbeta = [4]\n',
          r"s.toml: block 2: beta: not a hyper-parameter of method factor-vae \(it uses gamma\)"),
-        (head + '[[blocks]]\nobjective = "dip-vae-i"\nlambda_od = [-1]\n', r"s.toml: block 2: --lambda-od: must be"),
-        (head + '[[blocks]]\nobjective = "beta-vae"\nseed = [1]\n', r"s.toml: block 2: seed: also set in \[grid\]"),
-        (head + '[[blocks]]\nobjective = "beta-vae"\nbeta = [1]\nlr = 0.001\n',
+        (head + '[[blocks]]\nmethod = "dip-vae-i"\nlambda_od = [-1]\n', r"s.toml: block 2: --lambda-od: must be"),
+        (head + '[[blocks]]\nmethod = "beta-vae"\nseed = [1]\n', r"s.toml: block 2: seed: also set in \[grid\]"),
+        (head + '[[blocks]]\nmethod = "beta-vae"\nbeta = [1]\nlr = 0.001\n',
          r"s.toml: block 1 and block 2 both give the run name 'beta-vae_b1_s0' \(they differ in lr\)"),
-        (head + '[[blocks]]\nobjective = "wobble"\n', r"s.toml: block 2: .*unknown method 'wobble'"),
+        (head + '[[blocks]]\nmethod = "wobble"\n', r"s.toml: block 2: .*unknown method 'wobble'"),
         # a shared hyper-parameter reaches every block: each block's method must read it
-        ('[fixed]\ngamma = 10.0\n[grid]\nseed = [0]\n[[blocks]]\nobjective = "factor-vae"\n'
-         '[[blocks]]\nobjective = "beta-vae"\nbeta = [1]\n',
+        ('[fixed]\ngamma = 10.0\n[grid]\nseed = [0]\n[[blocks]]\nmethod = "factor-vae"\n'
+         '[[blocks]]\nmethod = "beta-vae"\nbeta = [1]\n',
          r"s.toml: \[fixed\] gamma \(shared by block 2\): not a hyper-parameter of method beta-vae "
          r"\(it uses beta\); set it in the blocks whose methods use it"),
-        ('[fixed]\nobjective = "factor-vae"\n[grid]\nbeta = [1, 4]\n',
+        ('[fixed]\nmethod = "factor-vae"\n[grid]\nbeta = [1, 4]\n',
          r"s.toml: \[grid\] beta: not a hyper-parameter of method factor-vae \(it uses gamma\)$"),
     ]
     for text, message in cases:
@@ -508,7 +508,7 @@ def test_block_errors_name_the_file_the_block_and_the_key(tmp_path):
 
 def test_the_run_bound_counts_every_block():
     seeds = list(range(60_000))
-    two = sw.Study(grid={"seed": seeds}, blocks=[{"objective": "beta-vae"}, {"objective": "beta-tcvae"}])
+    two = sw.Study(grid={"seed": seeds}, blocks=[{"method": "beta-vae"}, {"method": "beta-tcvae"}])
     assert 60_000 <= sw.MAX_RUNS < 120_000   # each block alone is within the bound, both are not
     with pytest.raises(UserError, match="the 2 blocks have 120,000 points; a study has at most 100,000 runs"):
         sw.expand(two)
@@ -520,7 +520,7 @@ def test_study_json_and_the_report_record_the_blocks(tmp_path):
     from disentangle.study_report import _report_markdown
     from disentangle.sweep.runner import _record_study
     study = sw.Study(grid={"seed": [0]}, fixed={"steps": 50},
-                     blocks=[{"objective": "beta-vae", "beta": [1, 4]}, {"objective": "factor-vae", "gamma": 10}])
+                     blocks=[{"method": "beta-vae", "beta": [1, 4]}, {"method": "factor-vae", "gamma": 10}])
     _record_study(tmp_path, study, sw.expand(study), {"executor": "local"})
     record = json.loads((tmp_path / sw.STUDY_FILE).read_text())
     assert record["blocks"] == study.blocks and record["swept"] == ["beta"]

@@ -97,7 +97,7 @@ def test_run_directory_contract(finished_run):
 
 
 def test_beta_b_logs_the_capacity_schedule(tmp_path, tiny_data_path):
-    config = small(tiny_data_path, objective="beta-b", gamma=100.0, capacity_max=10.0, capacity_steps=10,
+    config = small(tiny_data_path, method="beta-b", gamma=100.0, capacity_max=10.0, capacity_steps=10,
                    steps=15, log_every=5, checkpoint_every=15)
     log = read_log(train(config, tmp_path / "bb"))
     # logged C is the value used at the last step of the interval (0-based step 4, 9, 14)
@@ -140,8 +140,8 @@ def test_bf16_mixed_precision_is_deterministic_and_tracks_float32(tmp_path, tiny
 @pytest.mark.parametrize("method", [
     {},
     # FactorVAE on dlib's network: the discriminator, its Adam and the shuffle generator resume too
-    {"objective": "factor-vae", "gamma": 10.0, "architecture": "dlib"},
-    {"objective": "beta-tcvae", "beta": 6.0},
+    {"method": "factor-vae", "gamma": 10.0, "architecture": "dlib"},
+    {"method": "beta-tcvae", "beta": 6.0},
 ], ids=["beta-h", "factor-vae-dlib", "beta-tcvae"])
 def test_sigkill_mid_run_then_rerun_gives_bit_identical_weights(tmp_path, tiny_data_path, method):
     steps = 30 if method else 60   # the new methods: fewer steps, still killed after a checkpoint
@@ -180,7 +180,7 @@ def test_sigkill_mid_run_then_rerun_gives_bit_identical_weights(tmp_path, tiny_d
     assert [r["step"] for r in log] == [r["step"] for r in ref_log]
     assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
     assert list(log[0]) == list(ref_log[0])
-    if method.get("objective") == "factor-vae":
+    if method.get("method") == "factor-vae":
         ref_state = torch.load(reference / "checkpoint.pt", weights_only=True)
         state = torch.load(out / "checkpoint.pt", weights_only=True)
         assert same_weights(ref_state["discriminator"], state["discriminator"])
@@ -202,7 +202,7 @@ def test_sigkill_mid_run_then_rerun_gives_bit_identical_weights(tmp_path, tiny_d
     ("dip-vae-ii", {"lambda_od": 2.0}, ["dip_off_diagonal", "dip_diagonal"]),
 ])
 def test_every_method_trains_logs_its_terms_and_is_deterministic(tmp_path, tiny_data_path, method, hyper, extra):
-    config = small(tiny_data_path, **{"beta": 1.0, **hyper}, objective=method, steps=4, log_every=1,
+    config = small(tiny_data_path, **{"beta": 1.0, **hyper}, method=method, steps=4, log_every=1,
                    checkpoint_every=4, architecture="dlib", latent_dim=4)
     run = train(config, tmp_path / method)
     log = read_log(run)
@@ -325,7 +325,7 @@ def test_foreign_checkpoint_is_refused(tmp_path, finished_run, tiny_data_path):
 
 def test_bad_options_are_one_line_user_errors(tmp_path, tiny_data_path):
     for kw, pattern in (({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"),
-                        ({"objective": "beta-z"}, "--method: unknown method .beta-z. \\(choose from beta-vae, annealed-vae"),
+                        ({"method": "beta-z"}, "--method: unknown method .beta-z. \\(choose from beta-vae, annealed-vae"),
                         ({"data": str(tmp_path / "missing.h5")}, "missing.h5: no such dataset file")):
         with pytest.raises(UserError, match=pattern) as info:
             train(small(tiny_data_path, **kw), tmp_path / "bad")
@@ -467,7 +467,7 @@ def test_host_synchronisation_only_at_log_and_checkpoint_points(tmp_path, tiny_d
     try:
         for method, hyper in (("beta-vae", {}), ("factor-vae", {"gamma": 10.0}), ("beta-tcvae", {"beta": 6.0})):
             events.clear()
-            config = small(tiny_data_path, objective=method, steps=12, log_every=4, checkpoint_every=6, **hyper)
+            config = small(tiny_data_path, method=method, steps=12, log_every=4, checkpoint_every=6, **hyper)
             with Count():
                 train(config, tmp_path / method)
             segments, current = [], None

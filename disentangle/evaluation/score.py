@@ -9,7 +9,7 @@ total correlation) when the file has ``logvar``. ``info`` needs the decoder and 
 images, and is refused.
 
 DIR becomes a run directory like a trained one, minus the model (:class:`RunDir` owns
-it): config.json holds a configuration record built from ``--label`` (the ``objective``
+it): config.json holds a configuration record built from ``--label`` (the ``method``
 column: the method's name) and ``--setting key=value`` (any other identity field of
 :class:`disentangle.config.TrainConfig`, e.g. beta=4, seed=2), the dataset's provenance
 and the codes file's; scores.json gets exactly the entries ``evaluate`` writes (one
@@ -135,14 +135,14 @@ def parse_settings(texts: Iterable[str], label: str | None) -> dict:
     """``--label`` and ``--setting key=value`` -> the configuration record's fields, typed
     as :class:`TrainConfig` types them; UserError naming a bad one."""
     from disentangle.config import column_dtype, identity_keys
-    known = [k for k in identity_keys() if k != "objective"]
+    known = [k for k in identity_keys() if k != "method"]
     out: dict = {}
     for text in texts:
         key, sep, raw = text.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UserError(f"--setting {text!r}: expected KEY=VALUE, e.g. beta=4")
-        if key == "objective":
+        if key in ("method", "objective"):
             raise UserError(f"--setting {text!r}: the method is --label")
         if key not in known:
             raise UserError(f"--setting {text!r}: unknown setting (known: {', '.join(known)})")
@@ -209,7 +209,7 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     sha = file_sha256(codes_path)
     record = {"kind": "codes", "path": str(codes_path.resolve()), "sha256": sha,
               "shape": list(mean.shape), "has_logvar": has_logvar}
-    config = {"objective": str(label) if label is not None else codes_path.stem,
+    config = {"method": str(label) if label is not None else codes_path.stem,
               "latent_dim": int(mean.shape[1]), **fields}
     if run.has_config():
         previous = run.saved().get("codes") or {}

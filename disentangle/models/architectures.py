@@ -285,7 +285,7 @@ ARCHITECTURES = tuple(NETWORKS)
 
 
 # --------------------------------------------------------------------------- the VAE
-class BetaVAE(nn.Module):
+class VAE(nn.Module):
     """Encoder + decoder of one architecture. ``encode(x) -> (mean, logvar)`` for float32
     x of shape (n, 1, 64, 64) in {0, 1}; ``decode(z) -> logits`` of shape (n, 1, 64, 64)."""
 
@@ -314,7 +314,7 @@ class BetaVAE(nn.Module):
         discretised one a ScaledLikelihood holding this model's log-scale parameter."""
         return ScaledLikelihood(self.likelihood, self.log_scale) if has_scale(self.likelihood) else self.likelihood
 
-    def set_execution(self, mixed: torch.dtype | None = None, channels_last: bool = False) -> "BetaVAE":
+    def set_execution(self, mixed: torch.dtype | None = None, channels_last: bool = False) -> "VAE":
         """Run convolutions and hidden layers in ``mixed`` precision (e.g. torch.bfloat16;
         the posterior heads, the first decoder layer and the output layer stay float32), and
         keep conv activations and weights channels_last (faster oneDNN kernels on CPU)."""
@@ -352,14 +352,14 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build_model(latent_dim: int, likelihood: str, seed: int, architecture: str = "burgess") -> BetaVAE:
+def build_model(latent_dim: int, likelihood: str, seed: int, architecture: str = "burgess") -> VAE:
     """A freshly initialised model whose weights depend only on (architecture, latent_dim,
     seed); made on the CPU, so a run starts from the same weights on every device. Drawn
     from a forked RNG so global random state is untouched. (burgess: PyTorch's default
     layer initialisation; dlib and fc: TF1's, see :func:`glorot_init_`.)"""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return BetaVAE(latent_dim, likelihood, architecture)
+        return VAE(latent_dim, likelihood, architecture)
 
 
 def build_discriminator(latent_dim: int, seed: int) -> FcDiscriminator:

@@ -40,7 +40,7 @@ mid-bin density fallback are approximations this module does not need):
   directly; the edge bins drop the log1mexp and one softplus.
 
 The scale. σ (or s) is one learned log-scale per image channel, a parameter of the model
-(:attr:`BetaVAE.log_scale <disentangle.models.architectures.BetaVAE>`, carried by the
+(:attr:`VAE.log_scale <disentangle.models.architectures.VAE>`, carried by the
 state dict): the shared learned variance of the "calibrated decoder" σ-VAE (Rybkin,
 Daniilidis & Levine 2021, "Simple and effective VAE training with calibrated decoders",
 ICML; orybkin/sigma-vae-pytorch), which bounds it from below by a soft clip,

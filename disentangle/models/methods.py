@@ -21,13 +21,14 @@ averaged over the batch; z drawn once per image (z = mean + exp(logvar/2)·ε).
   ``lambda_d_factor``; C = Cov_batch[mean] (i), E_batch[diag exp(logvar)] + Cov_batch[mean]
   (ii); covariances with the 1/n (biased) normalisation, as dlib's.
 
-The old names "beta-h" and "beta-b" are beta-vae and annealed-vae (same computation, in
-the same floating-point order as before, so old runs reproduce bit for bit).
+Each method's entry in :mod:`disentangle.methods` (the registry) names its function here
+(and, for factor-vae, :class:`FactorVAEDiscriminator`, its extra trained state); the old
+names "beta-h" and "beta-b" select beta-vae and annealed-vae there.
 
 Every function takes the batch tensors (x, logits, mean, logvar, z), the 0-based step,
 the likelihood and its hyper-parameters, and returns a dict of loss terms: ``loss`` (what
 the VAE's optimizer minimises), ``reconstruction``, ``kl``, ``kl_dims`` (D,), and the
-method's extra terms (:data:`EXTRA_TERMS`), all 0-dim tensors in nats per image.
+method's extra terms (its entry's ``log_terms``), all 0-dim tensors in nats per image.
 """
 from __future__ import annotations
 
@@ -35,21 +36,11 @@ import math
 
 import torch
 
-from disentangle.config import METHOD_HYPERPARAMETERS, METHODS, method_of
+import numpy as np
+
+from disentangle import methods as method_registry
 from disentangle.models.objectives import capacity, kl_per_dim, reconstruction
 
-# Extra train_log.csv columns of each method, in this order.
-EXTRA_TERMS = {
-    "beta-vae": (), "annealed-vae": (),
-    "beta-tcvae": ("tc",),
-    # tc: the discriminator's estimate mean(d0 − d1); discriminator_loss: what its
-    # optimizer minimises, −(½ mean log p0(z) + ½ mean log p1(z̃)), log 2 at chance;
-    # discriminator_accuracy: fraction of z and z̃ it classifies right (argmax of logits)
-    "factor-vae": ("tc", "discriminator_loss", "discriminator_accuracy"),
-    # the unweighted penalties Σ_{i≠j} C_ij² and Σ_i (C_ii − 1)²
-    "dip-vae-i": ("dip_off_diagonal", "dip_diagonal"),
-    "dip-vae-ii": ("dip_off_diagonal", "dip_diagonal"),
-}
 DIP_LAMBDA_D_FACTOR = {"dip-vae-i": 10.0, "dip-vae-ii": 1.0}
 
 # FactorVAE's discriminator optimizer, as dlib's study configures it
@@ -148,21 +139,59 @@ def dip_vae(x, logits, mean, logvar, z, step, *, likelihood, lambda_od, dip_type
             "kl_dims": kl_dims, "dip_off_diagonal": off, "dip_diagonal": diag}
 
 
-def method_terms(objective: str, x, logits, mean, logvar, z, step: int, *, likelihood: str,
-                 hyper: dict, discriminator=None, z_shuffled=None) -> dict:
-    """The loss terms of method ``objective`` (an alias allowed) with hyper-parameters
-    ``hyper`` (a dict holding at least the method's METHOD_HYPERPARAMETERS)."""
-    method = method_of(objective)
-    h = {k: hyper[k] for k in METHOD_HYPERPARAMETERS[method]}
-    args = (x, logits, mean, logvar, z, step)
-    if method == "beta-vae":
-        return beta_vae(*args, likelihood=likelihood, **h)
-    if method == "annealed-vae":
-        return annealed_vae(*args, likelihood=likelihood, **h)
-    if method == "beta-tcvae":
-        return beta_tcvae(*args, likelihood=likelihood, **h)
-    if method == "factor-vae":
-        return factor_vae(*args, likelihood=likelihood, discriminator=discriminator, z_shuffled=z_shuffled, **h)
-    if method in ("dip-vae-i", "dip-vae-ii"):
-        return dip_vae(*args, likelihood=likelihood, dip_type=method.rsplit("-", 1)[1], **h)
-    raise ValueError(f"unknown method {objective!r} (choose from {', '.join(METHODS)})")
+class FactorVAEDiscriminator:
+    """FactorVAE's extra trained state: the discriminator, its own Adam
+    (:data:`DISCRIMINATOR_ADAM`) and a CPU generator for the per-dimension shuffles, all
+    three checkpointed. The training loop asks it for the loss's extra inputs
+    (:meth:`loss_inputs`) and lets it run the backward passes (:meth:`backward`)."""
+
+    def __init__(self, config, device):
+        from disentangle.models.architectures import build_discriminator
+        # seeds of their own (spawned, so the VAE's three seeds stay what they were)
+        d_seed, s_seed = np.random.SeedSequence(config.seed).spawn(1)[0].generate_state(2)
+        self.discriminator = build_discriminator(config.latent_dim, int(d_seed)).to(device)
+        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), **DISCRIMINATOR_ADAM)
+        self.shuffle_generator = torch.Generator(device="cpu")
+        self.shuffle_generator.manual_seed(int(s_seed))
+
+    def loss_inputs(self, z) -> dict:
+        return {"discriminator": self.discriminator, "z_shuffled": shuffle_codes(z, self.shuffle_generator)}
+
+    def backward(self, model, terms) -> None:
+        """dlib: two minimize ops on one forward pass, each on its own var_list: the VAE
+        loss moves only encoder/decoder weights (its gradient flows through the
+        discriminator into z, not into the discriminator's weights), the discriminator
+        loss only the discriminator's; both at the same parameters. The caller zeroed
+        the VAE's gradients and steps its optimizer afterwards."""
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward(inputs=list(model.parameters()), retain_graph=True)
+        terms["discriminator_loss"].backward(inputs=list(self.discriminator.parameters()))
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        """Checkpoint entries (the keys checkpoints have always used)."""
+        return {"discriminator": self.discriminator.state_dict(),
+                "discriminator_optimizer": self.optimizer.state_dict(),
+                "rng_shuffle": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer.load_state_dict(state["discriminator_optimizer"])
+        self.shuffle_generator.set_state(state["rng_shuffle"])
+
+    def model_record(self) -> dict:
+        """config.json["model"] entries."""
+        from disentangle.models.architectures import parameter_count
+        return {"discriminator_parameters": parameter_count(self.discriminator)}
+
+
+def method_terms(method: str, x, logits, mean, logvar, z, step: int, *, likelihood: str,
+                 hyper: dict, **inputs) -> dict:
+    """The loss terms of ``method`` (an alias allowed) with hyper-parameters ``hyper`` (a
+    dict holding at least the ones its registry entry reads) and the extra ``inputs``
+    of its trained state (factor-vae: discriminator, z_shuffled)."""
+    entry = method_registry.get(method)
+    h = {k: hyper[k] for k in entry.reads}
+    inputs = {k: v for k, v in inputs.items() if v is not None}
+    return entry.loss_function()(x, logits, mean, logvar, z, step, likelihood=likelihood, **h,
+                                 **entry.loss_settings, **inputs)

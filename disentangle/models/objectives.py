@@ -1,4 +1,4 @@
-"""Training objectives of the β-VAE family, in nats per image.
+"""The terms every method's loss shares (:mod:`disentangle.models.methods`), in nats per image.
 
 Reconstruction terms (summed over the 4,096 pixels of an image, averaged over the batch;
 never a per-pixel mean, which would silently rescale β by 1/4096):
@@ -15,12 +15,9 @@ never a per-pixel mean, which would silently rescale β by 1/4096):
 
 Every term is computed in :mod:`disentangle.models.likelihoods`; this module dispatches.
 
-Regularisers (KL(q(z|x) ‖ N(0, I)), analytic, summed over latent dimensions, averaged
-over the batch):
-
-- ``beta-h`` (Higgins et al. 2017): recon + β·KL.
-- ``beta-b`` (Burgess et al. 2018): recon + γ·|KL − C|, with the capacity C raised
-  linearly from 0 to ``capacity_max`` nats over ``capacity_steps`` steps, then held.
+KL(q(z|x) ‖ N(0, I)): analytic, per latent dimension, averaged over the batch. The
+capacity schedule of annealed-vae (Burgess et al. 2018): C raised linearly from 0 to
+``capacity_max`` nats over ``capacity_steps`` steps, then held.
 """
 from __future__ import annotations
 
@@ -44,19 +41,3 @@ def capacity(step: int, capacity_max: float, capacity_steps: int) -> float:
     """C at 0-based training step ``step``: linear from 0 to capacity_max, then constant."""
     return float(capacity_max) * min(1.0, step / float(capacity_steps))
 
-
-def regulariser(kl: torch.Tensor, objective: str, beta: float, gamma: float, cap: float) -> torch.Tensor:
-    if objective == "beta-h":
-        return beta * kl
-    if objective == "beta-b":
-        return gamma * (kl - cap).abs()
-    raise ValueError(f"unknown objective {objective!r}")
-
-
-def vae_loss(logits: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
-             likelihood: str, objective: str, beta: float, gamma: float = 0.0, cap: float = 0.0):
-    """(loss, reconstruction, kl, kl_per_dim) for one batch; all in nats per image."""
-    recon = reconstruction(logits, x, likelihood)
-    kl_dims = kl_per_dim(mean, logvar)
-    kl = kl_dims.sum()
-    return recon + regulariser(kl, objective, beta, gamma, cap), recon, kl, kl_dims

@@ -73,9 +73,11 @@ class RunSpec:
     config: dict[str, Any]          # TrainConfig.to_dict()
 
 
-def parse_values(text: str, option: str, kind: type = float) -> list:
+def parse_values(text: str, parameter: str, kind: type = float) -> list:
     """'1,2,4' -> [1.0, 2.0, 4.0]; with kind=int also ranges: '0-4' -> [0, 1, 2, 3, 4],
-    '0,3-5' -> [0, 3, 4, 5]. Kind str splits on commas only."""
+    '0,3-5' -> [0, 3, 4, 5]. Kind str splits on commas only. Errors are ParameterErrors
+    naming ``parameter`` (a flag given here is read as its parameter)."""
+    parameter = parameter.lstrip("-").replace("-", "_")
     values: list = []
     for part in (p.strip() for p in str(text).split(",")):
         if not part:
@@ -86,8 +88,8 @@ def parse_values(text: str, option: str, kind: type = float) -> list:
                 if hi < lo:
                     raise ValueError
                 if hi - lo + 1 + len(values) > MAX_RUNS:
-                    raise UserError(f"{option} {text}: {hi - lo + 1:,} values; a study has at most "
-                                    f"{MAX_RUNS:,} runs")
+                    raise ParameterError(parameter, f"{hi - lo + 1:,} values; a study has at most "
+                                         f"{MAX_RUNS:,} runs", value=text)
                 values.extend(range(lo, hi + 1))
             elif kind is int:
                 values.append(int(part))
@@ -97,11 +99,12 @@ def parse_values(text: str, option: str, kind: type = float) -> list:
                 values.append(part)
         except ValueError:
             expected = {int: "integers or ranges like 0-4", float: "numbers"}.get(kind, "values")
-            raise UserError(f"{option} {text}: expected comma-separated {expected}, got {part!r}") from None
+            raise ParameterError(parameter, f"expected comma-separated {expected}, got {part!r}",
+                                 value=text) from None
     if not values:
-        raise UserError(f"{option}: no values given")
+        raise ParameterError(parameter, "no values given")
     if len(set(values)) != len(values):
-        raise UserError(f"{option} {text}: a value is repeated")
+        raise ParameterError(parameter, "a value is repeated", value=text)
     return values
 
 
@@ -110,16 +113,16 @@ def load_spec(path: str | os.PathLike) -> Study:
 
         name = "beta_study"               # optional
         [fixed]                           # settings every run shares (TrainConfig fields)
-        objective = "beta-h"
+        method = "beta-vae"
         steps = 20000
         [grid]                            # one run per combination
         beta = [1, 2, 4, 8, 16]
         seed = [0, 1, 2, 3, 4]
         [[blocks]]                        # optional, repeatable: chained, not crossed
-        objective = "beta-vae"            #   a value: a setting of this block
+        method = "beta-vae"               #   a value: a setting of this block
         beta = [1, 2, 4]                  #   a list: an axis of this block (× [grid])
         [[blocks]]
-        objective = "annealed-vae"
+        method = "annealed-vae"
         capacity_max = [5, 25]
         [evaluate]                        # optional
         metrics = ["all"]
@@ -211,7 +214,7 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
     validated run configuration, named by its settings. Order: seed outermost, across
     blocks too (a study that stops early has covered its other axes for the first
     seeds), then the blocks in turn, within one the settings in the configuration's
-    order, the objective innermost (:func:`disentangle.config.grid_axis_order`). Run
+    order, the method innermost (:func:`disentangle.config.grid_axis_order`). Run
     names (:func:`disentangle.config.run_name`) show what each block varies; they must
     be unique across blocks."""
     from disentangle.config import TrainConfig, differing_keys, replicate_keys
@@ -249,12 +252,14 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
             cfg = TrainConfig.from_preset(preset, **{**fixed, **point, "data": data, "device": device,
                                                      "threads": threads})
             cfg.validate()
+        except ParameterError as exc:
+            raise exc.within(where) from None
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
         except TypeError as exc:
             raise UserError(f"{where}: bad run setting ({exc})") from None
         config = cfg.to_dict()
-        _check_hyperparameters(study, index, config["objective"])
+        _check_hyperparameters(study, index, config["method"])
         name = run_name(config, swept)
         if name in seen:
             other, other_label = seen[name]
@@ -309,22 +314,23 @@ def _parts(study: Study) -> list[tuple[str | None, dict[str, list], dict[str, An
     return parts
 
 
-def _check_hyperparameters(study: Study, index: int, objective: str) -> None:
+def _check_hyperparameters(study: Study, index: int, method: str) -> None:
     """A hyper-parameter that a run's method does not read is a spec error (it would
     silently do nothing): in a block, or in [grid] / [fixed], which every block shares
     (set it in the blocks whose methods use it)."""
-    from disentangle.config import METHOD_HYPERPARAMETERS, method_of, method_reads
+    from disentangle import methods as method_registry
+    from disentangle.config import method_reads
     block = study.blocks[index] if study.blocks else {}
     for key in list(block) + list(study.grid) + list(study.fixed):
-        if not method_reads(objective, key):
-            used = METHOD_HYPERPARAMETERS[method_of(objective)]
+        if not method_reads(method, key):
+            used = method_registry.get(method).reads
             if key in block:
                 where = f"block {index + 1}: {key}"
             else:
                 table = "[grid]" if key in study.grid else "[fixed]"
                 where = f"{table} {key}" + (f" (shared by block {index + 1})" if study.blocks else "")
             hint = "; set it in the blocks whose methods use it" if study.blocks and key not in block else ""
-            raise UserError(f"{study.source}: {where}: not a hyper-parameter of method {objective} "
+            raise UserError(f"{study.source}: {where}: not a hyper-parameter of method {method} "
                             f"(it uses {', '.join(used)}){hint}")
 
 

@@ -61,7 +61,7 @@ def distortion(model, data, mean: np.ndarray, logvar: np.ndarray, rng: np.random
         # a private copy, so the caller's model is untouched
         import copy
         model = copy.deepcopy(model)
-        if hasattr(model, "set_execution"):   # BetaVAE: channels_last activations too
+        if hasattr(model, "set_execution"):   # VAE: channels_last activations too
             model.set_execution(mixed=getattr(model, "mixed", None), channels_last=True)
         else:
             model.to(memory_format=torch.channels_last)
