@@ -63,7 +63,7 @@ LOSS_METHODS: dict[str, tuple[str, dict[str, str]]] = {
     "factor": ("factor-vae", {"gamma": "factor_G"}),
 }
 # losses that multiply their regulariser by min(step / reg_anneal, 1) (losses.py, linear_annealing)
-WARMED_UP = ("betaH", "btcvae", "factor")
+WARMED_UP = ("VAE", "betaH", "btcvae", "factor")   # VAE is their BetaHLoss with β = 1
 
 
 def _fail(path: Path, why: str) -> UserError:
