@@ -615,5 +615,29 @@ def evaluate_study_cmd(results, metric, seed, data, device, threads, param_texts
     click.echo(study_table(out))
 
 
+# --------------------------------------------------------------------------- import
+@main.group("import")
+def import_group():
+    """Bring in models trained by other code as run directories (docs/external.md)."""
+
+
+@import_group.command("disvae")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Run directory to write (must not exist or be empty); evaluate, plot and report use it.")
+def import_disvae_cmd(model_dir, out):
+    """Import a YannDubs/disentangling-vae model directory (model.pt + specs.json of its
+    Burgess model) as a finished run of the toolkit's burgess network."""
+    from disentangle.evaluation.external import import_disvae
+    run = import_disvae(model_dir, out)
+    cfg = run.config()
+    training = run.saved()["origin"]["training"]
+    method = cfg.get("method", cfg.get("objective"))
+    click.echo(f"imported {model_dir} ({training['loss']} loss) as {run.path}: {method}, "
+               f"{cfg['latent_dim']} latents, {cfg['steps']:,} steps ({training['epochs']} epochs), lr {cfg['lr']:g}")
+    for note in training["differences"]:
+        click.echo(f"  note: {note}")
+
+
 if __name__ == "__main__":
     main()

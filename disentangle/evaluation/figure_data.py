@@ -129,10 +129,19 @@ def traversals(run_dir: "RunDir | str | os.PathLike", data=None, n_images: int =
     ``steps`` values evenly spaced over [−span, span] (prior standard deviations) while the
     others keep the image's posterior mean; dimensions sorted by KL, most informative
     first (at most ``max_dims``). ``data``: a dataset, its path, or None (the run's)."""
-    import torch
     run, data, model, _ = _open(run_dir, data, device)
-    rng = np.random.default_rng(seed)
     kl = kl_per_dimension(run, model, data, device=device, rng=np.random.default_rng(seed + 1), echo=echo)
+    return traversals_of(model, data, kl, run.path.name, n_images=n_images, steps=steps, span=span, seed=seed,
+                         device=device, max_dims=max_dims)
+
+
+def traversals_of(model, data, kl: KLPerDimension, run_name: str, n_images: int = 3, steps: int = 9,
+                  span: float = TRAVERSAL_SPAN, seed: int = 0, device: str = "cpu",
+                  max_dims: int | None = None) -> Traversals:
+    """:func:`traversals` of any ``model`` with ``encode``/``decode`` (logits), its
+    dimensions ranked by ``kl``."""
+    import torch
+    rng = np.random.default_rng(seed)
     order = np.argsort(-kl.kl, kind="stable")
     if max_dims is not None:
         order = order[:max_dims]
@@ -149,7 +158,7 @@ def traversals(run_dir: "RunDir | str | os.PathLike", data=None, n_images: int =
             for r, d in enumerate(order):
                 z[r * steps:(r + 1) * steps, int(d)] = torch.as_tensor(values, dtype=z.dtype, device=z.device)
             grids.append(_to_images(model, model.decode(z)).reshape(len(order), steps, 64, 64))
-    return Traversals(run_name=run.path.name, data_label=data.source_label, kl=kl, order=order, indices=idx,
+    return Traversals(run_name=run_name, data_label=data.source_label, kl=kl, order=order, indices=idx,
                       values=values, span=float(span), originals=originals, reconstructions=recon,
                       grids=np.stack(grids))
 
@@ -158,9 +167,15 @@ def reconstructions(run_dir: "RunDir | str | os.PathLike", data=None, n_images: 
                     device: str = "cpu") -> Reconstructions:
     """``n_images`` images drawn with ``seed``, their reconstructions from the posterior
     mean and each one's distortion −log p(x|z) (nats)."""
-    import torch
     run, data, model, config = _open(run_dir, data, device)
     likelihood = getattr(model, "likelihood", None) or config.get("likelihood", "bernoulli")
+    return reconstructions_of(model, data, run.path.name, likelihood, n_images=n_images, seed=seed, device=device)
+
+
+def reconstructions_of(model, data, run_name: str, likelihood: str, n_images: int = 10, seed: int = 0,
+                       device: str = "cpu") -> Reconstructions:
+    """:func:`reconstructions` of any ``model`` with ``encode``/``decode`` (logits)."""
+    import torch
     idx = np.sort(np.random.default_rng(seed).choice(data.num_images, size=n_images, replace=False))
     originals = data.images(idx).astype(np.float32)
     with torch.no_grad():
@@ -170,5 +185,5 @@ def reconstructions(run_dir: "RunDir | str | os.PathLike", data=None, n_images: 
         recon = _to_images(model, logits)
         nll = reconstruction_nll(logits.float(), x, likelihood,
                                  getattr(model, "log_scale", None)).double().cpu().numpy()
-    return Reconstructions(run_name=run.path.name, data_label=data.source_label, indices=idx,
+    return Reconstructions(run_name=run_name, data_label=data.source_label, indices=idx,
                            originals=originals, reconstructions=recon, distortion=nll, likelihood=likelihood)
