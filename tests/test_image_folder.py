@@ -131,6 +131,8 @@ def test_zip_equals_folder_and_open_by_name(folder, tmp_path, monkeypatch):
         open_dataset("other")
     with pytest.raises(ParameterError, match="unknown dataset"):
         open_dataset("never-imported")
+    with pytest.raises(ParameterError, match="kind of imported image sets"):
+        open_dataset("image-folder")
 
 
 @pytest.mark.parametrize("case", ["empty", "only-text", "corrupt", "bad-name", "builtin-name", "bad-crop",

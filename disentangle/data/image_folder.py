@@ -362,6 +362,9 @@ class ImageFolder(ImageFile):
     @classmethod
     def open_named(cls, name: str, path=None, verify: bool = False) -> "ImageFolder":
         """Dataset ``name`` from ``path`` or ``<data dir>/<name>.h5``; the file must hold that name."""
+        if name == KIND:
+            raise ParameterError("dataset", "is the kind of imported image sets; give the name you imported one "
+                                            "under (`disentangle data import-folder PATH --name NAME`)", name)
         path = Path(path) if path else (imported_path(name) or data_dir() / f"{name}.h5")
         if not path.is_file():
             raise DatasetError(f"{path}: no image set {name!r} (run `disentangle data import-folder PATH --name {name}`)")
