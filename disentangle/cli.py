@@ -57,7 +57,7 @@ def main():
 @main.group(cls=_Group)
 def data():
     """Get datasets: dSprites (official or a faithful offline rendering), its colour, noisy and
-    Scream variants, Shapes3D, MPI3D, smallNORB, Cars3D."""
+    Scream variants, Shapes3D, MPI3D, smallNORB, Cars3D, CelebA; import any folder of images."""
 
 
 @data.command("render")
@@ -115,11 +115,17 @@ def _parse_keep(items) -> dict[str, list[int]]:
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Dataset file to write (default: data/<name>.h5, data/dsprites.h5 for dsprites).")
 @click.option("--keep-npz", is_flag=True, help="dsprites: keep the downloaded npz beside the output.")
-def data_fetch(name, url, md5, sha256, file, out, keep_npz):
+@click.option("--any-count", is_flag=True,
+              help="celeba: convert a copy with another number of images than the official 202,599 "
+                   "(recorded as not verified).")
+def data_fetch(name, url, md5, sha256, file, out, keep_npz, any_count):
     """Download dataset NAME (default dsprites), verify it, convert it once to HDF5.
 
     NAME: dsprites, color-dsprites, noisy-dsprites, scream-dsprites (fetches the Scream
-    JPEG), shapes3d, mpi3d-toy, mpi3d-realistic, mpi3d-real, smallnorb, cars3d."""
+    JPEG), shapes3d, mpi3d-toy, mpi3d-realistic, mpi3d-real, smallnorb, cars3d, celeba
+    (--file img_align_celeba.zip or its folder, or --url: the official host needs a browser)."""
+    if any_count and name != "celeba":
+        raise click.UsageError("--any-count applies to celeba only")
     state = {}
 
     def dl_progress(got, total):
@@ -155,13 +161,48 @@ def data_fetch(name, url, md5, sha256, file, out, keep_npz):
         bar["bar"].update(n)
 
     try:
+        options = {"expected_count": None} if any_count else {}
         path = fetch_dataset(name, out=out, url=url, md5=md5, sha256=sha256, file=file,
-                             download_progress=dl_progress, convert_progress=conv_progress)
+                             download_progress=dl_progress, convert_progress=conv_progress, **options)
     finally:
         for b in (state.get("bar"), bar.get("bar")):
             if b is not None:
                 b.close()
     click.echo(f"wrote {path} ({name})")
+
+
+@data.command("import-folder")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--name", required=True,
+              help="The dataset's name (lowercase letters, digits, '-', '_'): written to data/<name>.h5 "
+                   "and opened by that name afterwards.")
+@click.option("--crop", default="center", show_default=True,
+              help="center: the largest centred square; center:N: a centred N x N square; none: the whole "
+                   "frame (the aspect ratio changes). Then resized to 64x64 (Lanczos).")
+@click.option("--grey/--rgb", "grey", default=False, help="Grey (Pillow L, 1 channel) or RGB (3, default).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file to write (default: data/<name>.h5, or $DISENTANGLE_DATA_DIR/<name>.h5).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset file.")
+def data_import_folder(path, name, crop, grey, out, overwrite):
+    """Convert a folder (or a zip) of images into dataset NAME, once: images in the sorted
+    order of their relative paths, cropped and resized to 64x64, no ground-truth factors.
+    Files without an image suffix are skipped and counted; an unreadable image is refused."""
+    from disentangle.data.image_folder import import_folder
+    bar = {}
+
+    def conv_progress(n):
+        if "bar" not in bar:
+            bar["bar"] = _progress_bar(None, "convert")
+        bar["bar"].update(n)
+
+    try:
+        written, source = import_folder(path, name, out=out, crop=crop, channels=1 if grey else 3,
+                                        overwrite=overwrite, progress=conv_progress)
+    finally:
+        if "bar" in bar:
+            bar["bar"].close()
+    skipped = f", {source.ignored} other files skipped" if source.ignored else ""
+    click.echo(f"wrote {written} ({len(source.names)} images from {path}{skipped}); dataset name: {name}")
 
 
 @data.command("info")
@@ -174,7 +215,8 @@ def data_info(target):
 
     from disentangle.data.datasets import REGISTRY, open_dataset, open_file
     from disentangle.data.dsprites import dataset_info, resolve_data_path
-    if target in REGISTRY and not Path(target).exists():
+    from disentangle.data.image_folder import imported_path
+    if (target in REGISTRY or imported_path(target or "") is not None) and not Path(target).exists():
         ds = open_dataset(target)
     else:
         path = resolve_data_path(target)

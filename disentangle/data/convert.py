@@ -19,13 +19,20 @@ def default_output(name: str) -> Path:
 
 def fetch_dataset(name: str, out=None, url: str | None = None, md5: str | None = None,
                   sha256: str | None = None, file=None, keep_source: bool = True,
-                  download_progress=None, convert_progress=None) -> Path:
+                  download_progress=None, convert_progress=None, **options) -> Path:
     """Obtain, verify and convert dataset ``name``; return the written file.
 
     ``url``: the source's URL (for a dataset of several files, the folder URL they sit in);
     ``file``: a source file the user has (or the folder holding a multi-file source);
-    ``md5``/``sha256``: override the pinned checksum of a single-file source."""
+    ``md5``/``sha256``: override the pinned checksum of a single-file source. A dataset
+    class with its own ``fetch`` (CelebA: a zip or a folder, no pinned checksum) does the
+    whole job; ``options`` go to it (e.g. CelebA's ``expected_count``)."""
     cls = dataset_class(name)
+    if hasattr(cls, "fetch"):
+        return cls.fetch(out=out, url=url, md5=md5, sha256=sha256, file=file, keep_source=keep_source,
+                         download_progress=download_progress, convert_progress=convert_progress, **options)
+    if options:
+        raise DatasetError(f"{name}: no options {', '.join(options)}")
     sources: tuple[SourceFile, ...] = getattr(cls, "sources", ())
     if not sources:
         raise DatasetError(f"{name}: built from the dSprites file; fetch dsprites (or render it) instead")

@@ -26,8 +26,10 @@ The toolkit's file for 8-bit sets (:class:`ImageFile`, format ``disentangle-imag
     /images          (N, 64, 64, C) uint8, chunks of one image, no filter
     /factor_classes  (N, K + M) int64  scored classes then discrete nuisance classes
     /factor_values   (N, K) float64
-    attrs: format, dataset, ground_truth (JSON), source, source_files (JSON: name, bytes,
-           sha256, and md5 where verified), verified (JSON: what was checked against what),
+    /source_names    (N,) strings: the source file of each image (sets without factors)
+    attrs: format, dataset, ground_truth (JSON; null for a set without factors, which then
+           has no /factor_* datasets), source, source_files (JSON: name, bytes, sha256, and
+           md5 where verified), verified (JSON: what was checked against what),
            content_sha256 (of /images in index order), converter
 
 Random reads: one image per chunk, read with ``read_direct_chunk`` (the raw chunk is the
@@ -66,6 +68,9 @@ REGISTRY: dict[str, str] = {
     "mpi3d-real": "disentangle.data.mpi3d:MPI3DReal",
     "smallnorb": "disentangle.data.smallnorb:SmallNORB",
     "cars3d": "disentangle.data.cars3d:Cars3D",
+    "celeba": "disentangle.data.celeba:CelebA",
+    # any folder or zip of images, imported under a name the user gives (the name is in the file)
+    "image-folder": "disentangle.data.image_folder:ImageFolder",
 }
 
 
@@ -73,9 +78,20 @@ class DatasetError(UserError):
     """A dataset problem the user can fix; one line naming the file."""
 
 
+def data_dir() -> Path:
+    """Where datasets live: $DISENTANGLE_DATA_DIR, else data/."""
+    return Path(os.environ.get(DATA_DIR_ENV_VAR) or DEFAULT_DATA_DIR)
+
+
 def dataset_class(name: str) -> type["Dataset"]:
+    """The class of dataset ``name``: a registry entry, or the image-folder class for a
+    name the user gave an imported image set (`disentangle data import-folder`)."""
     if name not in REGISTRY:
-        raise ParameterError("dataset", f"unknown dataset; known: {', '.join(REGISTRY)}", name)
+        from disentangle.data.image_folder import ImageFolder, imported_path
+        if imported_path(name) is not None:
+            return ImageFolder
+        raise ParameterError("dataset", f"unknown dataset; known: {', '.join(REGISTRY)} "
+                                        f"(or a name given to `data import-folder`)", name)
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -83,6 +99,8 @@ def dataset_class(name: str) -> type["Dataset"]:
 def open_dataset(name: str, path: str | os.PathLike | None = None, **options) -> "Dataset":
     """Open dataset ``name`` from ``path`` or, without one, by its path rule."""
     cls = dataset_class(name)
+    if getattr(cls, "named_by_file", False):
+        return cls.open_named(name, path, **options)
     return cls.open(cls.resolve_path(path), **options)
 
 
@@ -123,8 +141,7 @@ class Dataset:
         """Explicit path, else $DISENTANGLE_DATA_DIR/<file>, else data/<file>."""
         if explicit:
             return Path(explicit)
-        folder = Path(os.environ.get(DATA_DIR_ENV_VAR) or DEFAULT_DATA_DIR)
-        path = folder / cls.default_file
+        path = data_dir() / cls.default_file
         if not path.is_file():
             raise DatasetError(f"{path}: no {cls.name} dataset file (run `disentangle data fetch {cls.name}` "
                                f"or pass its path)")
@@ -199,6 +216,8 @@ class Dataset:
             if gt.nuisance:
                 info["nuisance"] = ", ".join(n.name + (f"={n.size}" if n.size else f" ({n.distribution})")
                                              for n in gt.nuisance)
+        else:
+            info["factors"] = "none (no ground truth: factor metrics do not apply)"
         info.update({k: v for k, v in self.provenance.items() if k not in ("path", "num_images", "factor_sizes")})
         return info
 
@@ -262,7 +281,8 @@ class ImageFile(Dataset):
     """A toolkit ``disentangle-images-1`` file: uint8 images streamed from disk by index.
 
     Subclasses set ``name``, ``channels``, ``default_file`` and a ``convert`` function; the
-    reading is shared."""
+    reading is shared. A file without ground-truth factors (``ground_truth`` null: CelebA,
+    image folders) has ``ground_truth`` None and its image count from /images."""
 
     pixel_levels = 256
 
@@ -277,23 +297,29 @@ class ImageFile(Dataset):
             if attrs.get("format") != IMAGES_FORMAT or attrs.get("dataset") != self.name:
                 raise DatasetError(f"{self.path}: not a {self.name} dataset file (format "
                                    f"{attrs.get('format')!r}, dataset {attrs.get('dataset')!r})")
-            self.ground_truth = GroundTruth.from_json(json.loads(attrs["ground_truth"]))
+            gt_json = json.loads(attrs["ground_truth"])
+            self.ground_truth = GroundTruth.from_json(gt_json) if gt_json is not None else None
             self._images = self._file["images"]
             shape = self._images.shape
+            self._configure(attrs)
         except DatasetError:
             self.close()
             raise
         except (OSError, KeyError, ValueError) as exc:
             self.close()
             raise DatasetError(f"{self.path}: unreadable dataset file ({exc})") from None
-        expected = (self.ground_truth.num_images, IMAGE_SIZE, IMAGE_SIZE, self.channels)
-        if shape != expected or self._images.dtype != np.uint8:
+        count = self.ground_truth.num_images if self.ground_truth is not None else shape[0]
+        expected = (count, IMAGE_SIZE, IMAGE_SIZE, self.channels)
+        if shape != expected or self._images.dtype != np.uint8 or count == 0:
             self.close()
             raise DatasetError(f"{self.path}: images has shape {shape} {self._images.dtype}, expected {expected} uint8")
         self.attrs = attrs
         self._raw = self._images.chunks == (1,) + expected[1:] and not self._images.compression
         if verify:
             self.verify()
+
+    def _configure(self, attrs: dict) -> None:
+        """Hook for classes whose name or channel count is read from the file (image folders)."""
 
     def close(self) -> None:
         f = getattr(self, "_file", None)
@@ -306,7 +332,7 @@ class ImageFile(Dataset):
 
     @property
     def num_images(self) -> int:
-        return self.ground_truth.num_images
+        return int(self._images.shape[0])
 
     def read_uint8(self, indices) -> np.ndarray:
         """(n, 64, 64, C) uint8 in the order given; indices are read in ascending order."""
@@ -334,6 +360,13 @@ class ImageFile(Dataset):
         x = torch.from_numpy(self.read_uint8(indices)).to(device)
         return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
+    @property
+    def source_names(self) -> list[str] | None:
+        """The source file of each image in index order (sets converted from image files), else None."""
+        if "source_names" not in self._file:
+            return None
+        return [s.decode() if isinstance(s, bytes) else str(s) for s in self._file["source_names"][...]]
+
     def verify(self) -> None:
         """Hash /images in index order against content_sha256 (reads the whole file)."""
         sha = hashlib.sha256()
@@ -351,22 +384,30 @@ class ImageFile(Dataset):
                 "source_files": json.loads(self.attrs.get("source_files", "[]")),
                 "verified": json.loads(self.attrs.get("verified", "{}")),
                 "num_images": self.num_images,
-                "factor_sizes": list(self.ground_truth.factor_sizes)}
+                "factor_sizes": list(self.ground_truth.factor_sizes) if self.ground_truth is not None else None,
+                **({"preprocessing": json.loads(self.attrs["preprocessing"])} if "preprocessing" in self.attrs else {})}
 
 
-def write_image_file(out, name: str, ground_truth: GroundTruth, channels: int,
+def write_image_file(out, name: str, ground_truth: GroundTruth | None, channels: int,
                      chunks: Iterable[np.ndarray], attrs: dict,
-                     progress: Callable[[int], None] | None = None) -> Path:
+                     progress: Callable[[int], None] | None = None, *, num_images: int | None = None,
+                     source_names: list[str] | None = None,
+                     late_attrs: Callable[[], dict] | None = None) -> Path:
     """Write a ``disentangle-images-1`` file atomically, streaming: ``chunks`` yields
     (n, 64, 64, C) uint8 arrays in index order. Written straight to a temporary file (an
-    MPI3D file is 12.7 GB: no in-memory build); free space is checked first."""
+    MPI3D file is 12.7 GB: no in-memory build); free space is checked first.
+
+    Without factors (``ground_truth`` None) give ``num_images``; ``source_names`` (one per
+    image) is stored as /source_names; ``late_attrs()`` is called once all images are
+    written (for records computed while streaming, e.g. a digest of the source files)."""
     import h5py
     out = Path(out)
-    n = ground_truth.num_images
+    if ground_truth is None and not num_images:
+        raise ValueError("write_image_file: a dataset without ground truth needs num_images > 0")
+    n = ground_truth.num_images if ground_truth is not None else int(num_images)
+    if source_names is not None and len(source_names) != n:
+        raise ValueError(f"write_image_file: {len(source_names)} source names for {n} images")
     check_writable(out, need_bytes=int(n * IMAGE_SIZE * IMAGE_SIZE * channels * 1.02) + (1 << 20))
-    classes = ground_truth.all_classes()
-    idx = np.arange(n)
-    nuis = ground_truth.nuisance_classes_of(idx)
     sha = hashlib.sha256()
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -384,9 +425,17 @@ def write_image_file(out, name: str, ground_truth: GroundTruth, channels: int,
                     progress(len(chunk))
             if i != n:
                 raise DatasetError(f"{out}: wrote {i} images, expected {n}")
-            f.create_dataset("factor_classes", data=np.concatenate([classes, nuis], axis=1), compression="gzip")
-            f.create_dataset("factor_values", data=ground_truth.values_of(classes), compression="gzip")
+            if ground_truth is not None:
+                classes = ground_truth.all_classes()
+                nuis = ground_truth.nuisance_classes_of(np.arange(n))
+                f.create_dataset("factor_classes", data=np.concatenate([classes, nuis], axis=1),
+                                 compression="gzip")
+                f.create_dataset("factor_values", data=ground_truth.values_of(classes), compression="gzip")
+            if source_names is not None:
+                f.create_dataset("source_names", data=np.array(source_names, dtype=object),
+                                 dtype=h5py.string_dtype(), compression="gzip")
+            extra = late_attrs() if late_attrs is not None else {}
             f.attrs.update({"format": IMAGES_FORMAT, "dataset": name,
-                            "ground_truth": json.dumps(ground_truth.to_json()),
-                            "content_sha256": sha.hexdigest(), **attrs})
+                            "ground_truth": json.dumps(ground_truth.to_json() if ground_truth is not None else None),
+                            "content_sha256": sha.hexdigest(), **attrs, **extra})
     return out
