@@ -39,9 +39,9 @@ class _Group(click.Group):
 
 
 def _progress_bar(total: int, desc: str, unit: str = "img"):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+    # only on a terminal: a redirected log gets no carriage-return runs
+    from disentangle.progress import bar
+    return bar(total, desc, unit)
 
 
 @click.group(cls=_Group)
