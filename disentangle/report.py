@@ -476,9 +476,156 @@ def caption_for(df, group_by: Sequence[str] | None, header: Sequence[str] = (), 
     return text
 
 
+# --------------------------------------------------------------------------- readable tables (issue 23)
+# What a reader sees: methods, strengths and metrics named as papers name them, from the
+# registries (these accessors are the only places that read them, so a renamed field is a
+# one-line change here).
+def method_name(method) -> str:
+    """A method as papers write it ("beta-vae" -> "β-VAE"; old objective names too)."""
+    from disentangle.config import METHOD_LABELS, method_of
+    if not isinstance(method, str):
+        return _fmt_setting(method)
+    return METHOD_LABELS.get(method, METHOD_LABELS.get(method_of(method), method))
+
+
+def setting_symbol(key: str) -> str:
+    """A hyper-parameter's symbol in plain text, with its unit ("beta" -> "β",
+    "capacity_max" -> "C_max (nats)"), from the configuration's LaTeX names."""
+    from disentangle.config import HYPERPARAMETER_UNITS, latex_names
+    text = latex_names().get(key, key)
+    for tex, plain in ((r"\\beta", "β"), (r"\\gamma", "γ"), (r"\\lambda", "λ"), (r"\\max", "max"),
+                       (r"[${}]", "")):
+        text = re.sub(tex, plain, text)
+    unit = HYPERPARAMETER_UNITS.get(key)
+    return f"{text} ({unit})" if unit else text
+
+
+def score_heading(column: str) -> str:
+    """A score column's heading: the metric registry's label (with its unit), else the key."""
+    from disentangle.evaluation.metrics import METRICS
+    metric, _, key = column.partition(".")
+    spec = METRICS.get(metric)
+    if spec is not None and key in spec.labels:
+        return spec.labels[key]
+    if spec is not None and key:
+        return key.replace("_nats", " (nats)").replace("_", " ")
+    return column
+
+
+def headline_columns(df) -> tuple[list[str], list[str]]:
+    """(one column per disentanglement metric: its registry headline key; the information
+    metrics' headline keys) present in ``df``, in the registry's display order."""
+    from disentangle.evaluation.metrics import METRICS, display_order
+    available = score_columns(df)
+    present = display_order({c.split(".", 1)[0] for c in available if c.split(".", 1)[0] in METRICS})
+    scores, information = [], []
+    for metric in present:
+        spec = METRICS[metric]
+        keys = [f"{metric}.{k}" for k in spec.headline_keys if f"{metric}.{k}" in available]
+        if spec.kind == "information":
+            information += [c for c in keys if c not in information and
+                            c.split(".", 1)[1] not in {x.split(".", 1)[1] for x in information}]
+        elif keys:
+            scores.append(keys[0])
+    return scores, information
+
+
+def _readable(df, header: list[str], rows: list[list[str]], grouped: bool):
+    """Settings as papers write them: the method by its name, its strength as "β = 4" (one
+    column; just the value under the symbol when every row has the same hyper-parameter),
+    the dataset only when there are several, scores headed by the registry's labels."""
+    header, rows = list(header), [list(r) for r in rows]
+
+    def drop(col):
+        if col in header:
+            k = header.index(col)
+            header.pop(k)
+            for r in rows:
+                r.pop(k)
+    if "data_label" in df.columns and df["data_label"].nunique(dropna=False) <= 1:
+        drop("data_label")
+    if "method" in header and "objective" in header:
+        drop("objective")
+    if "strength" in header and "strength_name" in header:
+        i, j = header.index("strength_name"), header.index("strength")
+        names = {r[i] for r in rows}
+        single = len(names) == 1 and next(iter(names))
+        for r in rows:
+            r[j] = r[j] if single or not r[i] else f"{setting_symbol(r[i])} = {r[j]}"
+        header[j] = setting_symbol(single) if single else "strength"
+        drop("strength_name")
+        if single and single in header:
+            drop(single)   # the hyper-parameter's own column repeats the strength
+    if not grouped:
+        for col in ("path", "status"):
+            if col in header and all(r[header.index(col)] in ("", "finished") for r in rows):
+                drop(col)
+    out = []
+    for col in header:
+        if col in ("method", "objective"):
+            out.append("method")
+        elif "." in col:
+            out.append(score_heading(col))
+        elif col in ("run", "n", "strength", "seed", "data_label"):
+            out.append({"data_label": "data"}.get(col, col))
+        else:
+            out.append(setting_symbol(col))
+    for r in rows:
+        for k, col in enumerate(header):
+            if col in ("method", "objective"):
+                r[k] = method_name(r[k])
+    return out, rows
+
+
+def readable_tables(df, group_by: Sequence[str] | None = None, detail: bool = False) -> list[tuple[str, list, list]]:
+    """[(title, header, rows)]: the headline table (one column per metric: its registry
+    headline, headed by its label; mean ± std over seeds, n), the information table
+    (info's headline keys, nats) and, with ``detail``, one table per metric with all its
+    scalar keys. The full wide table is :func:`to_csv`'s."""
+    scores, information = headline_columns(df)
+    what = "mean ± std over seeds (n runs)" if group_by else "one row per run"
+    tables = []
+    if scores:
+        tables.append((f"Headline scores, {what}", *_readable(df, *table_cells(df, group_by, scores), bool(group_by))))
+    if information:
+        tables.append((f"Information (nats), {what}",
+                       *_readable(df, *table_cells(df, group_by, information), bool(group_by))))
+    if detail:
+        from disentangle.evaluation.metrics import METRICS, display_order
+        for metric in display_order({c.split(".", 1)[0] for c in score_columns(df)}):
+            cols = metric_columns(df, [metric])
+            header, rows = _readable(df, *table_cells(df, group_by, cols), bool(group_by))
+            # inside one metric's table its keys need no metric prefix
+            prefix = METRICS[metric].name if metric in METRICS else metric
+            tables.append((f"{prefix}: {METRICS[metric].description if metric in METRICS else 'all scores'}",
+                           header, rows))
+    return tables
+
+
+def readable_markdown(df, group_by: Sequence[str] | None = None, detail: bool = False) -> str:
+    """The Markdown report a reader takes in: :func:`readable_tables` with their titles,
+    the data named once, the warning footnotes, and where the rest is."""
+    tables = readable_tables(df, group_by, detail)
+    labels = sorted(df["data_label"].dropna().unique()) if "data_label" in df.columns else []
+    parts = []
+    for title, header, rows in tables:
+        parts += [f"**{title}**", "", to_markdown(header, rows)]
+    if len(labels) == 1:
+        parts.append(f"Data: {labels[0]}.")
+    notes = flag_footnote(run_flags(df))
+    if notes:
+        parts += ["", *notes]
+    if not detail:
+        parts += ["", "Every score of every metric: `disentangle report --detail` (one table per metric) "
+                      "or `--format csv` (the full table)."]
+    return "\n".join(parts).rstrip() + "\n"
+
+
 def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None = None,
-                metrics: Sequence[str] | None = None) -> str:
-    """The report text in ``fmt`` ('markdown', 'csv' or 'latex')."""
+                metrics: Sequence[str] | None = None, detail: bool = False) -> str:
+    """The report text in ``fmt`` ('markdown', 'csv' or 'latex'). Markdown without
+    ``metrics``: :func:`readable_markdown` (headline and information tables; ``detail``:
+    one table per metric); with ``metrics``: one table of exactly those columns."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     group_by = parse_group_by(group_by)
@@ -487,6 +634,8 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
                         f"(a run directory holds {'config.json'})")
     if fmt == "csv":
         return to_csv(df, group_by, metrics)
+    if fmt == "markdown" and not metrics:
+        return readable_markdown(df, group_by, detail)
     header, rows = table_cells(df, group_by, metrics)
     shown = {h.split(".", 1)[0] for h in header if "." in h}
     notes = flag_footnote({k: v for k, v in run_flags(df).items() if k[1] in shown})
@@ -514,10 +663,11 @@ def latex_setting(column: str, text: str) -> str:
 
 
 def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str | os.PathLike | None = None,
-                 group_by: Sequence[str] | str | None = None, metrics: Sequence[str] | None = None) -> str:
+                 group_by: Sequence[str] | str | None = None, metrics: Sequence[str] | None = None,
+                 detail: bool = False) -> str:
     """collect() the results, format them, write ``out`` atomically if given; return the text."""
     from disentangle.results import collect, write_text_atomic
-    text = make_report(collect(results_dir), fmt, group_by, metrics)
+    text = make_report(collect(results_dir), fmt, group_by, metrics, detail)
     if out is not None:
         write_text_atomic(Path(out), text)
     return text
