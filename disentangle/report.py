@@ -595,10 +595,8 @@ def readable_tables(df, group_by: Sequence[str] | None = None, detail: bool = Fa
         for metric in display_order({c.split(".", 1)[0] for c in score_columns(df)}):
             cols = metric_columns(df, [metric])
             header, rows = _readable(df, *table_cells(df, group_by, cols), bool(group_by))
-            # inside one metric's table its keys need no metric prefix
             prefix = METRICS[metric].name if metric in METRICS else metric
-            tables.append((f"{prefix}: {METRICS[metric].description if metric in METRICS else 'all scores'}",
-                           header, rows))
+            tables.append((f"{prefix}: every score", header, rows))
     return tables
 
 
@@ -671,3 +669,43 @@ def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str
     if out is not None:
         write_text_atomic(Path(out), text)
     return text
+
+
+# --------------------------------------------------------------------------- the study's classic figures' numbers
+# Locatello et al. 2019 (Fig. 3: rank correlation between the metrics over all models of a
+# study, one matrix per dataset): with fewer models a rank correlation is noise.
+MIN_RUNS_CORRELATION = 5      # runs with every score of the matrix, per dataset
+MIN_RUNS_DISTRIBUTION = 2     # runs per method for a violin to show a spread
+
+
+def study_metric_columns(df) -> list[str]:
+    """The columns the study figures compare: each disentanglement metric's headline (one
+    per metric, :func:`headline_columns`) that some run has."""
+    scores, _ = headline_columns(df)
+    return [c for c in scores if df[c].notna().any()]
+
+
+def metric_rank_correlation(df, columns: Sequence[str] | None = None) -> dict[str, "object"]:
+    """{dataset label: Spearman rank correlation matrix (DataFrame, columns × columns)}
+    between the metrics over every run of that dataset with all of ``columns`` (default
+    :func:`study_metric_columns`); a dataset with fewer than :data:`MIN_RUNS_CORRELATION`
+    such runs is left out. The matrix's ``attrs["n"]`` is its number of runs. Faceted on
+    a ``dataset`` column when the table has one, else on ``data_label``."""
+    columns = list(columns or study_metric_columns(df))
+    if len(columns) < 2:
+        raise UserError("metric correlation: fewer than two metrics with scores in these runs")
+    facet = "dataset" if "dataset" in df.columns else "data_label"
+    out = {}
+    labels = df[facet].fillna("unknown") if facet in df.columns else None
+    groups = [("all", df)] if labels is None else [(str(k), g) for k, g in df.groupby(labels, sort=True)]
+    for label, group in groups:
+        complete = group[columns].dropna()
+        if len(complete) < MIN_RUNS_CORRELATION:
+            continue
+        matrix = complete.rank().corr(method="pearson")   # Spearman: Pearson of the ranks
+        matrix.attrs["n"] = len(complete)
+        out[label] = matrix
+    if not out:
+        raise UserError(f"metric correlation: needs at least {MIN_RUNS_CORRELATION} runs with every metric "
+                        f"({', '.join(c.split('.', 1)[0] for c in columns)}) on one dataset")
+    return out
