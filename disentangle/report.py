@@ -492,10 +492,7 @@ def setting_symbol(key: str) -> str:
     """A hyper-parameter's symbol in plain text, with its unit ("beta" -> "β",
     "capacity_max" -> "C_max (nats)"), from the configuration's LaTeX names."""
     from disentangle.config import HYPERPARAMETER_UNITS, latex_names
-    text = latex_names().get(key, key)
-    for tex, plain in ((r"\\beta", "β"), (r"\\gamma", "γ"), (r"\\lambda", "λ"), (r"\\max", "max"),
-                       (r"[${}]", "")):
-        text = re.sub(tex, plain, text)
+    text = _plain(latex_names().get(key, key))
     unit = HYPERPARAMETER_UNITS.get(key)
     return f"{text} ({unit})" if unit else text
 
@@ -507,9 +504,20 @@ def score_heading(column: str) -> str:
     spec = METRICS.get(metric)
     if spec is not None and key in spec.labels:
         return spec.labels[key]
+    unit = " (nats)" if key.endswith("_nats") else ""
+    if spec is not None and key in spec.latex:   # no label: the table header, as plain text
+        return _plain(spec.latex[key]) + unit
     if spec is not None and key:
         return key.replace("_nats", " (nats)").replace("_", " ")
     return column
+
+
+def _plain(tex: str) -> str:
+    # a LaTeX name as plain text: "$\\beta$" -> "β", "$C_{\\max}$" -> "C_max"
+    for pattern, plain in ((r"\\beta", "β"), (r"\\gamma", "γ"), (r"\\lambda", "λ"), (r"\\max", "max"),
+                           (r"\\mathrm", ""), (r"[${}]", "")):
+        tex = re.sub(pattern, plain, tex)
+    return tex
 
 
 def headline_columns(df) -> tuple[list[str], list[str]]:
