@@ -562,8 +562,9 @@ def _readable(df, header: list[str], rows: list[list[str]], grouped: bool):
             r[j] = r[j] if single or not r[i] else f"{setting_symbol(r[i])} = {r[j]}"
         header[j] = setting_symbol(single) if single else "strength"
         drop("strength_name")
-        if single and single in header:
-            drop(single)   # the hyper-parameter's own column repeats the strength
+        for name in names:
+            if name and name in header:
+                drop(name)   # the hyper-parameter's own column repeats the strength
     if not grouped:
         for col in ("path", "status"):
             if col in header and all(r[header.index(col)] in ("", "finished") for r in rows):
