@@ -624,13 +624,13 @@ def metric_correlation(df, columns: Sequence[str] | None = None):
     from disentangle.report import metric_rank_correlation, study_metric_columns
     columns = list(columns or study_metric_columns(df))
     matrices = metric_rank_correlation(df, columns)
-    k = len(columns)
+    k = max(len(m.columns) for m in matrices.values())
     side = max(3.2, 0.42 * k + 1.6)
     with _style() as sns:
         fig = _new_figure(side * len(matrices) + 0.8, side + 0.5)
         axes = fig.subplots(1, len(matrices), squeeze=False)[0]
-        labels = [_short_metric_label(c) for c in columns]
         for ax, (dataset, matrix) in zip(axes, matrices.items()):
+            labels = [_short_metric_label(c) for c in matrix.columns]
             sns.heatmap(matrix.to_numpy(), ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", center=0, square=True,
                         annot=True, fmt=".2f", annot_kws={"fontsize": 6}, cbar=ax is axes[-1],
                         cbar_kws={"shrink": 0.7, "label": "Spearman ρ"}, xticklabels=labels, yticklabels=labels,
@@ -638,7 +638,13 @@ def metric_correlation(df, columns: Sequence[str] | None = None):
             ax.collections[0].set_gid(f"correlation:{dataset}")
             ax.tick_params(axis="x", labelrotation=90, labelsize=7)
             ax.tick_params(axis="y", labelrotation=0, labelsize=7)
-            ax.set_title(f"data: {dataset} ({matrix.attrs['n']} runs)", fontsize=9)
+            ax.grid(False)
+            title = f"data: {dataset} ({matrix.attrs['n']} runs)"
+            if matrix.attrs.get("constant"):
+                # a metric with one value over the runs has no ranks to correlate
+                title += "\nconstant here, no rank correlation: " + ", ".join(
+                    _short_metric_label(c) for c in matrix.attrs["constant"])
+            ax.set_title(title, fontsize=8)
         fig.suptitle("Rank correlation between the metrics over all runs")
         _name_left_out(fig, [c.split(".", 1)[0] for c in columns])
     fig.correlation = matrices

@@ -698,8 +698,10 @@ def metric_rank_correlation(df, columns: Sequence[str] | None = None) -> dict[st
     """{dataset label: Spearman rank correlation matrix (DataFrame, columns × columns)}
     between the metrics over every run of that dataset with all of ``columns`` (default
     :func:`study_metric_columns`); a dataset with fewer than :data:`MIN_RUNS_CORRELATION`
-    such runs is left out. The matrix's ``attrs["n"]`` is its number of runs. Faceted on
-    a ``dataset`` column when the table has one, else on ``data_label``."""
+    such runs is left out. A metric constant over a dataset's runs has no rank
+    correlation: it is left out of that matrix and listed in ``attrs["constant"]``. The
+    matrix's ``attrs["n"]`` is its number of runs. Faceted on a ``dataset`` column when
+    the table has one, else on ``data_label``."""
     columns = list(columns or study_metric_columns(df))
     if len(columns) < 2:
         raise UserError("metric correlation: fewer than two metrics with scores in these runs")
@@ -711,10 +713,16 @@ def metric_rank_correlation(df, columns: Sequence[str] | None = None) -> dict[st
         complete = group[columns].dropna()
         if len(complete) < MIN_RUNS_CORRELATION:
             continue
-        matrix = complete.rank().corr(method="pearson")   # Spearman: Pearson of the ranks
+        constant = [c for c in columns if complete[c].nunique() < 2]
+        varying = [c for c in columns if c not in constant]
+        if len(varying) < 2:
+            continue
+        matrix = complete[varying].rank().corr(method="pearson")   # Spearman: Pearson of the ranks
         matrix.attrs["n"] = len(complete)
+        matrix.attrs["constant"] = constant
         out[label] = matrix
     if not out:
         raise UserError(f"metric correlation: needs at least {MIN_RUNS_CORRELATION} runs with every metric "
-                        f"({', '.join(c.split('.', 1)[0] for c in columns)}) on one dataset")
+                        f"({', '.join(c.split('.', 1)[0] for c in columns)}) on one dataset, and two "
+                        f"metrics that vary over them")
     return out

@@ -203,3 +203,14 @@ def test_cpu_instruction_set():
     assert cpu_instruction_set("") == machine
     from disentangle.results import environment_info
     assert re.fullmatch(r"\S+( \w+)?", environment_info()["cpu_instruction_set"])
+
+
+def test_a_constant_metric_is_named_not_drawn_as_blank(df):
+    from disentangle import plots
+    cols = ["mig.discrete_mig", "dci.disentanglement", "sap.sap_score"]
+    flat = df.assign(**{"sap.sap_score": 0.13})
+    fig = plots.metric_correlation(flat, cols)
+    (matrix,) = fig.correlation.values()
+    assert list(matrix.columns) == cols[:2] and matrix.attrs["constant"] == ["sap.sap_score"]
+    assert np.isfinite(matrix.to_numpy()).all()
+    assert "constant here, no rank correlation: SAP score" in fig.axes[0].get_title()
