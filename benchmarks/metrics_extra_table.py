@@ -55,9 +55,13 @@ def udr_of(code, gt, rng):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true", help="protocol defaults for every metric")
+    parser.add_argument("--dci-es-targets", action="store_true",
+                        help="only DCI-ES, its default (mixed) probes against dci_es.targets=classification")
     args = parser.parse_args()
     gt = GroundTruth.dsprites()
     codes = synthetic_codes(gt)
+    if args.dci_es_targets:
+        return dci_es_targets_table(gt, codes, {} if args.full else REDUCED["dci_es"])
     sizes = {m: ({} if args.full else REDUCED[m]) for m in REDUCED}
     print("params: " + ("protocol defaults" if args.full else
                         "; ".join(f"{m} {p}" for m, p in sizes.items() if p) + "; others defaults"))
@@ -72,6 +76,25 @@ def main():
         u = udr_of(code, gt, np.random.default_rng(0))
         cells = [f"{values[m][k]:.3f}" for m, k in COLUMNS] + [f"{u['udr_lasso']:.3f}", f"{u['udr_spearman']:.3f}"]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def dci_es_targets_table(gt, codes, params):
+    """DCI-ES explicitness per code: mixed probes (default) and classification only, E
+    overall and per factor, with the difference."""
+    print(f"dci_es params: {params or 'protocol defaults'}; seed 0")
+    names = gt.factor_names
+    print("| code | targets | E | " + " | ".join(f"E {n}" for n in names) + " | I (best probe) |")
+    print("|---|---|---:|" + "---:|" * len(names) + "---:|")
+    for code_name, code in codes.items():
+        row = {}
+        for targets in ("mixed", "classification"):
+            v = METRICS["dci_es"](code, gt, np.random.default_rng(0), targets=targets, **params)
+            row[targets] = v
+            cells = [f"{v['explicitness']:.3f}"] + [f"{v.get('explicitness_' + n, float('nan')):.3f}" for n in names]
+            print(f"| {code_name} | {targets} | " + " | ".join(cells) + f" | {v['informativeness_test']:.3f} |",
+                  flush=True)
+        print(f"|  | difference | {row['mixed']['explicitness'] - row['classification']['explicitness']:+.3f} |"
+              + " |" * (len(names) + 1), flush=True)
 
 
 if __name__ == "__main__":

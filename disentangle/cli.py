@@ -41,9 +41,9 @@ class _Group(click.Group):
 
 
 def _progress_bar(total: int, desc: str, unit: str = "img"):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+    # only on a terminal: a redirected log gets no carriage-return runs
+    from disentangle.progress import bar
+    return bar(total, desc, unit)
 
 
 @click.group(cls=_Group)
@@ -344,11 +344,15 @@ class _WarningsToStderr:
               help="Aggregate over seeds: comma-separated columns, e.g. method,beta (always split by data source).")
 @click.option("--metric", "metrics", multiple=True,
               help="Metric (mig) or score column (info.rate_nats) to show; repeat for several. Default: headline scores.")
-def report_cmd(results, fmt, out, group_by, metrics):
-    """Table of the runs under RESULTS: one row per run, or mean ± std over seeds."""
+@click.option("--detail", is_flag=True,
+              help="Markdown: after the headline tables, one table per metric with all its scores.")
+def report_cmd(results, fmt, out, group_by, metrics, detail):
+    """Table of the runs under RESULTS: one row per run, or mean ± std over seeds. Markdown:
+    a headline table (one column per metric, the registry's labels) and an information
+    table; --detail adds one table per metric; CSV has every column."""
     from disentangle.report import write_report
     with _WarningsToStderr():
-        text = write_report(results, fmt, out, group_by, list(metrics) or None)
+        text = write_report(results, fmt, out, group_by, list(metrics) or None, detail)
     if out:
         click.echo(f"wrote {out}", err=True)
     else:
@@ -428,6 +432,43 @@ def plot_metric_vs_beta(results, metrics, x, out, dpi):
         click.echo("note: --x is no longer needed: every method is drawn on its own hyper-parameter's axis",
                    err=True)
     _metric_vs_strength(results, metrics, out, dpi, "metric_vs_beta")
+
+
+_study_metrics_option = click.option("--metric", "metrics", multiple=True,
+                                     help="Metric to include; repeat for several. Default: every metric with scores.")
+
+
+def _study_figure(results, metrics, out, dpi, make, name):
+    from disentangle import plots
+    from disentangle.report import headline_column
+    from disentangle.results import collect
+    with _WarningsToStderr():
+        df = collect(results)
+        columns = [headline_column(df, m) for m in metrics] or None
+        fig = make(df, columns)
+    _save(fig, out or plots.default_out(results, name), dpi)
+
+
+@plot.command("metric-correlation")
+@click.argument("results", type=click.Path(file_okay=False))
+@_study_metrics_option
+@_out_option
+def plot_metric_correlation(results, metrics, out, dpi):
+    """Spearman rank correlation between the metrics over all runs under RESULTS, one
+    heatmap per dataset (Locatello et al. 2019, Fig. 3); needs 5 runs with every metric."""
+    from disentangle import plots
+    _study_figure(results, metrics, out, dpi, plots.metric_correlation, "metric_correlation.png")
+
+
+@plot.command("metric-distribution")
+@click.argument("results", type=click.Path(file_okay=False))
+@_study_metrics_option
+@_out_option
+def plot_metric_distribution(results, metrics, out, dpi):
+    """Distribution of each metric per method over all runs under RESULTS: one panel per
+    metric, a violin per method, each run a dot (Locatello et al. 2019)."""
+    from disentangle import plots
+    _study_figure(results, metrics, out, dpi, plots.metric_distribution, "metric_distribution.png")
 
 
 @plot.command("traversal")

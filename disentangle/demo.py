@@ -51,14 +51,12 @@ def ensure_dataset(echo=print) -> Path:
             return path
     except DataError:
         pass
-    from tqdm import tqdm
-
     from disentangle.data.ground_truth import GroundTruth
     gt = GroundTruth.dsprites()
     echo(f"no dSprites file found: rendering all {gt.num_images:,} images into {DEFAULT_RENDERED_PATH} "
          f"(the official file is used instead when data/dsprites.h5 exists: `disentangle data fetch`)")
-    with tqdm(total=gt.num_images, desc="render", unit="img", unit_scale=True, file=sys.stderr,
-              mininterval=1.0) as bar:
+    from disentangle.progress import bar as progress_bar   # shown only on a terminal
+    with progress_bar(gt.num_images, "render", "img", mininterval=1.0) as bar:
         return render_dataset(DEFAULT_RENDERED_PATH, gt, progress=bar.update)
 
 

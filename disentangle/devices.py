@@ -106,3 +106,33 @@ def set_thread_env(threads: int | None) -> None:
     if threads:
         for var in THREAD_ENV_VARS:
             os.environ[var] = str(threads)
+
+
+# --------------------------------------------------------------------------- CPU instruction set
+# The vector extensions that change which floating-point kernels numpy/torch/oneDNN pick
+# (and so the last bits of a result), highest first: two CPUs with the same entry run the
+# same kernels. Names as /proc/cpuinfo's "flags" (x86) spell them.
+CPU_ISA_LEVELS = ("avx512_bf16", "avx512_vnni", "avx512f", "avx2", "avx", "sse4_2")
+
+
+def cpu_instruction_set(cpuinfo: str | None = None) -> str:
+    """The machine's architecture and the highest vector extension of
+    :data:`CPU_ISA_LEVELS` its CPU reports, e.g. "x86_64 avx512_bf16", "x86_64 avx2",
+    "aarch64" (ARM: the architecture only). ``cpuinfo``: the text of /proc/cpuinfo (read
+    when None; absent on macOS and Windows, where the architecture alone is returned)."""
+    import platform
+    machine = platform.machine() or "unknown"
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            break
+    best = next((level for level in CPU_ISA_LEVELS if level in flags), None)
+    return f"{machine} {best}" if best else machine

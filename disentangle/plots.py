@@ -256,6 +256,28 @@ def _draw_rd_bound(ax, runs) -> None:
 
 # --------------------------------------------------------------------------- metric against strength
 _LINESTYLES = ("-", "--", ":", "-.")
+# wrapped facets (metric against strength, the distribution per method): at most this many
+# panels a row, each this many inches; 3 × 2.5 in = 7.5 in, a page's text width
+# (1,500 px at PNG_DPI)
+FACET_COLUMNS = 3
+FACET_WIDTH = 2.5
+FACET_HEIGHT = 2.1
+
+
+def left_out_metrics(drawn: Sequence[str], kind: str = "disentanglement") -> list[str]:
+    """The registered metrics of ``kind`` a figure of ``drawn`` metrics leaves out."""
+    from disentangle.evaluation.metrics import metrics_of_kind
+    return [m for m in metrics_of_kind(kind) if m not in set(drawn)]
+
+
+def _name_left_out(fig, drawn: Sequence[str]) -> None:
+    # every registered metric is either drawn or named here (issue 23)
+    missing = left_out_metrics(drawn)
+    if missing:
+        text = fig.supxlabel("not drawn (no scores in these runs, or not asked for): " + ", ".join(missing),
+                             fontsize=7, color="0.35")
+        text.set_gid("left-out")
+    fig.metrics_left_out = missing
 
 
 def metric_vs_strength(df, metrics: Sequence[str]):
@@ -277,11 +299,20 @@ def metric_vs_strength(df, metrics: Sequence[str]):
     runs = runs.assign(data_label=runs["data_label"].fillna("unknown"))
     methods = _method_order(runs["method"].unique())
     keys = ["method", "strength_name", "strength"]
+    # wrapped facets: each method's metrics fill rows of at most FACET_COLUMNS panels, every
+    # method starting on a new row, so the figure keeps a page's width however many metrics
+    ncols = min(FACET_COLUMNS, len(columns))
+    rows_per_method = math.ceil(len(columns) / ncols)
     with _style() as sns:
         styles = _method_styles(sns, methods)
-        ncols, nrows = len(columns), len(methods)
-        fig = _new_figure(3.3 * ncols + 0.6, 2.5 * nrows + 0.9)
-        grid = fig.subplots(nrows, ncols, squeeze=False, sharey="col")
+        nrows = rows_per_method * len(methods)
+        fig = _new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.9)
+        panels = fig.subplots(nrows, ncols, squeeze=False)
+        grid = [[panels[i * rows_per_method + j // ncols][j % ncols] for j in range(len(columns))]
+                for i in range(len(methods))]
+        for i in range(len(methods)):
+            for j in range(len(columns), rows_per_method * ncols):
+                panels[i * rows_per_method + j // ncols][j % ncols].set_visible(False)
         for i, method in enumerate(methods):
             sub = runs[runs["method"] == method]
             key = sub["strength_name"].iloc[0]
@@ -322,16 +353,23 @@ def metric_vs_strength(df, metrics: Sequence[str]):
                 ax.set_xticklabels([f"{t:g}" for t in ticks])
                 ax.minorticks_off()
                 ax.set_xlabel(strength_label(key) + (", log scale" if log else ""))
-                ax.set_ylabel(metric_label(col))
-                ax.set_title(method_label(method))
+                ax.set_ylabel(metric_label(col), fontsize=8)
+                ax.set_title(method_label(method), fontsize=9)
                 sns.despine(ax=ax)
                 if len(lines) > 1 and j == 0:
                     ax.legend(fontsize=6, loc="best")
+        # a metric shares its y range across methods, so the methods compare
+        for j in range(len(columns)):
+            lows, highs = zip(*(grid[i][j].get_ylim() for i in range(len(methods))))
+            for i in range(len(methods)):
+                grid[i][j].set_ylim(min(lows), max(highs))
         n = runs.groupby(["data_label", *keys], dropna=False).size()
         n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
         what = ("one seed per setting" if n.max() == 1
                 else f"mean ± 1 std over {n_text} seeds (dots: single runs)")
         fig.suptitle(f"Scores against regularisation strength: {what}\n" + _data_caption(runs))
+        _name_left_out(fig, [c.split(".", 1)[0] for c in columns])
+    fig.metrics_drawn = [c.split(".", 1)[0] for c in columns]
     return fig
 
 
@@ -575,3 +613,91 @@ def default_training_out(run_dirs: Sequence[str | os.PathLike]) -> Path:
     if len(paths) == 1:
         return default_out(paths[0], "training.png")
     return default_out(Path(os.path.commonpath(paths)), "training.png")
+
+
+# --------------------------------------------------------------------------- the study's classic figures (Locatello et al. 2019)
+def metric_correlation(df, columns: Sequence[str] | None = None):
+    """Spearman rank correlation between the metrics over all runs of a study, one heatmap
+    per dataset (Locatello et al. 2019, Fig. 3), as computed by
+    :func:`disentangle.report.metric_rank_correlation`; each cell annotated, −1 blue to +1
+    red. ``fig.correlation`` holds the matrices."""
+    from disentangle.report import metric_rank_correlation, study_metric_columns
+    columns = list(columns or study_metric_columns(df))
+    matrices = metric_rank_correlation(df, columns)
+    k = max(len(m.columns) for m in matrices.values())
+    side = max(3.2, 0.42 * k + 1.6)
+    with _style() as sns:
+        fig = _new_figure(side * len(matrices) + 0.8, side + 0.5)
+        axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+        for ax, (dataset, matrix) in zip(axes, matrices.items()):
+            labels = [_short_metric_label(c) for c in matrix.columns]
+            sns.heatmap(matrix.to_numpy(), ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", center=0, square=True,
+                        annot=True, fmt=".2f", annot_kws={"fontsize": 6}, cbar=ax is axes[-1],
+                        cbar_kws={"shrink": 0.7, "label": "Spearman ρ"}, xticklabels=labels, yticklabels=labels,
+                        linewidths=0.5, linecolor="white")
+            ax.collections[0].set_gid(f"correlation:{dataset}")
+            ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+            ax.tick_params(axis="y", labelrotation=0, labelsize=7)
+            ax.grid(False)
+            title = f"data: {dataset} ({matrix.attrs['n']} runs)"
+            if matrix.attrs.get("constant"):
+                # a metric with one value over the runs has no ranks to correlate
+                title += "\nconstant here, no rank correlation: " + ", ".join(
+                    _short_metric_label(c) for c in matrix.attrs["constant"])
+            ax.set_title(title, fontsize=8)
+        fig.suptitle("Rank correlation between the metrics over all runs")
+        _name_left_out(fig, [c.split(".", 1)[0] for c in columns])
+    fig.correlation = matrices
+    fig.metrics_drawn = [c.split(".", 1)[0] for c in columns]
+    return fig
+
+
+def _short_metric_label(column: str) -> str:
+    # heatmap ticks: the registry's label without its parenthesised gloss ("MIG", "SAP score")
+    return metric_label(column).split(" (")[0]
+
+
+def metric_distribution(df, columns: Sequence[str] | None = None):
+    """The distribution of each metric per method over all runs of a study (Locatello
+    et al. 2019's violin plots): one panel per metric (wrapped, :data:`FACET_COLUMNS` a
+    row), a violin per method (its runs over every strength and seed) with each run a
+    dot; methods in their fixed colours. ``fig.metrics_drawn`` lists the panels."""
+    from disentangle.report import study_metric_columns
+    columns = list(columns or study_metric_columns(df))
+    runs = df.dropna(subset=["method"]) if "method" in df.columns else df.iloc[0:0]
+    columns = [c for c in columns if c in runs.columns and runs[c].notna().any()]
+    if runs.empty or not columns:
+        raise UserError("metric-distribution: no run of a known method has scores")
+    methods = _method_order(runs["method"].unique())
+    names = [method_label(m) for m in methods]
+    ncols = min(FACET_COLUMNS, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    with _style() as sns:
+        styles = _method_styles(sns, methods)
+        palette = {method_label(m): styles[m][0] for m in methods}
+        fig = _new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.8)
+        panels = fig.subplots(nrows, ncols, squeeze=False)
+        data = runs.assign(method_name=runs["method"].map(method_label))
+        for j, col in enumerate(columns):
+            ax = panels[j // ncols][j % ncols]
+            sub = data.dropna(subset=[col])
+            sns.violinplot(data=sub, x="method_name", y=col, hue="method_name", order=names, hue_order=names,
+                           palette=palette, ax=ax, cut=0, inner=None, linewidth=0.6, density_norm="width",
+                           legend=False)
+            for collection in ax.collections:
+                collection.set_alpha(0.55)
+            sns.stripplot(data=sub, x="method_name", y=col, order=names, color="0.15", size=2.2, jitter=0.15, ax=ax)
+            ax.set_xlabel("")
+            ax.set_ylabel(metric_label(col), fontsize=8)
+            ax.tick_params(axis="x", labelrotation=30 if len(methods) > 3 else 0, labelsize=7)
+            ax.set_gid(f"distribution:{col}")
+            sns.despine(ax=ax)
+        for j in range(len(columns), nrows * ncols):
+            panels[j // ncols][j % ncols].set_visible(False)
+        n = runs.groupby("method").size()
+        fig.suptitle("Distribution of each metric per method over all runs (every strength and seed): "
+                     + ", ".join(f"{method_label(m)} n = {n[m]}" for m in methods) + "\n" + _data_caption(runs),
+                     fontsize=9)
+        _name_left_out(fig, [c.split(".", 1)[0] for c in columns])
+    fig.metrics_drawn = [c.split(".", 1)[0] for c in columns]
+    return fig

@@ -109,3 +109,28 @@ class RunProgress:
             if log:
                 self._logged = now
                 self.echo(f"progress {time.strftime('%H:%M:%S')} {describe(entry)}")
+
+
+# --------------------------------------------------------------------------- terminal progress bars
+def on_terminal(stream=None) -> bool:
+    """Whether ``stream`` (default: stderr) is an interactive terminal."""
+    import sys
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return False
+
+
+def bar(total: int | None, desc: str, unit: str = "img", initial: int = 0, stream=None,
+        mininterval: float = 0.5, unit_scale: bool = True):
+    """A tqdm progress bar on stderr, shown only when stderr is a terminal (issue 23): in a
+    redirected log a bar is a run of carriage returns (one 10 kB line per encoding); there
+    the sweep's progress lines (:class:`RunProgress`) say what a run is doing. Disabled, it
+    is a no-op with the same interface (update, close, context manager)."""
+    import sys
+
+    from tqdm import tqdm
+    stream = sys.stderr if stream is None else stream
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, initial=initial, file=stream,
+                dynamic_ncols=True, mininterval=mininterval, disable=not on_terminal(stream))

@@ -473,9 +473,163 @@ def caption_for(df, group_by: Sequence[str] | None, header: Sequence[str] = (), 
     return text
 
 
+# --------------------------------------------------------------------------- readable tables (issue 23)
+# What a reader sees: methods, strengths and metrics named as papers name them, from the
+# registries (these accessors are the only places that read them, so a renamed field is a
+# one-line change here).
+def method_name(method) -> str:
+    """A method as papers write it ("beta-vae" -> "β-VAE"; old objective names too)."""
+    from disentangle.config import METHOD_LABELS, method_of
+    if not isinstance(method, str):
+        return _fmt_setting(method)
+    return METHOD_LABELS.get(method, METHOD_LABELS.get(method_of(method), method))
+
+
+def setting_symbol(key: str) -> str:
+    """A hyper-parameter's symbol in plain text, with its unit ("beta" -> "β",
+    "capacity_max" -> "C_max (nats)"), from the configuration's LaTeX names."""
+    from disentangle.config import HYPERPARAMETER_UNITS, latex_names
+    text = _plain(latex_names().get(key, key))
+    unit = HYPERPARAMETER_UNITS.get(key)
+    return f"{text} ({unit})" if unit else text
+
+
+def score_heading(column: str) -> str:
+    """A score column's heading: the metric registry's label (with its unit), else the key."""
+    from disentangle.evaluation.metrics import METRICS
+    metric, _, key = column.partition(".")
+    spec = METRICS.get(metric)
+    if spec is not None and key in spec.labels:
+        return spec.labels[key]
+    unit = " (nats)" if key.endswith("_nats") else ""
+    if spec is not None and key in spec.latex:   # no label: the table header, as plain text
+        return _plain(spec.latex[key]) + unit
+    if spec is not None and key:
+        return key.replace("_nats", " (nats)").replace("_", " ")
+    return column
+
+
+def _plain(tex: str) -> str:
+    # a LaTeX name as plain text: "$\\beta$" -> "β", "$C_{\\max}$" -> "C_max"
+    for pattern, plain in ((r"\\beta", "β"), (r"\\gamma", "γ"), (r"\\lambda", "λ"), (r"\\max", "max"),
+                           (r"\\mathrm", ""), (r"[${}]", "")):
+        tex = re.sub(pattern, plain, tex)
+    return tex
+
+
+def headline_columns(df) -> tuple[list[str], list[str]]:
+    """(one column per disentanglement metric: its registry headline key; the information
+    metrics' headline keys) present in ``df``, in the registry's display order."""
+    from disentangle.evaluation.metrics import METRICS, display_order
+    available = score_columns(df)
+    present = display_order({c.split(".", 1)[0] for c in available if c.split(".", 1)[0] in METRICS})
+    scores, information = [], []
+    for metric in present:
+        spec = METRICS[metric]
+        keys = [f"{metric}.{k}" for k in spec.headline_keys if f"{metric}.{k}" in available]
+        if spec.kind == "information":
+            information += [c for c in keys if c not in information and
+                            c.split(".", 1)[1] not in {x.split(".", 1)[1] for x in information}]
+        elif keys:
+            scores.append(keys[0])
+    return scores, information
+
+
+def _readable(df, header: list[str], rows: list[list[str]], grouped: bool):
+    """Settings as papers write them: the method by its name, its strength as "β = 4" (one
+    column; just the value under the symbol when every row has the same hyper-parameter),
+    the dataset only when there are several, scores headed by the registry's labels."""
+    header, rows = list(header), [list(r) for r in rows]
+
+    def drop(col):
+        if col in header:
+            k = header.index(col)
+            header.pop(k)
+            for r in rows:
+                r.pop(k)
+    if "data_label" in df.columns and df["data_label"].nunique(dropna=False) <= 1:
+        drop("data_label")
+    if "method" in header and "objective" in header:
+        drop("objective")
+    if "strength" in header and "strength_name" in header:
+        i, j = header.index("strength_name"), header.index("strength")
+        names = {r[i] for r in rows}
+        single = len(names) == 1 and next(iter(names))
+        for r in rows:
+            r[j] = r[j] if single or not r[i] else f"{setting_symbol(r[i])} = {r[j]}"
+        header[j] = setting_symbol(single) if single else "strength"
+        drop("strength_name")
+        for name in names:
+            if name and name in header:
+                drop(name)   # the hyper-parameter's own column repeats the strength
+    if not grouped:
+        for col in ("path", "status"):
+            if col in header and all(r[header.index(col)] in ("", "finished") for r in rows):
+                drop(col)
+    out = []
+    for col in header:
+        if col in ("method", "objective"):
+            out.append("method")
+        elif "." in col:
+            out.append(score_heading(col))
+        elif col in ("run", "n", "strength", "seed", "data_label"):
+            out.append({"data_label": "data"}.get(col, col))
+        else:
+            out.append(setting_symbol(col))
+    for r in rows:
+        for k, col in enumerate(header):
+            if col in ("method", "objective"):
+                r[k] = method_name(r[k])
+    return out, rows
+
+
+def readable_tables(df, group_by: Sequence[str] | None = None, detail: bool = False) -> list[tuple[str, list, list]]:
+    """[(title, header, rows)]: the headline table (one column per metric: its registry
+    headline, headed by its label; mean ± std over seeds, n), the information table
+    (info's headline keys, nats) and, with ``detail``, one table per metric with all its
+    scalar keys. The full wide table is :func:`to_csv`'s."""
+    scores, information = headline_columns(df)
+    what = "mean ± std over seeds (n runs)" if group_by else "one row per run"
+    tables = []
+    if scores:
+        tables.append((f"Headline scores, {what}", *_readable(df, *table_cells(df, group_by, scores), bool(group_by))))
+    if information:
+        tables.append((f"Information (nats), {what}",
+                       *_readable(df, *table_cells(df, group_by, information), bool(group_by))))
+    if detail:
+        from disentangle.evaluation.metrics import METRICS, display_order
+        for metric in display_order({c.split(".", 1)[0] for c in score_columns(df)}):
+            cols = metric_columns(df, [metric])
+            header, rows = _readable(df, *table_cells(df, group_by, cols), bool(group_by))
+            prefix = METRICS[metric].name if metric in METRICS else metric
+            tables.append((f"{prefix}: every score", header, rows))
+    return tables
+
+
+def readable_markdown(df, group_by: Sequence[str] | None = None, detail: bool = False) -> str:
+    """The Markdown report a reader takes in: :func:`readable_tables` with their titles,
+    the data named once, the warning footnotes, and where the rest is."""
+    tables = readable_tables(df, group_by, detail)
+    labels = sorted(df["data_label"].dropna().unique()) if "data_label" in df.columns else []
+    parts = []
+    for title, header, rows in tables:
+        parts += [f"**{title}**", "", to_markdown(header, rows)]
+    if len(labels) == 1:
+        parts.append(f"Data: {labels[0]}.")
+    notes = flag_footnote(run_flags(df))
+    if notes:
+        parts += ["", *notes]
+    if not detail:
+        parts += ["", "Every score of every metric: `disentangle report --detail` (one table per metric) "
+                      "or `--format csv` (the full table)."]
+    return "\n".join(parts).rstrip() + "\n"
+
+
 def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None = None,
-                metrics: Sequence[str] | None = None) -> str:
-    """The report text in ``fmt`` ('markdown', 'csv' or 'latex')."""
+                metrics: Sequence[str] | None = None, detail: bool = False) -> str:
+    """The report text in ``fmt`` ('markdown', 'csv' or 'latex'). Markdown without
+    ``metrics``: :func:`readable_markdown` (headline and information tables; ``detail``:
+    one table per metric); with ``metrics``: one table of exactly those columns."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     group_by = parse_group_by(group_by)
@@ -484,6 +638,8 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
                         f"(a run directory holds {'config.json'})")
     if fmt == "csv":
         return to_csv(df, group_by, metrics)
+    if fmt == "markdown" and not metrics:
+        return readable_markdown(df, group_by, detail)
     header, rows = table_cells(df, group_by, metrics)
     shown = {h.split(".", 1)[0] for h in header if "." in h}
     notes = flag_footnote({k: v for k, v in run_flags(df).items() if k[1] in shown})
@@ -511,10 +667,59 @@ def latex_setting(column: str, text: str) -> str:
 
 
 def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str | os.PathLike | None = None,
-                 group_by: Sequence[str] | str | None = None, metrics: Sequence[str] | None = None) -> str:
+                 group_by: Sequence[str] | str | None = None, metrics: Sequence[str] | None = None,
+                 detail: bool = False) -> str:
     """collect() the results, format them, write ``out`` atomically if given; return the text."""
     from disentangle.results import collect, write_text_atomic
-    text = make_report(collect(results_dir), fmt, group_by, metrics)
+    text = make_report(collect(results_dir), fmt, group_by, metrics, detail)
     if out is not None:
         write_text_atomic(Path(out), text)
     return text
+
+
+# --------------------------------------------------------------------------- the study's classic figures' numbers
+# Locatello et al. 2019 (Fig. 3: rank correlation between the metrics over all models of a
+# study, one matrix per dataset): with fewer models a rank correlation is noise.
+MIN_RUNS_CORRELATION = 5      # runs with every score of the matrix, per dataset
+MIN_RUNS_DISTRIBUTION = 2     # runs per method for a violin to show a spread
+
+
+def study_metric_columns(df) -> list[str]:
+    """The columns the study figures compare: each disentanglement metric's headline (one
+    per metric, :func:`headline_columns`) that some run has."""
+    scores, _ = headline_columns(df)
+    return [c for c in scores if df[c].notna().any()]
+
+
+def metric_rank_correlation(df, columns: Sequence[str] | None = None) -> dict[str, "object"]:
+    """{dataset label: Spearman rank correlation matrix (DataFrame, columns × columns)}
+    between the metrics over every run of that dataset with all of ``columns`` (default
+    :func:`study_metric_columns`); a dataset with fewer than :data:`MIN_RUNS_CORRELATION`
+    such runs is left out. A metric constant over a dataset's runs has no rank
+    correlation: it is left out of that matrix and listed in ``attrs["constant"]``. The
+    matrix's ``attrs["n"]`` is its number of runs. Faceted on a ``dataset`` column when
+    the table has one, else on ``data_label``."""
+    columns = list(columns or study_metric_columns(df))
+    if len(columns) < 2:
+        raise UserError("metric correlation: fewer than two metrics with scores in these runs")
+    facet = "dataset" if "dataset" in df.columns else "data_label"
+    out = {}
+    labels = df[facet].fillna("unknown") if facet in df.columns else None
+    groups = [("all", df)] if labels is None else [(str(k), g) for k, g in df.groupby(labels, sort=True)]
+    for label, group in groups:
+        complete = group[columns].dropna()
+        if len(complete) < MIN_RUNS_CORRELATION:
+            continue
+        constant = [c for c in columns if complete[c].nunique() < 2]
+        varying = [c for c in columns if c not in constant]
+        if len(varying) < 2:
+            continue
+        matrix = complete[varying].rank().corr(method="pearson")   # Spearman: Pearson of the ranks
+        matrix.attrs["n"] = len(complete)
+        matrix.attrs["constant"] = constant
+        out[label] = matrix
+    if not out:
+        raise UserError(f"metric correlation: needs at least {MIN_RUNS_CORRELATION} runs with every metric "
+                        f"({', '.join(c.split('.', 1)[0] for c in columns)}) on one dataset, and two "
+                        f"metrics that vary over them")
+    return out

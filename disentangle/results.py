@@ -217,6 +217,7 @@ def environment_info() -> dict:
     import numpy as np
     info = {"disentangle": package_version(), "python": platform.python_version(),
             "numpy": np.__version__, "platform": platform.platform()}
+    info["cpu_instruction_set"] = __import__("disentangle.devices").devices.cpu_instruction_set()  # issue 23
     with contextlib.suppress(ImportError):
         import torch
         info["torch"] = torch.__version__

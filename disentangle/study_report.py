@@ -85,6 +85,22 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
         # one row per method, each on its own hyper-parameter's axis
         attempt("metric vs strength", lambda: plots.metric_vs_strength(scored, metrics),
                 fig_dir / "metric_vs_strength.png")
+    # the study's classic figures (Locatello et al. 2019), drawn when they mean something:
+    # a rank correlation over >= MIN_RUNS_CORRELATION runs with every metric, a violin per
+    # method over >= MIN_RUNS_DISTRIBUTION runs of some method
+    from disentangle.report import MIN_RUNS_CORRELATION, MIN_RUNS_DISTRIBUTION, study_metric_columns
+    columns = study_metric_columns(scored)
+    complete = scored[columns].dropna() if columns else scored.iloc[0:0]
+    if len(columns) >= 2 and len(complete) >= MIN_RUNS_CORRELATION:
+        attempt("metric correlation", lambda: plots.metric_correlation(scored, columns),
+                fig_dir / "metric_correlation.png")
+    elif columns:
+        notes.append(f"metric correlation: not drawn ({len(complete)} run(s) with every metric; "
+                     f"a rank correlation needs at least {MIN_RUNS_CORRELATION})")
+    per_method = scored.groupby("method").size() if "method" in scored.columns else []
+    if columns and len(per_method) and per_method.max() >= MIN_RUNS_DISTRIBUTION:
+        attempt("metric distribution", lambda: plots.metric_distribution(scored, columns),
+                fig_dir / "metric_distribution.png")
     # a traversal per method and strength (first seed): what each setting's latents came to encode
     for run_dir in _traversal_runs(df[df["status"] == "finished"]):
         attempt(f"traversal {run_dir.name}", lambda rd=run_dir: plots.traversal(figure_data.traversals(rd)),
@@ -167,8 +183,15 @@ def _caption(stem: str) -> str:
         return ("Rate–distortion plane: each run's rate R and distortion D (nats), coloured by its "
                 "regularisation strength (several methods: colour and marker by method, size by strength).")
     if stem in ("metric_vs_strength", "metric_vs_beta"):
-        return ("Disentanglement scores against each method's regularisation strength (one row per method): "
-                "mean ± std over seeds, each seed a dot.")
+        return ("Disentanglement scores against each method's regularisation strength (each method's "
+                "panels on rows of three, one per metric): mean ± std over seeds, each seed a dot; "
+                "registered metrics without scores are named under the figure.")
+    if stem == "metric_correlation":
+        return ("Spearman rank correlation between the metrics (each metric's headline score) over all "
+                "runs of the study, one matrix per dataset (Locatello et al. 2019, Fig. 3).")
+    if stem == "metric_distribution":
+        return ("Distribution of each metric per method over all runs (every strength and seed): a violin per "
+                "method, each run a dot.")
     if stem.startswith("traversal_"):
         return (f"Latent traversals of {stem[len('traversal_'):]}: each row one latent dimension "
                 f"swept over ±3 prior standard deviations, sorted by KL.")

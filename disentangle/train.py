@@ -381,10 +381,8 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
     interval_start, last_good, timed_steps = time.perf_counter(), start, 0
     bar = None
     if progress:
-        import sys
-        from tqdm import tqdm
-        bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", file=sys.stderr,
-                   dynamic_ncols=True, mininterval=0.5)
+        from disentangle.progress import bar as progress_bar   # shown only on a terminal
+        bar = progress_bar(config.steps, "train", "step", initial=start, unit_scale=False)
     report("training", start, config.steps, "steps")
     try:
         for t in range(start, config.steps):

@@ -254,7 +254,11 @@ def test_cli_report(tree, tmp_path):
     assert res.exit_code == 0, res.output
     assert out.read_text().startswith("% requires") and "MIG" in out.read_text()
     res = runner.invoke(main, ["report", str(tree)])
-    assert res.exit_code == 0 and res.output.count("\n") == 2 + len(RUNS)
+    # the readable report: a headline table and an information table, one row per run each
+    assert res.exit_code == 0
+    tables = [b for b in res.output.split("\n\n") if b.startswith("|")]
+    assert len(tables) == 2 and all(t.strip().count("\n") == 1 + len(RUNS) for t in tables)
+    assert "| MIG" in res.output.replace("  ", " ") or " MIG " in res.output
     for args, needle in ((["--group-by", "colour"], "--group-by"), (["--metric", "nope"], "--metric nope"),
                          (["--format", "html"], "html")):
         res = runner.invoke(main, ["report", str(tree), *args])
@@ -325,7 +329,9 @@ def test_cli_report_groups_by_precision(tmp_path):
     tree = _fake_tree(tmp_path / "r", [{"seed": 0}, {"seed": 1}, {"precision": "bf16-mixed"}], [0.1, 0.2, 0.6])
     res = CliRunner().invoke(main, ["report", str(tree), "--group-by", "precision"])
     assert res.exit_code == 0, res.output
-    rows = {line.split("|")[1].strip(): line for line in res.output.splitlines()[2:]}
+    table = [ln for ln in res.output.split("\n\n")[1].splitlines() if ln.startswith("|")]   # the headline table
+    assert table[0].split("|")[1].strip() == "precision"
+    rows = {line.split("|")[1].strip(): line for line in table[2:]}
     assert set(rows) == {"float32", "bf16-mixed"} and "0.150" in rows["float32"]
 
 

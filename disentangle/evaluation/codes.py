@@ -127,9 +127,8 @@ def encode_dataset(model, data, device: str = "cpu", batch_size: int | None = No
     total, encoded = data.num_images, 0
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=data.num_images, desc="encode", unit="img", unit_scale=True,
-                   dynamic_ncols=True, mininterval=0.5)
+        from disentangle.progress import bar as progress_bar   # shown only on a terminal
+        bar = progress_bar(data.num_images, "encode", "img")
     try:
         # feed the encoder in slices so only one slice of packed rows is copied at a time
         chunk = encoder.batch_size * 256

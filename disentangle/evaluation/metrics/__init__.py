@@ -241,10 +241,14 @@ METRICS: dict[str, MetricSpec] = {
         headline_keys=dci_es.HEADLINE, labels=dci_es.LABELS,
         latex={"explicitness": "DCI-ES E", "size": "DCI-ES S"},
         description="DCI-ES (Eastwood et al. 2023): explicitness = 1 - area under the "
-                    "loss-capacity curve of random-forest probes (depth 1..32); size = K / D",
-        provenance=lambda params: {"probe": "sklearn.ensemble.RandomForestClassifier(n_estimators="
-                                            f"{params['num_trees']}), capacity = max_depth",
-                                   "sklearn_version": sklearn_version()}),
+                    "loss-capacity curve of random-forest probes (depth 1..32; ordered factors "
+                    "regressed, categorical classified, as the authors' code); size = K / D",
+        provenance=lambda params: {"probe": (
+            f"sklearn.ensemble.RandomForestClassifier(n_estimators={params['num_trees']}) for every factor"
+            if params["targets"] == "classification" else
+            f"sklearn.ensemble.RandomForestClassifier(n_estimators={params['num_trees']}) for categorical "
+            f"factors, RandomForestRegressor(n_estimators={params['num_trees']}) for ordered ones")
+            + ", capacity = max_depth", "sklearn_version": sklearn_version()}),
     "infomec": MetricSpec(
         name="infomec", fn=infomec.infomec_score, defaults=dict(infomec.DEFAULTS), check=infomec.check_params,
         headline_keys=infomec.HEADLINE, labels=infomec.LABELS,
