@@ -26,9 +26,9 @@ METRICS = ["mig", "sap", "beta_vae", "factor_vae", "info"]
 
 def _exported(run_dir):
     """The run's network rebuilt from its model.pt as a user's own code would hold it."""
-    from disentangle.models.architectures import BetaVAE
+    from disentangle.models.architectures import VAE
     config = json.loads((Path(run_dir) / "config.json").read_text())["config"]
-    model = BetaVAE(config["latent_dim"], "bernoulli", config["architecture"])
+    model = VAE(config["latent_dim"], "bernoulli", config["architecture"])
     model.load_state_dict(torch.load(Path(run_dir) / "model.pt", weights_only=True))
     return model.eval()
 

@@ -59,7 +59,7 @@ class ExternalModel(torch.nn.Module):
 
     Images reach the user's code as contiguous NCHW float32 tensors (the toolkit's CPU
     path makes them channels_last, which a ``.view`` after a convolution cannot take);
-    ``set_execution`` is passed on to ``model`` when it has one (a toolkit BetaVAE then
+    ``set_execution`` is passed on to ``model`` when it has one (a toolkit VAE then
     computes exactly as in ``evaluate``)."""
 
     def __init__(self, encoder: Callable | None = None, decoder: Callable | None = None, *, model=None,

@@ -147,7 +147,7 @@ def read_state(model_dir: str | os.PathLike, latent_dim: int) -> dict:
 
 
 def to_burgess_state(state: dict, latent_dim: int) -> dict:
-    """Their Burgess state dict -> the toolkit's ``burgess`` BetaVAE state dict (module
+    """Their Burgess state dict -> the toolkit's ``burgess`` VAE state dict (module
     docstring): renamed, the encoder head's interleaved rows split into means then
     log-variances, every tensor float32 and contiguous."""
     import torch
@@ -211,14 +211,14 @@ def training_settings(specs: dict) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def load_disvae(model_dir: str | os.PathLike):
-    """(the toolkit's BetaVAE holding their weights, in eval mode; its TrainConfig fields;
+    """(the toolkit's VAE holding their weights, in eval mode; its TrainConfig fields;
     the training record) of a disentangling-vae model directory. Everything is checked
     before anything is built; UserError naming the file at the first problem."""
-    from disentangle.models.architectures import BetaVAE
+    from disentangle.models.architectures import VAE
     specs = read_specs(model_dir)
     latent_dim = int(specs["latent_dim"])
     state = read_state(model_dir, latent_dim)
     fields, training = training_settings(specs)
-    model = BetaVAE(latent_dim, "bernoulli", "burgess")
+    model = VAE(latent_dim, "bernoulli", "burgess")
     model.load_state_dict(to_burgess_state(state, latent_dim), strict=True)
     return model.eval(), fields, training
