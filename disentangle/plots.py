@@ -67,7 +67,7 @@ def save_figure(fig, out: str | os.PathLike, dpi: int = PNG_DPI) -> list[Path]:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from disentangle.results import atomic_path
+    from disentangle.io import atomic_path
     png, pdf = output_paths(out)
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)

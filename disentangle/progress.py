@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from disentangle.results import PROGRESS_FILE, WriteError, read_json, write_json_atomic
+from disentangle.io import PROGRESS_FILE, WriteError, read_json, write_json_atomic
 
 Sink = Callable[[str, int, "int | None", str], None]
 

@@ -516,7 +516,8 @@ def latex_setting(column: str, text: str) -> str:
 def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str | os.PathLike | None = None,
                  group_by: Sequence[str] | str | None = None, metrics: Sequence[str] | None = None) -> str:
     """collect() the results, format them, write ``out`` atomically if given; return the text."""
-    from disentangle.results import collect, write_text_atomic
+    from disentangle.io import write_text_atomic
+    from disentangle.results import collect
     text = make_report(collect(results_dir), fmt, group_by, metrics)
     if out is not None:
         write_text_atomic(Path(out), text)

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from disentangle.errors import UserError
-from disentangle.results import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, MODEL_FILE, SCORES_FILE,
-                                 STATUS_FILE, TRAIN_LOG_FILE, file_sha256, read_json, write_json_atomic)
+from disentangle.io import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, MODEL_FILE, SCORES_FILE, STATUS_FILE,
+                            TRAIN_LOG_FILE, file_sha256, read_json, write_json_atomic)
 
 SCORES_LOCK_FILE = ".scores.lock"
 LOCK_FILE = "sweep.lock"   # the run lock (RunLock): held by whoever trains or evaluates the run
@@ -432,3 +432,11 @@ def is_locked(run_dir: str | os.PathLike) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def find_runs(results_dir: str | os.PathLike) -> list[Path]:
+    """Every directory under ``results_dir`` (itself included) holding a config.json."""
+    root = Path(results_dir)
+    runs = sorted({p.parent for p in root.rglob(CONFIG_FILE) if p.is_file()})
+    # a run directory never contains another run: skip anything nested inside one
+    return [r for r in runs if not any(parent in runs for parent in r.parents)]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from disentangle.config import format_value
 from disentangle.errors import UserError
-from disentangle.results import write_text_atomic
+from disentangle.io import write_text_atomic
 from disentangle.sweep.state import FIGURES_DIR, REPORT_FILE, STATES, exception_reason, study_lock, study_runs, utc_now
 from disentangle.sweep.status import study_status
 

@@ -36,8 +36,8 @@ from disentangle.config import TrainConfig, differing_keys
 from disentangle.devices import resolve_device, thread_limit, tune_allocator
 from disentangle.errors import ParameterError, UserError
 from disentangle.progress import report
-from disentangle.results import (WriteError, clean_stale_temps, environment_info, write_bytes_atomic,
-                                 write_error, write_text_atomic)
+from disentangle.io import (WriteError, clean_stale_temps, environment_info, write_bytes_atomic, write_error,
+                            write_text_atomic)
 from disentangle.rundir import RunDir
 
 CHECKPOINT_FORMAT = "disentangle-checkpoint-1"

@@ -12,7 +12,8 @@ from disentangle import plots
 from disentangle.errors import UserError
 from disentangle.evaluation import figure_data
 from disentangle.report import aggregate
-from disentangle.results import collect, read_json
+from disentangle.io import read_json
+from disentangle.results import collect
 
 from test_report import (RUNS, SIX_METHODS, results_tree, run_name,  # the same tree, built once per session
                          six_method_tree)
@@ -239,7 +240,7 @@ def test_cli_plot_commands_write_png_and_pdf(tree, tmp_path):
 def test_mixed_data_sources_get_their_own_panels(tree, tmp_path):
     import shutil
 
-    from disentangle.results import write_json_atomic
+    from disentangle.io import write_json_atomic
     copy = Path(shutil.copytree(tree, tmp_path / "copy", ignore=shutil.ignore_patterns("*.pt", "codes.h5")))
     moved = copy / run_name("beta-h", 4.0, 1)
     cfg = read_json(moved / "config.json")

@@ -10,7 +10,7 @@ import numpy as np
 
 from disentangle import progress
 from disentangle.progress import RunProgress, describe, read_progress, report, reporting
-from disentangle.results import PROGRESS_FILE
+from disentangle.io import PROGRESS_FILE
 
 
 def test_describe_says_phase_position_and_unit():

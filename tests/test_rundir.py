@@ -14,7 +14,8 @@ from disentangle import rundir as rundir_module
 from disentangle.cli import flag_of, main, user_message
 from disentangle.devices import resolve_device, thread_limit
 from disentangle.errors import ParameterError, UserError
-from disentangle.results import ResultsWarning, collect, read_json, write_json_atomic
+from disentangle.io import read_json, write_json_atomic
+from disentangle.results import ResultsWarning, collect
 from disentangle.rundir import RunDir
 
 SMALL_MIG = {"mig": {"num_train": 400}}

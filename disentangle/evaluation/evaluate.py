@@ -145,7 +145,7 @@ def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
 
 def _clean_temps_if_idle(run_dir: Path) -> None:
     """Remove what a killed writer left, when no trainer or sweep worker holds the run."""
-    from disentangle.results import clean_stale_temps
+    from disentangle.io import clean_stale_temps
     from disentangle.sweep import RunLock
     lock = RunLock(run_dir)
     try:
@@ -230,7 +230,7 @@ def run_metrics(run: RunDir, plan: EvaluationPlan, inputs: Mapping[str, Callable
     it is computed. ``provenance(spec)`` gives the entry's source fields (data, codes,
     model_sha256 or codes_sha256). Shared by evaluate and :mod:`.score`."""
     from disentangle.progress import report
-    from disentangle.results import package_version
+    from disentangle.io import package_version
     results: dict[str, dict] = {}
     for k, name in enumerate(plan.names):
         report(f"metric {name}", k, len(plan.names), "metrics")

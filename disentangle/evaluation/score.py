@@ -178,7 +178,7 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     """Score a codes file and write ``out`` as a run directory (module docstring);
     returns ``{metric: entry}`` as scores.json holds them."""
     from disentangle.evaluation.evaluate import check_evaluation, run_metrics
-    from disentangle.results import environment_info, file_sha256
+    from disentangle.io import environment_info, file_sha256
 
     say = echo or (lambda msg: None)
     codes_path = Path(codes_path)

@@ -28,7 +28,7 @@ STUDY_METRICS = ("udr",)
 def configuration_key(run_dir: Path) -> str:
     """The run's configuration without seed and execution fields, as canonical JSON."""
     from disentangle.config import EXECUTION_KEYS
-    from disentangle.results import CONFIG_FILE, read_json
+    from disentangle.io import CONFIG_FILE, read_json
     path = Path(run_dir) / CONFIG_FILE
     try:
         saved = read_json(path)
@@ -76,9 +76,9 @@ def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: in
     """
     from disentangle.devices import resolve_device, thread_limit
     from disentangle.evaluation.codes import get_codes
-    from disentangle.rundir import DataCache, RunDir
+    from disentangle.rundir import DataCache, RunDir, find_runs
     from disentangle.evaluation.metrics import udr
-    from disentangle.results import find_runs, package_version
+    from disentangle.io import package_version
 
     say = echo or (lambda msg: None)
     if metric not in STUDY_METRICS:

@@ -11,7 +11,7 @@ from typing import Callable
 
 from disentangle.devices import resolve_device
 from disentangle.errors import ParameterError
-from disentangle.results import CONFIG_FILE, write_json_atomic
+from disentangle.io import CONFIG_FILE, write_json_atomic
 from disentangle.rundir import RunDir
 from disentangle.sweep.grid import RunSpec, Study, check_eval_seed, check_evaluation_options, expand, swept_axes
 from disentangle.sweep.local import cpu_count, run_local
@@ -113,7 +113,7 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
         threads = threads_per_job or max(1, cpu_count() // jobs)
     runs = expand(study, data=str(data_path), device=device, threads=threads)
     names = metric_names(study.metrics)
-    from disentangle.results import check_writable
+    from disentangle.io import check_writable
     check_writable(results_dir / STUDY_FILE)
     _preflight(runs, results_dir, data_sha)
     _record_study(results_dir, study, runs,

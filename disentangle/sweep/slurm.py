@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from disentangle.devices import set_thread_env
 from disentangle.errors import ParameterError
-from disentangle.results import write_json_atomic
+from disentangle.io import write_json_atomic
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
 from disentangle.sweep.state import (LOG_FILE, SLURM_DIR, SLURM_JOBS_FILE, exception_reason, read_json_or_none,
                                      running_progress, study_lock, utc_now)

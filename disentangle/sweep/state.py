@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from disentangle.errors import UserError
-from disentangle.results import CONFIG_FILE, read_json
+from disentangle.io import CONFIG_FILE, read_json
 from disentangle.rundir import RunDir
 
 STUDY_FILE = "study.json"

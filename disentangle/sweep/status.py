@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from disentangle.errors import UserError
-from disentangle.results import CONFIG_FILE
+from disentangle.io import CONFIG_FILE
 from disentangle.rundir import RunDir, RunLock, is_locked
 from disentangle.sweep.slurm import squeue_states
 from disentangle.sweep.state import (SLURM_JOBS_FILE, STATES, STUDY_FILE, metric_names, missing_metrics,

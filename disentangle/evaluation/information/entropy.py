@@ -83,7 +83,7 @@ def dataset_entropy(data, cache: bool = True) -> dict:
     ({count: number of distinct images seen that often}), cached (whether it came from
     the cache file). Cached per dataset content (see the module docstring).
     """
-    from disentangle.results import write_json_atomic
+    from disentangle.io import write_json_atomic
     sha = (getattr(data, "provenance", None) or {}).get("content_sha256")
     path = cache_dir() / f"entropy-{sha}.json" if (cache and sha) else None
     if path is not None and path.is_file():
