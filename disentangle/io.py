@@ -15,6 +15,8 @@ Run directory (``results/<run>/``; :mod:`disentangle.rundir` owns these files)::
     scores.json      one entry per metric
     status.json      state of training
     progress.json    live progress of the current step (disentangle.progress)
+    sweep.log        the output of the process that ran it in a sweep
+    sweep.lock       the run lock (rundir.RunLock)
 
 This module imports nothing of the package but :mod:`disentangle.errors`.
 """
@@ -40,6 +42,9 @@ CODES_FILE = "codes.h5"
 SCORES_FILE = "scores.json"
 STATUS_FILE = "status.json"
 PROGRESS_FILE = "progress.json"
+LOG_FILE = "sweep.log"
+LOCK_FILE = "sweep.lock"
+SCORES_LOCK_FILE = ".scores.lock"
 
 
 # errno values that mean "this path cannot be written here", as opposed to a bug

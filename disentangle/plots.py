@@ -452,27 +452,6 @@ def reconstructions(r):
 
 
 # --------------------------------------------------------------------------- training curves
-def read_train_log(run_dir: str | os.PathLike):
-    import pandas as pd
-
-    from disentangle.rundir import RunDir
-    path = RunDir(run_dir).train_log_path
-    try:
-        log = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no training log (is {run_dir} a run directory?)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-    if "step" not in log.columns or log.empty:
-        raise UserError(f"{path}: no logged steps yet")
-    # every column is a number (train.py writes nothing else): anything else is damage
-    bad = [c for c in log.columns if not pd.api.types.is_numeric_dtype(log[c])]
-    if bad:
-        raise UserError(f"{path}: non-numeric values in column(s) {', '.join(map(str, bad[:5]))}; "
-                        f"the log is damaged (train_log.csv is rewritten at the next checkpoint)")
-    return log
-
-
 def training(run_dirs: Iterable[str | os.PathLike]):
     """Training curves against step: loss, reconstruction and total KL (with the capacity
     target C for beta-b runs), one line per run; then per-dimension KL, one panel per run
@@ -488,7 +467,7 @@ def training(run_dirs: Iterable[str | os.PathLike]):
         raise UserError("training: name at least one run directory")
     logs, labels = [], []
     for r in run_dirs:
-        logs.append(read_train_log(r))
+        logs.append(RunDir(r).read_train_log())
         try:
             labels.append(data_label(RunDir(r).training_data()))
         except UserError:

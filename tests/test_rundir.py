@@ -55,7 +55,7 @@ def test_an_unreadable_status_reads_as_unknown_everywhere(run_dir, tiny_data_pat
         df = collect(run_dir.parent)
     assert list(df["status"]) == ["unknown"]
     # the sweep's view is the same: not finished, so it would resume the run
-    assert not sw.missing_metrics(run_dir, []) and sw.study_status(run_dir.parent)[0]["state"] == "interrupted"
+    assert not RunDir(run_dir).missing_metrics([]) and sw.study_status(run_dir.parent)[0]["state"] == "interrupted"
     # training resumes from the last checkpoint and writes a fresh status: same weights
     config = TrainConfig.from_dict(run.config())
     train(config, run_dir)

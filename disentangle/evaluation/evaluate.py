@@ -146,7 +146,7 @@ def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
 def _clean_temps_if_idle(run_dir: Path) -> None:
     """Remove what a killed writer left, when no trainer or sweep worker holds the run."""
     from disentangle.io import clean_stale_temps
-    from disentangle.sweep import RunLock
+    from disentangle.rundir import RunLock
     lock = RunLock(run_dir)
     try:
         if not lock.acquire(tries=1, reentrant=True):

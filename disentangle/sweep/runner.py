@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Callable
 
 from disentangle.devices import resolve_device
-from disentangle.errors import ParameterError
-from disentangle.io import CONFIG_FILE, write_json_atomic
+from disentangle.errors import ParameterError, UserError
+from disentangle.io import write_json_atomic
 from disentangle.rundir import RunDir
 from disentangle.sweep.grid import RunSpec, Study, check_eval_seed, check_evaluation_options, expand, swept_axes
 from disentangle.sweep.local import cpu_count, run_local
 from disentangle.sweep.slurm import SlurmOptions, run_slurm
-from disentangle.sweep.state import (STUDY_FILE, STUDY_FORMAT, metric_names, missing_metrics, read_json_or_none,
-                                     study_lock, utc_now)
+from disentangle.sweep.state import STUDY_FILE, STUDY_FORMAT, metric_names, read_json_or_none, study_lock, utc_now
+from disentangle.sweep.status import study_status
 
 
 @dataclasses.dataclass
@@ -40,11 +40,13 @@ def _preflight(runs: list[RunSpec], results_dir: Path, data_sha: str | None) -> 
     from disentangle.config import differing_keys
     problems = []
     for run in runs:
-        path = results_dir / run.name / CONFIG_FILE
-        saved = read_json_or_none(path) if path.is_file() else None
-        if saved is None:
-            if path.is_file():
-                problems.append(f"{path}: unreadable")
+        run_dir = RunDir(results_dir / run.name)
+        if not run_dir.has_config():
+            continue
+        try:
+            saved = run_dir.saved()
+        except UserError:
+            problems.append(f"{run_dir.config_path}: unreadable")
             continue
         diff = differing_keys(saved.get("config") or {}, run.config)
         if diff:
@@ -125,9 +127,12 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     for run in runs:
         run_dir = results_dir / run.name
         status = RunDir(run_dir).status()
-        if RunDir(run_dir).training_finished(status) and not missing_metrics(run_dir, names):
+        # decided before taking the lock: a run being worked on elsewhere goes to the
+        # executor, which reports it busy
+        state = RunDir(run_dir).state(names, status=status, check_lock=False)
+        if state == "done":
             outcomes.append({"name": run.name, "result": "done", "action": "already done", "reason": None})
-        elif status and status.get("state") == "failed" and not retry_failed:
+        elif state == "failed" and not retry_failed:
             outcomes.append({"name": run.name, "result": "failed",
                              "action": "not retried (--retry-failed retries it)", "reason": status.get("reason")})
         else:
@@ -157,9 +162,18 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
                 return result
             outcomes.extend(done)
     if report:
-        from disentangle.study_report import write_study_report   # the report layer
-        result.report, result.figures = write_study_report(results_dir, [r.name for r in runs], echo=echo)
+        result.report, result.figures = _write_report(results_dir, echo)
     echo(f"sweep {results_dir}: {result.count('done')} done, {result.count('failed')} failed, "
          f"{result.count('busy')} running elsewhere"
          + (f"; report {result.report}" if result.report else ""))
     return result
+
+
+def _write_report(results_dir: Path, echo: Callable[[str], None]) -> tuple[Path, list[Path]]:
+    """The report layer's report of the study, handed the study's state (study.json and
+    every run's status row), under the study lock."""
+    from disentangle.study_report import write_study_report
+    from disentangle.sweep.state import study_runs
+    with study_lock(results_dir):
+        _, record = study_runs(results_dir)
+        return write_study_report(results_dir, record, study_status(results_dir), echo=echo)
