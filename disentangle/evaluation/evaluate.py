@@ -39,14 +39,14 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
-from disentangle.evaluation.metrics import METRICS, display_order, get_metric
+from disentangle.evaluation.metrics import METRICS, display_order, get_metric, run_level
 from disentangle.rundir import DataCache, RunDir
 
 
 def _all_metrics(available: Iterable[str] | None = None) -> list[str]:
-    """What ``--metric all`` stands for: every registered metric (or every one of
-    ``available``) in display order, less those another selected one subsumes."""
-    names = display_order(available)
+    """What ``--metric all`` stands for: every registered run-level metric (or every one
+    of ``available``) in display order, less those another selected one subsumes."""
+    names = display_order(run_level() if available is None else available)
     return [n for n in names if METRICS[n].subsumed_by not in names]
 
 
@@ -57,17 +57,20 @@ ALL_METRICS = tuple(_all_metrics())
 def metric_names(requested: Iterable[str], available: Iterable[str] | None = None) -> list[str]:
     """Expand ``all`` (to ``available``'s metrics when given) and check names, keeping
     order and dropping repeats."""
-    known = list(METRICS)
+    known = run_level()
     out: list[str] = []
     for name in requested:
         names = _all_metrics(available) if name == "all" else [name]
         for n in names:
+            if n in METRICS and n not in known:
+                raise ParameterError("metric", f"a study-level metric: `evaluate-study` computes it "
+                                     f"(known here: {', '.join(known)}, all)", value=repr(n))
             if n not in known:
-                raise UserError(f"--metric {n!r}: unknown metric (known: {', '.join(known)}, all)")
+                raise ParameterError("metric", f"unknown metric (known: {', '.join(known)}, all)", value=repr(n))
             if n not in out:
                 out.append(n)
     if not out:
-        raise UserError("--metric: no metric given")
+        raise ParameterError("metric", "no metric given")
     return out
 
 
@@ -104,10 +107,10 @@ def _split_params(metrics: list[str], params: Mapping[str, Mapping] | None) -> d
     """Each metric's overrides. Overrides for a known metric that is not being evaluated
     are ignored (one params dict can serve several calls); an unknown name is a typo."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(METRICS))
+    unknown = sorted(set(params) - set(run_level()))
     if unknown:
-        raise UserError(f"parameters given for unknown metric(s): {', '.join(unknown)} "
-                        f"(known: {', '.join(METRICS)})")
+        raise ParameterError("param", f"given for unknown metric(s): {', '.join(unknown)} "
+                             f"(known: {', '.join(run_level())})")
     return {m: dict(params.get(m) or {}) for m in metrics}
 
 
@@ -278,9 +281,9 @@ def _fmt(value) -> str:
 
 def score_table(results: Mapping[Path, Mapping[str, dict]]) -> str:
     """Plain-text table: one row per run, one column per headline score ("metric.key").
-    A score its registry entry warns about is marked (:data:`disentangle.report.FLAG_MARK`)
+    A score its registry entry warns about is marked (:data:`~disentangle.evaluation.metrics.FLAG_MARK`)
     and a footnote after the table says why, one line per run and metric."""
-    from disentangle.report import FLAG_MARK, flag_footnote
+    from disentangle.evaluation.metrics import FLAG_MARK, flag_footnote
     columns: list[tuple[str, str]] = []
     for entries in results.values():
         for metric in entries:
@@ -309,7 +312,7 @@ def parse_param(text: str) -> tuple[str, str, object]:
     (numbers, true/false), else kept as a string."""
     import json
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise UserError(f"--param {text!r}: expected METRIC.KEY=VALUE, e.g. mig.num_train=1000")
+        raise ParameterError("param", "expected METRIC.KEY=VALUE, e.g. mig.num_train=1000", value=repr(text))
     lhs, raw = text.split("=", 1)
     metric, key = lhs.split(".", 1)
     try:

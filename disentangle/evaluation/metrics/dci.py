@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints,
                                                   random_state_int, require_choice, require_int,
                                                   sample_points)
@@ -21,8 +21,8 @@ def check_params(params: dict) -> None:
         require_int("dci", params, key)
     require_choice("dci", params, "backend", BACKENDS)
     if params["backend"] == "lightgbm" and importlib.util.find_spec("lightgbm") is None:
-        raise UserError("--param dci.backend=lightgbm: the lightgbm package is not installed "
-                        "(pip install lightgbm), or use --param dci.backend=sklearn-gbt")
+        raise ParameterError("dci.backend", "the lightgbm package is not installed "
+                             "(pip install lightgbm), or choose dci.backend sklearn-gbt", value="lightgbm")
 
 # Hyper-parameters of the reference, sklearn.ensemble.GradientBoostingClassifier() with all
 # defaults, which the fast backend mirrors: 100 stages, learning rate 0.1, depth-3 trees,
