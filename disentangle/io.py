@@ -217,7 +217,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def package_version() -> str:
-    from disentangle import __version__
+    from disentangle._version import __version__
     return __version__
 
 

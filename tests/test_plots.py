@@ -104,7 +104,7 @@ def test_metric_vs_strength_lines_and_bands_are_the_aggregated_table(df, tmp_pat
     assert all("C_{\\max}" in ln.axes.get_xlabel() for ln in capacity)
     assert "1,536 images" in _texts(fig)
     _assert_saved(fig, tmp_path / "mvb")
-    with pytest.raises(UserError, match="--metric nope"):
+    with pytest.raises(UserError, match="^metric nope: no such score"):
         plots.metric_vs_strength(df, ["nope"])
     assert plots.metric_vs_beta is not None   # the first name still draws the same figure
 
