@@ -80,8 +80,8 @@ def tune_allocator() -> str:
 
     With glibc's defaults (a dynamic mmap threshold and a trim threshold of twice it),
     the activations of a training step are freed back to the kernel and faulted in again
-    at the next: ~10^4 minor page faults per step and a quarter of the CPU time in the
-    kernel (docs/performance.md). Left alone where the user set glibc's own MALLOC_*
+    at the next, and the kernel's page faults take a large share of the CPU time
+    (docs/performance.md has the measurements). Left alone where the user set glibc's own MALLOC_*
     variables, and off glibc (macOS, musl), where the call does not exist."""
     global _allocator_state
     if _allocator_state is not None:

@@ -362,15 +362,6 @@ def _line_name(values: dict, extra: Sequence[str], several: bool) -> str:
 
 
 # --------------------------------------------------------------------------- runs: model, data
-def run_data(run_dir: str | os.PathLike, data_path: str | os.PathLike | None = None):
-    """The dataset to draw a run on: :meth:`RunDir.dataset` (the rule evaluate uses:
-    ``data_path`` if given, else the file the run recorded, else the dataset rule),
-    refused (UserError) when its content checksum is not the one the run recorded, so
-    figures never show a model on data it was not trained on."""
-    from disentangle.rundir import RunDir
-    return RunDir(run_dir).require_dir().dataset(data_path, require_training_data=True)
-
-
 def _run_title(run_name: str, data_label: str) -> str:
     return f"{run_name} · data: {data_label}"
 

@@ -200,10 +200,11 @@ def test_training_curves_are_the_log(tree, tmp_path):
 def test_run_data_refuses_a_different_dataset(tree, tmp_path):
     from disentangle.data.dsprites import render_dataset
     from disentangle.data.ground_truth import GroundTruth
+    from disentangle.rundir import RunDir
     other = render_dataset(tmp_path / "other.h5", GroundTruth.dsprites().subgrid(
         {"scale": [0], "orientation": [0], "pos_x": [0, 16], "pos_y": [0, 16]}))
     with pytest.raises(UserError, match="not the dataset"):
-        plots.run_data(tree / run_name(*RUNS[0]), other)
+        RunDir(tree / run_name(*RUNS[0])).dataset(other, require_training_data=True)
 
 
 def test_cli_plot_commands_write_png_and_pdf(tree, tmp_path):

@@ -181,9 +181,9 @@ def dci_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int =
       tree per class per stage: 40 for orientation).
     - ``"lightgbm"`` (default): the same boosting algorithm (sklearn's split criterion,
       exact thresholds, Newton leaf values, prior init, impurity importances) with
-      LightGBM growing the trees; see :func:`_fit_lightgbm`. About 8x faster; the scores
-      match the reference's to ~0.005 (benchmarks/bench_dci.py measures both on the same
-      codes and samples) but are not bit-identical, so the backend is recorded.
+      LightGBM growing the trees; see :func:`_fit_lightgbm`. Faster, with scores close to
+      the reference's but not bit-identical, so the backend is recorded (speed and
+      agreement: docs/metrics.md, "Speed"; benchmarks/bench_dci.py measures both).
 
     Deviations from dlib: the classifiers get ``random_state`` drawn from ``rng`` (dlib
     leaves it unset, so its tie-breaking is not reproducible); a factor that takes a
