@@ -162,6 +162,17 @@ def _clean_temps_if_idle(run_dir: Path) -> None:
         lock.release()
 
 
+def _evaluation_data(run: RunDir, data, cache: DataCache | None, say: Callable[[str], None]):
+    """(the dataset to score ``run`` on, its record for scores.json); a note when it is
+    not the data the model trained on."""
+    dataset = run.dataset(data, cache)
+    data_info = run.data_record(dataset)
+    if data_info["matches_training_data"] is False:
+        say(f"{run.path}: note: evaluating on {dataset.path} ({data_info['source']}), not the data the "
+            f"model trained on; recorded in scores.json")
+    return dataset, data_info
+
+
 def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] = ("all",), seed: int = 0,
                  data=None, device: str = "cpu", protocol_encode: bool = False,
                  params: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
@@ -190,11 +201,7 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     needs = {n for spec in specs.values() for n in spec.needs}
     encode_codes = protocol_encode and "codes" in needs
     _clean_temps_if_idle(run_dir)
-    dataset = run.dataset(data, _data_cache)
-    data_info = run.data_record(dataset)
-    if data_info["matches_training_data"] is False:
-        say(f"{run_dir}: note: evaluating on {dataset.path} ({data_info['source']}), not the data the "
-            f"model trained on; recorded in scores.json")
+    dataset, data_info = _evaluation_data(run, data, _data_cache, say)
     device = resolve_device(device)
     # the model must be the one training recorded (a tampered model.pt is refused here)
     model_sha = run.check_model()
