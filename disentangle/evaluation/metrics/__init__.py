@@ -17,7 +17,7 @@ so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables
   mean KL per dimension there), and it returns one values dict per run.
   :func:`run_level` and :func:`study_level` split the registry by that kind.
 - ``defaults`` and ``check``: the protocol parameters (PROTOCOLS.md) and a function that
-  checks a complete parameter dict, raising UserError naming ``metric.param``;
+  checks a complete parameter dict, raising ParameterError naming ``metric.param``;
   :meth:`MetricSpec.params` runs it, so every value is checked before any work starts.
 - ``headline_keys``: the scores a table shows by default, the first standing for the
   metric in figures; ``labels`` (axis/legend text) and ``latex`` (table headers) per key.

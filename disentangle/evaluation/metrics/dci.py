@@ -14,7 +14,7 @@ DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16, "backend":
 
 
 def check_params(params: dict) -> None:
-    """Every parameter's value (UserError naming ``dci.KEY``), and that the chosen
+    """Every parameter's value (ParameterError naming ``dci.KEY``), and that the chosen
     backend's package is installed."""
     import importlib.util
     for key in ("num_train", "num_test", "batch_size"):
