@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# One thread per process in tests: with the other core busy, two OpenMP threads ran
-# 5-13x slower than one on these machines.
+# One thread per process in tests: on a loaded machine oversubscribed OpenMP threads are
+# slower than one (docs/performance.md, "Elsewhere").
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-.PHONY: setup test test-slow demo bench clean-venv
+.PHONY: setup test demo bench clean-venv
 
 setup: $(STAMP)
 
@@ -25,9 +25,6 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -q
-
-test-slow: $(STAMP)
-	$(TEST_ENV) $(BIN)/python -m pytest -q -m slow
 
 demo: $(STAMP)
 	$(BIN)/python -m disentangle.demo

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 def _random_run(out: Path) -> Path:
     import torch
+    from disentangle.io import MODEL_FILE, write_json_atomic
     from disentangle.models.architectures import build_model
-    from disentangle.results import MODEL_FILE, write_json_atomic
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MODEL_FILE).is_file():
         model = build_model(10, "bernoulli", seed=0)

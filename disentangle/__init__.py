@@ -4,7 +4,9 @@ published metrics, rate/distortion estimates, reports and figures).
 Heavy modules (torch, sklearn, seaborn) are imported lazily by the functions that need
 them, so ``import disentangle`` is cheap and works without them.
 """
-__version__ = "0.1.0"
+from disentangle._version import __version__
+
+__all__ = ["__version__", "collect"]
 
 
 def collect(results_dir):

@@ -667,10 +667,16 @@ def score_cmd(codes, out, metrics, data, label, settings, factors, seed, param_t
 
 
 # --------------------------------------------------------------------------- evaluate-study
+def _study_metrics() -> list[str]:
+    from disentangle.evaluation.metrics import study_level
+    return study_level()
+
+
 @main.command("evaluate-study")
 @click.argument("results", type=click.Path(file_okay=False))
-@click.option("--metric", type=click.Choice(["udr"]), default="udr", show_default=True,
-              help="Study-level metric: udr compares each run with the other seeds of its configuration.")
+@click.option("--metric", type=click.Choice(_study_metrics()), default=_study_metrics()[0], show_default=True,
+              help="A study-level metric of the registry (udr compares each run with the other seeds "
+                   "of its configuration).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the metric's numpy Generator (image sample, Lasso seeds).")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,

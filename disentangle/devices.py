@@ -80,8 +80,8 @@ def tune_allocator() -> str:
 
     With glibc's defaults (a dynamic mmap threshold and a trim threshold of twice it),
     the activations of a training step are freed back to the kernel and faulted in again
-    at the next: ~10^4 minor page faults per step and a quarter of the CPU time in the
-    kernel (docs/performance.md). Left alone where the user set glibc's own MALLOC_*
+    at the next, and the kernel's page faults take a large share of the CPU time
+    (docs/performance.md has the measurements). Left alone where the user set glibc's own MALLOC_*
     variables, and off glibc (macOS, musl), where the call does not exist."""
     global _allocator_state
     if _allocator_state is not None:
@@ -106,33 +106,3 @@ def set_thread_env(threads: int | None) -> None:
     if threads:
         for var in THREAD_ENV_VARS:
             os.environ[var] = str(threads)
-
-
-# --------------------------------------------------------------------------- CPU instruction set
-# The vector extensions that change which floating-point kernels numpy/torch/oneDNN pick
-# (and so the last bits of a result), highest first: two CPUs with the same entry run the
-# same kernels. Names as /proc/cpuinfo's "flags" (x86) spell them.
-CPU_ISA_LEVELS = ("avx512_bf16", "avx512_vnni", "avx512f", "avx2", "avx", "sse4_2")
-
-
-def cpu_instruction_set(cpuinfo: str | None = None) -> str:
-    """The machine's architecture and the highest vector extension of
-    :data:`CPU_ISA_LEVELS` its CPU reports, e.g. "x86_64 avx512_bf16", "x86_64 avx2",
-    "aarch64" (ARM: the architecture only). ``cpuinfo``: the text of /proc/cpuinfo (read
-    when None; absent on macOS and Windows, where the architecture alone is returned)."""
-    import platform
-    machine = platform.machine() or "unknown"
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags = set(value.split())
-            break
-    best = next((level for level in CPU_ISA_LEVELS if level in flags), None)
-    return f"{machine} {best}" if best else machine

@@ -12,6 +12,14 @@ from __future__ import annotations
 _NO_VALUE = object()
 
 
+def exception_reason(exc: BaseException) -> str:
+    """One line saying why ``exc`` happened: a UserError's message, else its type and first line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, UserError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class UserError(Exception):
     """A problem the user can fix; the message is one line naming the file or option."""
 

@@ -67,7 +67,7 @@ def save_figure(fig, out: str | os.PathLike, dpi: int = PNG_DPI) -> list[Path]:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from disentangle.results import atomic_path
+    from disentangle.io import atomic_path
     png, pdf = output_paths(out)
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
@@ -400,15 +400,6 @@ def _line_name(values: dict, extra: Sequence[str], several: bool) -> str:
 
 
 # --------------------------------------------------------------------------- runs: model, data
-def run_data(run_dir: str | os.PathLike, data_path: str | os.PathLike | None = None):
-    """The dataset to draw a run on: :meth:`RunDir.dataset` (the rule evaluate uses:
-    ``data_path`` if given, else the file the run recorded, else the dataset rule),
-    refused (UserError) when its content checksum is not the one the run recorded, so
-    figures never show a model on data it was not trained on."""
-    from disentangle.rundir import RunDir
-    return RunDir(run_dir).require_dir().dataset(data_path, require_training_data=True)
-
-
 def _run_title(run_name: str, data_label: str) -> str:
     return f"{run_name} · data: {data_label}"
 
@@ -490,27 +481,6 @@ def reconstructions(r):
 
 
 # --------------------------------------------------------------------------- training curves
-def read_train_log(run_dir: str | os.PathLike):
-    import pandas as pd
-
-    from disentangle.rundir import RunDir
-    path = RunDir(run_dir).train_log_path
-    try:
-        log = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no training log (is {run_dir} a run directory?)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-    if "step" not in log.columns or log.empty:
-        raise UserError(f"{path}: no logged steps yet")
-    # every column is a number (train.py writes nothing else): anything else is damage
-    bad = [c for c in log.columns if not pd.api.types.is_numeric_dtype(log[c])]
-    if bad:
-        raise UserError(f"{path}: non-numeric values in column(s) {', '.join(map(str, bad[:5]))}; "
-                        f"the log is damaged (train_log.csv is rewritten at the next checkpoint)")
-    return log
-
-
 def training(run_dirs: Iterable[str | os.PathLike]):
     """Training curves against step: loss, reconstruction and total KL (with the capacity
     target C for beta-b runs), one line per run; then per-dimension KL, one panel per run
@@ -526,7 +496,7 @@ def training(run_dirs: Iterable[str | os.PathLike]):
         raise UserError("training: name at least one run directory")
     logs, labels = [], []
     for r in run_dirs:
-        logs.append(read_train_log(r))
+        logs.append(RunDir(r).read_train_log())
         try:
             labels.append(data_label(RunDir(r).training_data()))
         except UserError:

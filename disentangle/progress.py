@@ -3,7 +3,8 @@
 Long loops (training steps, encoding the dataset, the metrics in turn, I_q's samples,
 info's decoder pass) call :func:`report` with their phase and position. Nothing happens
 unless a sink is installed (:func:`reporting`): the sweep installs a :class:`RunProgress`
-for each run, which keeps ``<run>/progress.json`` current (phase, done, total, unit,
+for each run, which keeps the run's progress.json current (through
+:meth:`disentangle.rundir.RunDir.write_progress`, the file's owner) (phase, done, total, unit,
 pid, host, time; read by ``sweep status`` and the sweep's progress lines, locally and on
 Slurm, from any host that sees the run directory) and writes a line to the run's log at
 each phase change and every ``log_every`` seconds within one.
@@ -21,10 +22,7 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
-from typing import Callable, Iterator
-
-from disentangle.results import PROGRESS_FILE, WriteError, read_json, write_json_atomic
+from typing import Callable, Iterator, Protocol
 
 Sink = Callable[[str, int, "int | None", str], None]
 
@@ -68,23 +66,21 @@ def describe(entry: dict | None) -> str:
     return f"{phase} {done:,} {unit}".rstrip() if done else phase
 
 
-def read_progress(run_dir: str | os.PathLike) -> dict | None:
-    """The run's last progress record, or None (none written, or unreadable)."""
-    try:
-        entry = read_json(Path(run_dir) / PROGRESS_FILE)
-    except (OSError, ValueError):
-        return None
-    return entry if isinstance(entry, dict) else None
+class ProgressFile(Protocol):
+    """Where a run's progress record goes: :class:`disentangle.rundir.RunDir` (which owns
+    progress.json; this layer sits below it and does not import it)."""
+
+    def write_progress(self, entry: dict) -> None: ...
 
 
 class RunProgress:
-    """The sink of one run: ``progress.json`` at most every ``write_every`` seconds (and
+    """The sink of one run (``run``: its RunDir): ``progress.json`` at most every ``write_every`` seconds (and
     at each phase change), a log line through ``echo`` at each phase change and at most
     every ``log_every`` seconds within a phase. Thread-safe (I_q reports from a pool)."""
 
-    def __init__(self, run_dir: str | os.PathLike, echo: Callable[[str], None] = print,
+    def __init__(self, run: ProgressFile, echo: Callable[[str], None] = print,
                  log_every: float = 30.0, write_every: float = 2.0):
-        self.path = Path(run_dir) / PROGRESS_FILE
+        self.run = run
         self.echo = echo
         self.log_every, self.write_every = float(log_every), float(write_every)
         self._lock = threading.Lock()
@@ -104,8 +100,7 @@ class RunProgress:
                      "host": socket.gethostname(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             if write:
                 self._written = now
-                with contextlib.suppress(OSError, WriteError):  # progress must never fail a run
-                    write_json_atomic(self.path, entry)
+                self.run.write_progress(entry)   # never raises: progress must never fail a run
             if log:
                 self._logged = now
                 self.echo(f"progress {time.strftime('%H:%M:%S')} {describe(entry)}")

@@ -14,7 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
+from disentangle.evaluation.metrics import FLAG_MARK, flag_footnote
 
 FORMATS = ("markdown", "csv", "latex")
 
@@ -31,9 +32,8 @@ class ReportWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- warning flags
-# The mark on a score its metric's registry entry warns about (MetricSpec.warnings); the
-# footnote under the table says why. LaTeX writes it as a math dagger.
-FLAG_MARK = "†"
+# The mark on a score its metric's registry entry warns about (FLAG_MARK) and the footnote
+# saying why (flag_footnote) belong to the metric registry: evaluate's table uses them too.
 
 
 def score_flags(df) -> dict[int, dict[str, list[str]]]:
@@ -59,20 +59,6 @@ def run_flags(df) -> dict[tuple[str, str], list[str]]:
     runs = list(df["run"]) if "run" in df.columns else [str(i) for i in range(len(df))]
     return {(str(runs[pos]), metric): found for pos, metrics in score_flags(df).items()
             for metric, found in metrics.items()}
-
-
-def flag_footnote(flags, mark: str = FLAG_MARK, most_runs: int = 4) -> list[str]:
-    """The footnote lines under a table with flagged scores: one per metric and warning,
-    naming the runs (``flags``: {(run, metric): [warning, ...]}); [] when nothing is flagged."""
-    grouped: dict[tuple[str, str], list[str]] = {}
-    for (run, metric), found in flags.items():
-        for message in found:
-            grouped.setdefault((metric, message), []).append(run)
-    lines = []
-    for (metric, message), runs in grouped.items():
-        shown = ", ".join(runs[:most_runs]) + (f" and {len(runs) - most_runs} more" if len(runs) > most_runs else "")
-        lines.append(f"{mark} {metric} ({shown}): {message}")
-    return lines
 
 
 def _is_missing(value) -> bool:
@@ -134,8 +120,8 @@ def metric_columns(df, metrics: Sequence[str] | None = None, headline_only: bool
         own = [c for c in available if c.startswith(item + ".")]
         if not own:
             names = sorted({c.split(".", 1)[0] for c in available})
-            raise UserError(f"--metric {item}: no such score in the results "
-                            f"(available metrics: {', '.join(names) or 'none'})")
+            raise ParameterError("metric", f"no such score in the results "
+                                 f"(available metrics: {', '.join(names) or 'none'})", value=item)
         keys = _headline_keys(item)
         # headline keys first, then the rest in file order
         ordered = [f"{item}.{k}" for k in keys if f"{item}.{k}" in own]
@@ -199,8 +185,8 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
 
     unknown = [g for g in group_by if g not in df.columns]
     if unknown:
-        raise UserError(f"--group-by: unknown column(s) {', '.join(unknown)} "
-                        f"(columns: {', '.join(c for c in df.columns if '.' not in c)})")
+        raise ParameterError("group_by", f"unknown column(s) {', '.join(unknown)} "
+                             f"(columns: {', '.join(c for c in df.columns if '.' not in c)})")
     keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
     varying = _varying_settings(df, keys)
     if varying:
@@ -631,7 +617,7 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
     ``metrics``: :func:`readable_markdown` (headline and information tables; ``detail``:
     one table per metric); with ``metrics``: one table of exactly those columns."""
     if fmt not in FORMATS:
-        raise UserError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+        raise ParameterError("format", f"choose one of {', '.join(FORMATS)}", value=fmt)
     group_by = parse_group_by(group_by)
     if df.empty:
         raise UserError(f"no runs found in {df.attrs.get('results_dir', 'the results directory')} "
@@ -670,7 +656,8 @@ def write_report(results_dir: str | os.PathLike, fmt: str = "markdown", out: str
                  group_by: Sequence[str] | str | None = None, metrics: Sequence[str] | None = None,
                  detail: bool = False) -> str:
     """collect() the results, format them, write ``out`` atomically if given; return the text."""
-    from disentangle.results import collect, write_text_atomic
+    from disentangle.io import write_text_atomic
+    from disentangle.results import collect
     text = make_report(collect(results_dir), fmt, group_by, metrics, detail)
     if out is not None:
         write_text_atomic(Path(out), text)

@@ -1,231 +1,17 @@
-"""Run-directory file names, atomic file writes, and the results table.
+"""The results table: :func:`collect` turns every run directory under a results
+directory into one row of a pandas DataFrame (configuration, data source, scores).
 
-Every file the toolkit writes goes through :func:`atomic_path` (or a helper built on
-it): the content is written to a temporary name in the same directory and renamed over
-the target, so a crash never leaves half a file and a reader never sees one.
-
-Run directory (``results/<run>/``)::
-
-    config.json      full configuration, package version, data source
-    checkpoint.pt    latest training state
-    model.pt         final weights (state dict)
-    train_log.csv    per-step log
-    codes.h5         encoder mean / log-variance of every dataset image
-    scores.json      one entry per metric
-    status.json      state of training (see disentangle.rundir, which owns these files)
+File names, atomic writes and JSON helpers live in :mod:`disentangle.io`; the files of a
+run are read through :class:`disentangle.rundir.RunDir`.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
-import math
 import os
-import platform
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from disentangle.errors import UserError
-
-CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_FILE = "model.pt"
-TRAIN_LOG_FILE = "train_log.csv"
-CODES_FILE = "codes.h5"
-SCORES_FILE = "scores.json"
-STATUS_FILE = "status.json"
-PROGRESS_FILE = "progress.json"
-
-
-# errno values that mean "this path cannot be written here", as opposed to a bug
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
-
-
-class WriteError(UserError):
-    """A file could not be written: no space left, read-only file system, no permission.
-    One line naming the path and the cause; nothing partial is left behind."""
-
-
-def write_error(exc: OSError, path: str | os.PathLike) -> WriteError | None:
-    """The WriteError for ``exc`` when it is a disk/permission failure, else None."""
-    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
-        return WriteError(f"{path}: cannot write: {os.strerror(exc.errno).lower()}")
-    return None
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success, fsync and rename it over
-    ``target``. On any exception the temporary file is removed and ``target`` is
-    untouched. A full disk or read-only directory raises :class:`WriteError`."""
-    target = Path(target)
-    tmp_path = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        # mkstemp makes 0600 files; give the result the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-    except BaseException as exc:
-        if tmp_path is not None:
-            with contextlib.suppress(OSError):
-                tmp_path.unlink()
-        converted = write_error(exc, target) if isinstance(exc, OSError) else None
-        if converted is not None:
-            raise converted from None
-        raise
-
-
-def check_writable(target: str | os.PathLike, need_bytes: int = 0) -> None:
-    """Before long work whose result goes to ``target``: refuse (WriteError) when its
-    directory cannot be created or written, or has less than ``need_bytes`` free."""
-    target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        os.unlink(probe)
-        if need_bytes:
-            st = os.statvfs(target.parent)
-            free = st.f_bavail * st.f_frsize
-            if free < need_bytes:
-                raise WriteError(f"{target}: cannot write: no space left on device "
-                                 f"(needs about {need_bytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free)")
-    except OSError as exc:
-        raise (write_error(exc, target) or exc) from None
-
-
-@contextlib.contextmanager
-def atomic_h5(target: str | os.PathLike):
-    """An h5py.File built in memory, written to ``target`` atomically on success.
-    (HDF5 writing straight to a full disk can crash the process; a Python write fails
-    with ENOSPC instead, which :func:`atomic_path` reports in one line.)"""
-    import io
-
-    import h5py
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        yield f
-    write_bytes_atomic(target, buf.getbuffer())
-
-
-# The files of a run directory that are written through atomic_path: a SIGKILL inside
-# the write leaves ".<name>.<random suffix>.tmp" beside them.
-_TRAIN_TEMP_NAMES = ("checkpoint.pt", "model.pt", "status.json", "train_log.csv", "config.json")
-_EVAL_TEMP_NAMES = ("codes.h5", "scores.json")
-EVAL_TEMP_MIN_AGE_S = 600.0
-
-
-def clean_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
-    """Remove temporary files a killed writer left in ``run_dir``; return them.
-
-    The caller holds the run's lock (sweep.RunLock), so no trainer is writing. A plain
-    `evaluate` does not take that lock, so codes/scores temporaries are removed only when
-    older than :data:`EVAL_TEMP_MIN_AGE_S` (a live write lasts seconds)."""
-    import time
-    run_dir = Path(run_dir)
-    removed = []
-    now = time.time()
-    for name, min_age in ([(n, 0.0) for n in _TRAIN_TEMP_NAMES]
-                          + [(n, EVAL_TEMP_MIN_AGE_S) for n in _EVAL_TEMP_NAMES]):
-        for path in run_dir.glob(f".{name}.*.tmp"):
-            try:
-                if now - path.stat().st_mtime >= min_age:
-                    path.unlink()
-                    removed.append(path)
-            except OSError:
-                continue
-    return removed
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes, read in 1 MiB blocks (model files, downloads)."""
-    import hashlib
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    return file_digest(path, "sha256")
-
-
-def write_bytes_atomic(target: str | os.PathLike, data) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_text_atomic(target: str | os.PathLike, text: str) -> None:
-    write_bytes_atomic(target, text.encode("utf-8"))
-
-
-def _json_default(obj: Any):
-    # numpy scalars and arrays, Paths: JSON has no type for them
-    import numpy as np
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _clean_nonfinite(obj: Any) -> Any:
-    # JSON has no NaN/inf: store them as null so every reader (pandas, jq, browsers) can parse
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean_nonfinite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean_nonfinite(v) for v in obj]
-    return obj
-
-
-def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
-    obj = json.loads(json.dumps(obj, default=_json_default))  # numpy -> python first
-    text = json.dumps(_clean_nonfinite(obj), indent=2, sort_keys=False, allow_nan=False)
-    write_text_atomic(target, text + "\n")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, "r", encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def package_version() -> str:
-    from disentangle import __version__
-    return __version__
-
-
-def environment_info() -> dict:
-    """What a run records about the software it ran on."""
-    import numpy as np
-    info = {"disentangle": package_version(), "python": platform.python_version(),
-            "numpy": np.__version__, "platform": platform.platform()}
-    info["cpu_instruction_set"] = __import__("disentangle.devices").devices.cpu_instruction_set()  # issue 23
-    with contextlib.suppress(ImportError):
-        import torch
-        info["torch"] = torch.__version__
-    with contextlib.suppress(ImportError):
-        import sklearn
-        info["scikit-learn"] = sklearn.__version__
-    return info
-
+from disentangle.rundir import RunDir, find_runs
 
 # --------------------------------------------------------------------------- collecting runs
 # Columns describing where a run's numbers come from, before its configuration columns.
@@ -309,8 +95,6 @@ def score_columns(scores: dict) -> dict:
 def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
     row: dict[str, Any] = {"run": run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name,
                            "path": str(run_dir)}
-    from disentangle.errors import UserError
-    from disentangle.rundir import RunDir
     run = RunDir(run_dir)
     problems = []
     try:
@@ -344,14 +128,6 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
         except UserError as exc:
             problems.append(str(exc))
     return row, problems
-
-
-def find_runs(results_dir: str | os.PathLike) -> list[Path]:
-    """Every directory under ``results_dir`` (itself included) holding a config.json."""
-    root = Path(results_dir)
-    runs = sorted({p.parent for p in root.rglob(CONFIG_FILE) if p.is_file()})
-    # a run directory never contains another run: skip anything nested inside one
-    return [r for r in runs if not any(parent in runs for parent in r.parents)]
 
 
 def collect(results_dir: str | os.PathLike):

@@ -8,12 +8,19 @@ Files::
     config.json      full configuration, package version, data source  (read once, cached)
     checkpoint.pt    latest training state
     model.pt         final weights (state dict, torch.load(weights_only=True))
-    train_log.csv    per-step log
+    train_log.csv    per-step log (write_train_log / read_train_log)
+    progress.json    what the step running now is doing (write_progress / read_progress)
+    sweep.log        the output of the sweep worker that ran it (log_path, append_log)
     codes.h5         encoder mean / log-variance of every dataset image
     scores.json      one entry per metric (merged under a lock)
     status.json      {"state": running | finished | failed, "reason", "step", "updated",
                       "runtime": {device, threads, pid, host}, "model_sha256"}
     sweep.lock       held (fcntl.flock, :class:`RunLock`) by the process training or evaluating it
+
+Run state (one decision, :meth:`RunDir.state`, for the sweep runner, its executor and
+``sweep status``): running (another process holds the lock), failed (status.json says
+so), done (training finished and scores.json has every metric asked for), trained
+(finished, metrics missing), interrupted (begun, not finished: resumes), not started.
 
 Status policy (one, for every reader and writer):
 
@@ -42,14 +49,16 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from disentangle.errors import UserError
-from disentangle.results import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, MODEL_FILE, SCORES_FILE,
-                                 STATUS_FILE, TRAIN_LOG_FILE, file_sha256, read_json, write_json_atomic)
+from disentangle.io import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MODEL_FILE,
+                            PROGRESS_FILE, SCORES_FILE, SCORES_LOCK_FILE, STATUS_FILE, TRAIN_LOG_FILE,
+                            WriteError, file_sha256, read_json, write_json_atomic, write_text_atomic)
 
-SCORES_LOCK_FILE = ".scores.lock"
-LOCK_FILE = "sweep.lock"   # the run lock (RunLock): held by whoever trains or evaluates the run
+# The states of a run, as RunDir.state() decides them (and `sweep status` shows them;
+# "queued" is the scheduler's word, added there).
+RUN_STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
 # provenance keys copied from DSpritesData.provenance into each score entry
 DATA_RECORD_KEYS = ("source", "content_sha256", "renderer_version", "source_checksum", "path",
                     "num_images", "factor_sizes")
@@ -126,6 +135,14 @@ class RunDir:
     def status_path(self) -> Path:
         return self.path / STATUS_FILE
 
+    @property
+    def progress_path(self) -> Path:
+        return self.path / PROGRESS_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG_FILE
+
     def require_dir(self) -> "RunDir":
         if not self.path.is_dir():
             raise UserError(f"{self.path}: no such run directory")
@@ -199,6 +216,91 @@ class RunDir:
         """Training is finished: status.json says so and model.pt is there."""
         status = self.status() if status is None else status
         return bool(status and status.get("state") == "finished" and self.model_path.is_file())
+
+    def missing_metrics(self, names: Sequence[str]) -> list[str]:
+        """The metrics of ``names`` scores.json lacks (all of them when it is unreadable:
+        the evaluation then says why)."""
+        try:
+            scores = self.read_scores()
+        except UserError:
+            scores = {}
+        return [m for m in names if m not in scores]
+
+    def state(self, metrics: Sequence[str] = (), *, status: dict | None = None,
+              check_lock: bool = True) -> str:
+        """The run's state (one of :data:`RUN_STATES` but "queued"; see the module
+        docstring). ``metrics``: the metric names the run is to have for "done".
+        ``check_lock=False`` for a caller that holds the lock itself or decides before
+        taking it; ``status``: status.json when the caller has read it already."""
+        if check_lock and is_locked(self.path):
+            return "running"
+        status = self.status() if status is None else status
+        state = (status or {}).get("state")
+        if state == "failed":
+            return "failed"
+        if self.training_finished(status):
+            return "trained" if self.missing_metrics(metrics) else "done"
+        if state == "running" or self.has_config():
+            return "interrupted"
+        return "not started"
+
+    # ----------------------------------------------------------------- progress.json, sweep.log
+    def read_progress(self) -> dict | None:
+        """The last progress record (:mod:`disentangle.progress`), or None (none
+        written, or unreadable)."""
+        try:
+            entry = read_json(self.progress_path)
+        except (OSError, ValueError):
+            return None
+        return entry if isinstance(entry, dict) else None
+
+    def write_progress(self, entry: dict) -> None:
+        """Replace progress.json; a failed write is dropped (progress must never fail a run)."""
+        with contextlib.suppress(OSError, WriteError):
+            write_json_atomic(self.progress_path, entry)
+
+    def open_log_fd(self) -> int:
+        """sweep.log opened for appending (a file descriptor, for a worker's stdout/stderr)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def append_log(self, line: str) -> None:
+        """Append one line to sweep.log (best effort: a log line must not fail a run)."""
+        with contextlib.suppress(OSError):
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+    # ----------------------------------------------------------------- train_log.csv
+    def write_train_log(self, columns: Sequence[str], rows: Sequence[Sequence[float]]) -> None:
+        """train_log.csv, atomically: the step as an integer, every other value as repr(float)."""
+        import csv
+        import io
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([int(row[0])] + [repr(float(v)) for v in row[1:]])
+        write_text_atomic(self.train_log_path, buf.getvalue())
+
+    def read_train_log(self):
+        """train_log.csv as a DataFrame; UserError naming it when missing, empty or damaged."""
+        import pandas as pd
+        path = self.train_log_path
+        try:
+            log = pd.read_csv(path)
+        except FileNotFoundError:
+            raise UserError(f"{path}: no training log (is {self.path} a run directory?)") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: unreadable ({exc})") from None
+        if "step" not in log.columns or log.empty:
+            raise UserError(f"{path}: no logged steps yet")
+        # every column is a number (write_train_log writes nothing else): anything else is damage
+        bad = [c for c in log.columns if not pd.api.types.is_numeric_dtype(log[c])]
+        if bad:
+            raise UserError(f"{path}: non-numeric values in column(s) {', '.join(map(str, bad[:5]))}; "
+                            f"the log is damaged (train_log.csv is rewritten at the next checkpoint)")
+        return log
 
     # ----------------------------------------------------------------- model.pt
     def require_model(self) -> Path:
@@ -433,3 +535,11 @@ def is_locked(run_dir: str | os.PathLike) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def find_runs(results_dir: str | os.PathLike) -> list[Path]:
+    """Every directory under ``results_dir`` (itself included) holding a config.json."""
+    root = Path(results_dir)
+    runs = sorted({p.parent for p in root.rglob(CONFIG_FILE) if p.is_file()})
+    # a run directory never contains another run: skip anything nested inside one
+    return [r for r in runs if not any(parent in runs for parent in r.parents)]

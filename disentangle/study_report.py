@@ -1,40 +1,45 @@
 """A study's report (report.md: the runs' states, score tables over seeds and per run,
 every failed run with its reason) and its figures (figures/: rate–distortion, metrics
 against β, a traversal per β), written by the report layer for ``disentangle sweep``.
-The sweep calls :func:`write_study_report`; plots and tables come from
-:mod:`disentangle.plots` and :mod:`disentangle.report`, imported only here."""
+The sweep calls :func:`write_study_report` with the study's state (its study.json record
+and every run's status row); this module imports nothing of the sweep, which sits above
+it. Plots and tables come from :mod:`disentangle.plots` and :mod:`disentangle.report`."""
 from __future__ import annotations
 
+import datetime as _dt
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from disentangle.config import format_value
-from disentangle.errors import UserError
-from disentangle.results import write_text_atomic
-from disentangle.sweep.state import FIGURES_DIR, REPORT_FILE, STATES, exception_reason, study_lock, study_runs, utc_now
-from disentangle.sweep.status import study_status
+from disentangle.errors import UserError, exception_reason
+from disentangle.io import write_text_atomic
+from disentangle.rundir import RUN_STATES
+
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
 
 
-def write_study_report(results_dir: str | os.PathLike, run_names: Sequence[str] | None = None,
+def write_study_report(results_dir: str | os.PathLike, record: dict, status_rows: list[dict],
                        echo: Callable[[str], None] = print) -> tuple[Path, list[Path]]:
     """report.md (tables over seeds and per run, every failed run with its reason) and
-    figures/ (rate–distortion, metrics against β, a traversal per β) for the study."""
+    figures/ (rate–distortion, metrics against β, a traversal per β) for the study.
+
+    ``record``: the study's study.json (name, grid, fixed, blocks, metrics, eval_seed,
+    swept); ``status_rows``: one row per run as `sweep status` shows it (name, state,
+    step, steps, detail). The caller holds the study lock."""
     import warnings
 
+    from disentangle.results import collect
     results_dir = Path(results_dir)
-    with study_lock(results_dir):
-        with warnings.catch_warnings():
-            # unfinished runs have no scores yet: the status table says so once
-            warnings.simplefilter("ignore")
-            from disentangle.results import collect
-            df = collect(results_dir)
-        names, record = study_runs(results_dir)
-        status_rows = study_status(results_dir)
-        figures, figure_notes = _study_figures(results_dir, df, record)
-        text = _report_markdown(results_dir, df, record, status_rows, figures, figure_notes)
-        out = results_dir / REPORT_FILE
-        write_text_atomic(out, text)
+    with warnings.catch_warnings():
+        # unfinished runs have no scores yet: the status table says so once
+        warnings.simplefilter("ignore")
+        df = collect(results_dir)
+    figures, figure_notes = _study_figures(results_dir, df, record)
+    text = _report_markdown(results_dir, df, record, status_rows, figures, figure_notes)
+    out = results_dir / REPORT_FILE
+    write_text_atomic(out, text)
     for note in figure_notes:
         echo(f"  note: {note}")
     return out, figures
@@ -146,9 +151,9 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
     if "data_label" in df.columns and df["data_label"].notna().any():
         lines.append(f"Data: {'; '.join(sorted(df['data_label'].dropna().unique()))}.  ")
     lines.append(f"Metrics: {', '.join(record.get('metrics') or ['all'])} (evaluation seed "
-                 f"{record.get('eval_seed', 0)}). Written {utc_now()} by `disentangle sweep`.")
+                 f"{record.get('eval_seed', 0)}). Written {_utc_now()} by `disentangle sweep`.")
     lines.append("")
-    counts = {s: sum(r["state"] == s for r in status_rows) for s in STATES}
+    counts = {s: sum(r["state"] == s for r in status_rows) for s in RUN_STATES}
     lines += ["## Runs", "", ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(status_rows)}.", ""]
     lines += ["| run | state | step | detail |", "|---|---|---:|---|"]
     for r in status_rows:
@@ -176,6 +181,10 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
             lines.append(f"- {note}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _caption(stem: str) -> str:

@@ -20,7 +20,6 @@ the training device; each batch is gathered and unpacked there with two integer 
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import io
 import math
@@ -36,8 +35,7 @@ from disentangle.config import TrainConfig, differing_keys
 from disentangle.devices import resolve_device, thread_limit, tune_allocator
 from disentangle.errors import ParameterError, UserError
 from disentangle.progress import report
-from disentangle.results import (WriteError, clean_stale_temps, environment_info, write_bytes_atomic,
-                                 write_error, write_text_atomic)
+from disentangle.io import WriteError, clean_stale_temps, environment_info, write_bytes_atomic, write_error
 from disentangle.rundir import RunDir
 
 CHECKPOINT_FORMAT = "disentangle-checkpoint-1"
@@ -154,15 +152,6 @@ def _log_columns(latent_dim: int, extra_terms=()) -> list[str]:
             + [f"kl_{i}" for i in range(latent_dim)] + list(extra_terms) + ["img_per_s", "elapsed_s"])
 
 
-def _log_csv(columns: list[str], rows: list[list[float]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for row in rows:
-        w.writerow([int(row[0])] + [repr(float(v)) for v in row[1:]])
-    return buf.getvalue()
-
-
 def _save_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches, step: int,
                      log_rows: list, elapsed: float, acc, acc_steps: int) -> None:
     state = {
@@ -271,7 +260,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
 
     import torch
     device = torch.device(resolve_device(config.device))
-    from disentangle.sweep import RunLock
+    from disentangle.rundir import RunLock
     lock = RunLock(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -414,7 +403,7 @@ def _loop(config: TrainConfig, run: RunDir, trainer: Trainer, batches: PackedBat
                 report("training", done, config.steps, "steps")
             if ckpt_now:
                 _save_checkpoint(run, trainer, batches, done, log_rows, elapsed, acc, acc_steps)
-                write_text_atomic(run.train_log_path, _log_csv(columns, log_rows))
+                run.write_train_log(columns, log_rows)
                 last_good = done
                 if done < config.steps:
                     run.write_status("running", step=done, runtime=runtime)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from disentangle.results import write_json_atomic
+from disentangle.io import write_json_atomic
 
 STUDY_RUNS = [(method, key, value, seed)
               for method, key, values in (("beta-vae", "beta", (1.0, 4.0, 16.0)), ("factor-vae", "gamma", (10.0, 40.0)))

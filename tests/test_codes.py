@@ -14,13 +14,13 @@ from disentangle.errors import UserError
 from disentangle.cli import user_message
 from disentangle.devices import resolve_device
 from disentangle.evaluation.codes import CODES_FORMAT, BatchEncoder, ProtocolCodes, codes_state, get_codes
-from disentangle.results import file_sha256
+from disentangle.io import file_sha256
 from disentangle.rundir import load_model
 
 
 def load_run_model(run_dir):
     return load_model(run_dir)[0]
-from disentangle.results import read_json, write_json_atomic
+from disentangle.io import read_json, write_json_atomic
 
 from conftest import TINY_RUN_LATENT_DIM as LATENT_DIM  # the run_dir fixture's model
 

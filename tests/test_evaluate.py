@@ -14,7 +14,7 @@ from disentangle.cli import main
 from disentangle.errors import UserError
 from disentangle.evaluation.evaluate import ALL_METRICS, evaluate_run, metric_names, parse_param
 from disentangle.evaluation.metrics import METRICS, get_metric
-from disentangle.results import read_json
+from disentangle.io import read_json
 from disentangle.rundir import RunDir
 
 FIVE = ("beta_vae", "factor_vae", "mig", "dci", "sap")

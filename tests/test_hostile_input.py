@@ -22,7 +22,7 @@ from disentangle import sweep as sw
 from disentangle.cli import main as cli
 from disentangle.config import TrainConfig
 from disentangle.errors import UserError
-from disentangle.results import CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, STATUS_FILE, TRAIN_LOG_FILE
+from disentangle.io import CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, STATUS_FILE, TRAIN_LOG_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,7 +255,7 @@ def test_non_numeric_train_log_is_one_line(run_dir):
 
 def test_codes_with_wrong_columns_are_rebuilt_not_reused(run_dir, tiny_data):
     from disentangle.evaluation.codes import codes_state, get_codes, write_codes
-    from disentangle.results import file_sha256
+    from disentangle.io import file_sha256
     n = tiny_data.num_images
     write_codes(run_dir / CODES_FILE, np.zeros((n, 2)), np.zeros((n, 2)),
                 model_sha256=file_sha256(run_dir / "model.pt"), data=tiny_data, batch_size=1, device="cpu",

@@ -69,7 +69,10 @@ def run(name, codes, gt, seed=0, **params):
 # ------------------------------------------------------------------ registry
 def test_registry_names_defaults_and_errors():
     assert list(METRICS) == ["beta_vae", "factor_vae", "mig", "dci", "sap", "modularity_explicitness",
-                             "unsupervised", "irs", "dci_es", "infomec", "info", "info_posterior"]
+                             "unsupervised", "irs", "dci_es", "infomec", "info", "info_posterior", "udr"]
+    # udr is the one study-level entry (evaluate-study); evaluate and score see the rest
+    from disentangle.evaluation.metrics import run_level, study_level
+    assert study_level() == ["udr"] and "udr" not in run_level()
     assert METRICS["beta_vae"].defaults == {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000}
     assert METRICS["factor_vae"].defaults["prune_threshold"] == 0.05
     assert METRICS["factor_vae"].defaults["num_variance_estimate"] == 10_000

@@ -12,7 +12,8 @@ from disentangle import plots
 from disentangle.errors import UserError
 from disentangle.evaluation import figure_data
 from disentangle.report import aggregate
-from disentangle.results import collect, read_json
+from disentangle.io import read_json
+from disentangle.results import collect
 
 from test_report import (RUNS, SIX_METHODS, results_tree, run_name,  # the same tree, built once per session
                          six_method_tree)
@@ -103,7 +104,7 @@ def test_metric_vs_strength_lines_and_bands_are_the_aggregated_table(df, tmp_pat
     assert all("C_{\\max}" in ln.axes.get_xlabel() for ln in capacity)
     assert "1,536 images" in _texts(fig)
     _assert_saved(fig, tmp_path / "mvb")
-    with pytest.raises(UserError, match="--metric nope"):
+    with pytest.raises(UserError, match="^metric nope: no such score"):
         plots.metric_vs_strength(df, ["nope"])
     assert plots.metric_vs_beta is not None   # the first name still draws the same figure
 
@@ -199,10 +200,11 @@ def test_training_curves_are_the_log(tree, tmp_path):
 def test_run_data_refuses_a_different_dataset(tree, tmp_path):
     from disentangle.data.dsprites import render_dataset
     from disentangle.data.ground_truth import GroundTruth
+    from disentangle.rundir import RunDir
     other = render_dataset(tmp_path / "other.h5", GroundTruth.dsprites().subgrid(
         {"scale": [0], "orientation": [0], "pos_x": [0, 16], "pos_y": [0, 16]}))
     with pytest.raises(UserError, match="not the dataset"):
-        plots.run_data(tree / run_name(*RUNS[0]), other)
+        RunDir(tree / run_name(*RUNS[0])).dataset(other, require_training_data=True)
 
 
 def test_cli_plot_commands_write_png_and_pdf(tree, tmp_path):
@@ -239,7 +241,7 @@ def test_cli_plot_commands_write_png_and_pdf(tree, tmp_path):
 def test_mixed_data_sources_get_their_own_panels(tree, tmp_path):
     import shutil
 
-    from disentangle.results import write_json_atomic
+    from disentangle.io import write_json_atomic
     copy = Path(shutil.copytree(tree, tmp_path / "copy", ignore=shutil.ignore_patterns("*.pt", "codes.h5")))
     moved = copy / run_name("beta-h", 4.0, 1)
     cfg = read_json(moved / "config.json")

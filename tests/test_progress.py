@@ -9,8 +9,9 @@ import threading
 import numpy as np
 
 from disentangle import progress
-from disentangle.progress import RunProgress, describe, read_progress, report, reporting
-from disentangle.results import PROGRESS_FILE
+from disentangle.progress import RunProgress, describe, report, reporting
+from disentangle.rundir import RunDir
+from disentangle.io import PROGRESS_FILE
 
 
 def test_describe_says_phase_position_and_unit():
@@ -31,14 +32,14 @@ def test_nothing_happens_without_a_sink(tmp_path):
 
 def test_run_progress_writes_at_phase_changes_and_throttles_within_one(tmp_path):
     lines: list[str] = []
-    sink = RunProgress(tmp_path, lines.append, log_every=3600, write_every=3600)
+    sink = RunProgress(RunDir(tmp_path), lines.append, log_every=3600, write_every=3600)
     with reporting(sink):
         report("training", 0, 100, "steps")
         for step in range(1, 100):
             report("training", step, 100, "steps")   # throttled: neither written nor logged
-        assert read_progress(tmp_path)["done"] == 0
+        assert RunDir(tmp_path).read_progress()["done"] == 0
         report("training", 100, 100, "steps")        # the end of a phase is always written
-        assert read_progress(tmp_path)["done"] == 100
+        assert RunDir(tmp_path).read_progress()["done"] == 100
         report("encoding", 10, 40, "images")         # a new phase: written and logged
     assert progress._sink is None                    # uninstalled after the block
     entry = json.loads((tmp_path / PROGRESS_FILE).read_text())
@@ -51,16 +52,16 @@ def test_run_progress_writes_at_phase_changes_and_throttles_within_one(tmp_path)
 
 def test_run_progress_logs_every_interval_within_a_phase(tmp_path):
     lines: list[str] = []
-    with reporting(RunProgress(tmp_path, lines.append, log_every=0.0, write_every=0.0)):
+    with reporting(RunProgress(RunDir(tmp_path), lines.append, log_every=0.0, write_every=0.0)):
         for step in range(3):
             report("training", step, 3, "steps")
     assert [line.split(" ", 2)[2] for line in lines] == [f"training {k}/3 steps" for k in range(3)]
-    assert read_progress(tmp_path)["done"] == 2
+    assert RunDir(tmp_path).read_progress()["done"] == 2
 
 
 def test_reports_from_a_thread_pool_are_safe(tmp_path):
     seen: list[str] = []
-    sink = RunProgress(tmp_path, seen.append, log_every=0.0, write_every=0.0)
+    sink = RunProgress(RunDir(tmp_path), seen.append, log_every=0.0, write_every=0.0)
     with reporting(sink):
         threads = [threading.Thread(target=lambda k=k: [report("info: I_q", k * 100 + i, 800, "samples")
                                                         for i in range(100)]) for k in range(8)]
@@ -69,13 +70,13 @@ def test_reports_from_a_thread_pool_are_safe(tmp_path):
         for t in threads:
             t.join()
     assert len(seen) == 800
-    assert read_progress(tmp_path)["phase"] == "info: I_q"
+    assert RunDir(tmp_path).read_progress()["phase"] == "info: I_q"
 
 
 def test_an_unreadable_record_reads_as_none(tmp_path):
     (tmp_path / PROGRESS_FILE).write_text("{not json")
-    assert read_progress(tmp_path) is None
-    assert read_progress(tmp_path / "missing") is None
+    assert RunDir(tmp_path).read_progress() is None
+    assert RunDir(tmp_path / "missing").read_progress() is None
 
 
 def test_i_q_reports_its_samples_as_row_blocks_finish():
@@ -109,4 +110,4 @@ def test_a_run_reports_training_encoding_and_each_metric(tmp_path, tiny_data_pat
             .replace(",", ""))
     assert phrases == ["starting", "training 0/20 steps", f"encoding 0/{n:,} images", "metric mig (1/2)",
                        "metric sap (2/2)"], phrases
-    assert read_progress(job["run_dir"])["phase"] == "metric sap"
+    assert RunDir(job["run_dir"]).read_progress()["phase"] == "metric sap"

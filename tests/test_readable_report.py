@@ -194,14 +194,14 @@ def test_no_tqdm_outside_the_terminal_bar():
 def test_cpu_instruction_set():
     import platform
 
-    from disentangle.devices import cpu_instruction_set
+    from disentangle.io import cpu_instruction_set
     machine = platform.machine()
     flags = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
     assert cpu_instruction_set(flags) == f"{machine} avx2"
     assert cpu_instruction_set(flags.replace("fma", "avx512f avx512_bf16")) == f"{machine} avx512_bf16"
     assert cpu_instruction_set("Features\t: fp asimd\n") == machine     # ARM: the architecture only
     assert cpu_instruction_set("") == machine
-    from disentangle.results import environment_info
+    from disentangle.io import environment_info
     assert re.fullmatch(r"\S+( \w+)?", environment_info()["cpu_instruction_set"])
 
 

@@ -17,7 +17,8 @@ import pytest
 from disentangle.errors import UserError
 from disentangle.report import (ReportWarning, aggregate, latex_escape, make_report, metric_columns,
                                 write_report)
-from disentangle.results import ResultsWarning, collect, read_json, write_json_atomic
+from disentangle.io import read_json, write_json_atomic
+from disentangle.results import ResultsWarning, collect
 
 # objective, beta, seed: two β values × two seeds of β-VAE, one capacity run
 RUNS = [("beta-h", 1.0, 0), ("beta-h", 1.0, 1), ("beta-h", 4.0, 0), ("beta-h", 4.0, 1), ("beta-b", 1.0, 0)]

@@ -14,7 +14,8 @@ from disentangle import rundir as rundir_module
 from disentangle.cli import flag_of, main, user_message
 from disentangle.devices import resolve_device, thread_limit
 from disentangle.errors import ParameterError, UserError
-from disentangle.results import ResultsWarning, collect, read_json, write_json_atomic
+from disentangle.io import read_json, write_json_atomic
+from disentangle.results import ResultsWarning, collect
 from disentangle.rundir import RunDir
 
 SMALL_MIG = {"mig": {"num_train": 400}}
@@ -54,7 +55,7 @@ def test_an_unreadable_status_reads_as_unknown_everywhere(run_dir, tiny_data_pat
         df = collect(run_dir.parent)
     assert list(df["status"]) == ["unknown"]
     # the sweep's view is the same: not finished, so it would resume the run
-    assert not sw.missing_metrics(run_dir, []) and sw.study_status(run_dir.parent)[0]["state"] == "interrupted"
+    assert not RunDir(run_dir).missing_metrics([]) and sw.study_status(run_dir.parent)[0]["state"] == "interrupted"
     # training resumes from the last checkpoint and writes a fresh status: same weights
     config = TrainConfig.from_dict(run.config())
     train(config, run_dir)
@@ -112,7 +113,6 @@ def _evaluated_on(run_dir, **kwargs) -> dict:
 
 
 def test_evaluate_and_plots_resolve_the_same_dataset(run_dir, tiny_data_path, tmp_path, monkeypatch):
-    from disentangle import plots
     from disentangle.data.dsprites import render_dataset
     from disentangle.data.ground_truth import GroundTruth
     monkeypatch.delenv("DISENTANGLE_DATA", raising=False)
@@ -120,7 +120,7 @@ def test_evaluate_and_plots_resolve_the_same_dataset(run_dir, tiny_data_path, tm
     # 1. the file the run recorded
     record = _evaluated_on(run_dir)
     assert record["path"] == str(tiny_data_path.resolve()) and record["matches_training_data"] is True
-    assert plots.run_data(run_dir).path.resolve() == tiny_data_path.resolve()
+    assert RunDir(run_dir).dataset(require_training_data=True).path.resolve() == tiny_data_path.resolve()
     # 2. the recorded file is gone: the dataset rule, here a copy with the same content
     saved = read_json(run_dir / "config.json")
     saved["data"]["path"] = str(tmp_path / "moved-away.h5")
@@ -129,7 +129,7 @@ def test_evaluate_and_plots_resolve_the_same_dataset(run_dir, tiny_data_path, tm
     monkeypatch.setenv("DISENTANGLE_DATA", str(copy))
     record = _evaluated_on(run_dir)
     assert record["path"] == str(copy.resolve()) and record["matches_training_data"] is True
-    assert plots.run_data(run_dir).path.resolve() == copy.resolve()
+    assert RunDir(run_dir).dataset(require_training_data=True).path.resolve() == copy.resolve()
     other = render_dataset(tmp_path / "other.h5", GroundTruth.dsprites().subgrid(
         {"scale": [1], "orientation": [0], "pos_x": range(0, 32, 8), "pos_y": range(0, 32, 8)}))
     # 2b. the recorded path now holds other content: not used, by either (plots used to
@@ -138,7 +138,7 @@ def test_evaluate_and_plots_resolve_the_same_dataset(run_dir, tiny_data_path, tm
     write_json_atomic(run_dir / "config.json", saved)
     record = _evaluated_on(run_dir)
     assert record["path"] == str(copy.resolve()) and record["matches_training_data"] is True
-    assert plots.run_data(run_dir).path.resolve() == copy.resolve()
+    assert RunDir(run_dir).dataset(require_training_data=True).path.resolve() == copy.resolve()
     # 3. the rule finds other data: evaluate records and notes it, figures refuse it
     monkeypatch.setenv("DISENTANGLE_DATA", str(other))
     notes = []
@@ -148,10 +148,11 @@ def test_evaluate_and_plots_resolve_the_same_dataset(run_dir, tiny_data_path, tm
     assert out["mig"]["data"]["matches_training_data"] is False
     assert any("not the data the model trained on" in n for n in notes)
     with pytest.raises(UserError, match="not the dataset"):
-        plots.run_data(run_dir)
+        RunDir(run_dir).dataset(require_training_data=True)
     # 4. an explicit dataset wins over everything, for both
     assert _evaluated_on(run_dir, data=str(tiny_data_path))["path"] == str(tiny_data_path.resolve())
-    assert plots.run_data(run_dir, tiny_data_path).path.resolve() == tiny_data_path.resolve()
+    chosen = RunDir(run_dir).dataset(tiny_data_path, require_training_data=True)
+    assert chosen.path.resolve() == tiny_data_path.resolve()
 
 
 # --------------------------------------------------------------------------- devices and errors

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from disentangle.cli import main
 from disentangle.evaluation.codes import get_codes
 from disentangle.evaluation.evaluate import evaluate_run
-from disentangle.results import read_json
+from disentangle.io import read_json
 
 # the same small sample counts as evaluate's tests, so the two commands compare alike
 from test_evaluate import FIVE, SMALL  # noqa: E402
@@ -44,7 +44,7 @@ def test_scoring_a_runs_codes_table_gives_the_evaluate_scores(run_dir, tiny_data
         assert scores[name]["params"] == evaluated[name]["params"]
         assert scores[name]["codes"] == "file" and "model_sha256" not in scores[name]
         assert set(scores[name]) - {"codes_sha256"} == set(evaluated[name]) - {"model_sha256"}
-    from disentangle.results import file_sha256
+    from disentangle.io import file_sha256
     assert scores["mig"]["codes_sha256"] == file_sha256(codes.path)
     # the posterior-only part of info is info's own numbers (same I_q draws)
     posterior, info = without_seconds(scores["info_posterior"]["values"]), evaluated["info"]["values"]

@@ -19,6 +19,7 @@ import pytest
 from disentangle import sweep as sw
 from disentangle.cli import user_message
 from disentangle.errors import UserError
+from disentangle.rundir import RunDir
 
 RUN_B1, RUN_B4 = "beta-vae_b1_s0", "beta-vae_b4_s0"
 
@@ -151,7 +152,7 @@ def test_sweep_status_shows_what_a_running_run_is_doing(tmp_path):
     assert lock.acquire()
     try:
         assert sw.study_status(tmp_path / "study")[0]["detail"].startswith("training 0/1500")
-        with reporting(RunProgress(run_dir, lambda line: None)):
+        with reporting(RunProgress(RunDir(run_dir), lambda line: None)):
             report("encoding", 12288, 73728, "images")
         row = sw.study_status(tmp_path / "study")[0]
         assert row["state"] == "running"

@@ -18,7 +18,7 @@ import torch
 from disentangle.cli import user_message
 from disentangle.config import TrainConfig
 from disentangle.errors import UserError
-from disentangle.results import read_json
+from disentangle.io import read_json
 from disentangle.rundir import RunDir, load_model
 from disentangle.train import PackedBatches, TrainingDiverged, train
 

@@ -49,7 +49,7 @@ import numpy as np
 
 from disentangle.data.ground_truth import GroundTruth
 from disentangle.errors import ParameterError, UserError
-from disentangle.results import atomic_path, check_writable
+from disentangle.io import atomic_path, check_writable
 
 IMAGE_SIZE = 64
 IMAGES_FORMAT = "disentangle-images-1"

@@ -38,7 +38,7 @@ from disentangle.data.ground_truth import DSPRITES_FACTOR_NAMES, GroundTruth
 from disentangle.data.render import (IMAGE_SIZE, PACKED_ROW_BYTES, RENDERER_VERSION, pack_images,
                                      render_packed, unpack_images)
 from disentangle.errors import UserError
-from disentangle.results import atomic_h5, atomic_path, check_writable, file_digest
+from disentangle.io import atomic_h5, atomic_path, check_writable, file_digest
 
 FILE_FORMAT = "disentangle-dsprites-1"
 OFFICIAL_NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"

@@ -160,7 +160,7 @@ class ScreamDSprites(DSpritesVariant):
         import PIL
         from PIL import Image, UnidentifiedImageError
 
-        from disentangle.results import atomic_h5
+        from disentangle.io import atomic_h5
         (path,) = paths
         try:
             with Image.open(path) as img:

@@ -39,7 +39,7 @@ import numpy as np
 
 from disentangle.devices import resolve_device, thread_limit
 from disentangle.errors import ParameterError, UserError
-from disentangle.results import atomic_h5, check_writable
+from disentangle.io import atomic_h5, check_writable
 from disentangle.rundir import RunDir
 
 CODES_FORMAT = "disentangle-codes-1"

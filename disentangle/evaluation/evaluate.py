@@ -39,14 +39,14 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
-from disentangle.evaluation.metrics import METRICS, display_order, get_metric
+from disentangle.evaluation.metrics import METRICS, display_order, get_metric, run_level
 from disentangle.rundir import DataCache, RunDir
 
 
 def _all_metrics(available: Iterable[str] | None = None) -> list[str]:
-    """What ``--metric all`` stands for: every registered metric (or every one of
-    ``available``) in display order, less those another selected one subsumes."""
-    names = display_order(available)
+    """What ``--metric all`` stands for: every registered run-level metric (or every one
+    of ``available``) in display order, less those another selected one subsumes."""
+    names = display_order(run_level() if available is None else available)
     return [n for n in names if METRICS[n].subsumed_by not in names]
 
 
@@ -57,17 +57,20 @@ ALL_METRICS = tuple(_all_metrics())
 def metric_names(requested: Iterable[str], available: Iterable[str] | None = None) -> list[str]:
     """Expand ``all`` (to ``available``'s metrics when given) and check names, keeping
     order and dropping repeats."""
-    known = list(METRICS)
+    known = run_level()
     out: list[str] = []
     for name in requested:
         names = _all_metrics(available) if name == "all" else [name]
         for n in names:
+            if n in METRICS and n not in known:
+                raise ParameterError("metric", f"a study-level metric: `evaluate-study` computes it "
+                                     f"(known here: {', '.join(known)}, all)", value=repr(n))
             if n not in known:
-                raise UserError(f"--metric {n!r}: unknown metric (known: {', '.join(known)}, all)")
+                raise ParameterError("metric", f"unknown metric (known: {', '.join(known)}, all)", value=repr(n))
             if n not in out:
                 out.append(n)
     if not out:
-        raise UserError("--metric: no metric given")
+        raise ParameterError("metric", "no metric given")
     return out
 
 
@@ -104,10 +107,10 @@ def _split_params(metrics: list[str], params: Mapping[str, Mapping] | None) -> d
     """Each metric's overrides. Overrides for a known metric that is not being evaluated
     are ignored (one params dict can serve several calls); an unknown name is a typo."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(METRICS))
+    unknown = sorted(set(params) - set(run_level()))
     if unknown:
-        raise UserError(f"parameters given for unknown metric(s): {', '.join(unknown)} "
-                        f"(known: {', '.join(METRICS)})")
+        raise ParameterError("param", f"given for unknown metric(s): {', '.join(unknown)} "
+                             f"(known: {', '.join(run_level())})")
     return {m: dict(params.get(m) or {}) for m in metrics}
 
 
@@ -145,8 +148,8 @@ def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
 
 def _clean_temps_if_idle(run_dir: Path) -> None:
     """Remove what a killed writer left, when no trainer or sweep worker holds the run."""
-    from disentangle.results import clean_stale_temps
-    from disentangle.sweep import RunLock
+    from disentangle.io import clean_stale_temps
+    from disentangle.rundir import RunLock
     lock = RunLock(run_dir)
     try:
         if not lock.acquire(tries=1, reentrant=True):
@@ -157,6 +160,17 @@ def _clean_temps_if_idle(run_dir: Path) -> None:
         clean_stale_temps(run_dir)
     finally:
         lock.release()
+
+
+def _evaluation_data(run: RunDir, data, cache: DataCache | None, say: Callable[[str], None]):
+    """(the dataset to score ``run`` on, its record for scores.json); a note when it is
+    not the data the model trained on."""
+    dataset = run.dataset(data, cache)
+    data_info = run.data_record(dataset)
+    if data_info["matches_training_data"] is False:
+        say(f"{run.path}: note: evaluating on {dataset.path} ({data_info['source']}), not the data the "
+            f"model trained on; recorded in scores.json")
+    return dataset, data_info
 
 
 def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] = ("all",), seed: int = 0,
@@ -187,11 +201,7 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     needs = {n for spec in specs.values() for n in spec.needs}
     encode_codes = protocol_encode and "codes" in needs
     _clean_temps_if_idle(run_dir)
-    dataset = run.dataset(data, _data_cache)
-    data_info = run.data_record(dataset)
-    if data_info["matches_training_data"] is False:
-        say(f"{run_dir}: note: evaluating on {dataset.path} ({data_info['source']}), not the data the "
-            f"model trained on; recorded in scores.json")
+    dataset, data_info = _evaluation_data(run, data, _data_cache, say)
     device = resolve_device(device)
     # the model must be the one training recorded (a tampered model.pt is refused here)
     model_sha = run.check_model()
@@ -230,7 +240,7 @@ def run_metrics(run: RunDir, plan: EvaluationPlan, inputs: Mapping[str, Callable
     it is computed. ``provenance(spec)`` gives the entry's source fields (data, codes,
     model_sha256 or codes_sha256). Shared by evaluate and :mod:`.score`."""
     from disentangle.progress import report
-    from disentangle.results import package_version
+    from disentangle.io import package_version
     results: dict[str, dict] = {}
     for k, name in enumerate(plan.names):
         report(f"metric {name}", k, len(plan.names), "metrics")
@@ -278,9 +288,9 @@ def _fmt(value) -> str:
 
 def score_table(results: Mapping[Path, Mapping[str, dict]]) -> str:
     """Plain-text table: one row per run, one column per headline score ("metric.key").
-    A score its registry entry warns about is marked (:data:`disentangle.report.FLAG_MARK`)
+    A score its registry entry warns about is marked (:data:`~disentangle.evaluation.metrics.FLAG_MARK`)
     and a footnote after the table says why, one line per run and metric."""
-    from disentangle.report import FLAG_MARK, flag_footnote
+    from disentangle.evaluation.metrics import FLAG_MARK, flag_footnote
     columns: list[tuple[str, str]] = []
     for entries in results.values():
         for metric in entries:
@@ -309,7 +319,7 @@ def parse_param(text: str) -> tuple[str, str, object]:
     (numbers, true/false), else kept as a string."""
     import json
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise UserError(f"--param {text!r}: expected METRIC.KEY=VALUE, e.g. mig.num_train=1000")
+        raise ParameterError("param", "expected METRIC.KEY=VALUE, e.g. mig.num_train=1000", value=repr(text))
     lhs, raw = text.split("=", 1)
     metric, key = lhs.split(".", 1)
     try:

@@ -156,7 +156,7 @@ def _check_label(label) -> str:
 def _weights_record(weights) -> dict | None:
     if weights is None:
         return None
-    from disentangle.results import file_sha256
+    from disentangle.io import file_sha256
     path = Path(weights)
     if not path.is_file():
         raise ParameterError("weights", f"{path}: no such file (the weights file whose sha256 is recorded)")
@@ -189,7 +189,7 @@ def evaluate_external(out: str | os.PathLike, encoder: Callable | None = None, d
     from disentangle.evaluation.evaluate import check_evaluation, metric_names, run_metrics
     from disentangle.evaluation.metrics import METRICS
     from disentangle.evaluation.score import parse_settings, scorable_metrics, _refusal
-    from disentangle.results import environment_info
+    from disentangle.io import environment_info
 
     say = echo or (lambda msg: None)
     label = _check_label(label)
@@ -288,7 +288,7 @@ def import_disvae(model_dir: str | os.PathLike, out: str | os.PathLike) -> RunDi
     from disentangle.data.dsprites import OFFICIAL_MD5, OFFICIAL_NPZ_NAME
     from disentangle.data.ground_truth import GroundTruth
     from disentangle.models import disvae
-    from disentangle.results import atomic_path, environment_info, file_sha256
+    from disentangle.io import atomic_path, environment_info, file_sha256
 
     model_dir = Path(model_dir)
     model, fields, training = disvae.load_disvae(model_dir)

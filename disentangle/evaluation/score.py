@@ -30,8 +30,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from disentangle.errors import UserError
-from disentangle.evaluation.metrics import METRICS, get_metric
+from disentangle.errors import ParameterError, UserError
+from disentangle.evaluation.metrics import METRICS, get_metric, run_level
 from disentangle.rundir import DataCache, RunDir
 
 CODES_KEYS = ("codes", "mean")      # the array of codes in an .npz / .h5, first found wins
@@ -141,18 +141,19 @@ def parse_settings(texts: Iterable[str], label: str | None) -> dict:
         key, sep, raw = text.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise UserError(f"--setting {text!r}: expected KEY=VALUE, e.g. beta=4")
+            raise ParameterError("setting", "expected KEY=VALUE, e.g. beta=4", value=repr(text))
         if key in ("method", "objective"):
-            raise UserError(f"--setting {text!r}: the method is --label")
+            raise ParameterError("setting", "the method is the label parameter", value=repr(text))
         if key not in known:
-            raise UserError(f"--setting {text!r}: unknown setting (known: {', '.join(known)})")
+            raise ParameterError("setting", f"unknown setting (known: {', '.join(known)})", value=repr(text))
         dtype = column_dtype(key)
         try:
             out[key] = float(raw) if dtype == "float" else int(raw) if dtype == "Int64" else raw
         except ValueError:
-            raise UserError(f"--setting {text!r}: expected a {'number' if dtype == 'float' else 'integer'}") from None
+            raise ParameterError("setting", f"expected a {'number' if dtype == 'float' else 'integer'}",
+                                 value=repr(text)) from None
     if label is not None and not str(label).strip():
-        raise UserError("--label: must not be empty")
+        raise ParameterError("label", "must not be empty")
     return out
 
 
@@ -162,13 +163,14 @@ def scorable_metrics(has_logvar: bool) -> list[str]:
     return [m for m, spec in METRICS.items() if set(spec.needs) <= have]
 
 
-def _refusal(name: str, has_logvar: bool) -> str:
+def _refusal(name: str, has_logvar: bool) -> ParameterError:
     spec = get_metric(name)
     if name == "info" or "model" in spec.needs or "dataset" in spec.needs:
-        hint = (" use --metric info_posterior for its posterior-only part (rate, I_q, total correlation)"
+        hint = (" use metric info_posterior for its posterior-only part (rate, I_q, total correlation)"
                 if has_logvar else " info_posterior (rate, I_q, total correlation) needs a logvar array in CODES")
-        return f"--metric {name}: needs the model's decoder and the images, which a codes file lacks;{hint}"
-    return f"--metric {name}: needs each image's log-variance: add a 'logvar' array to CODES"
+        return ParameterError("metric", f"needs the model's decoder and the images, which a codes file lacks;{hint}",
+                              value=name)
+    return ParameterError("metric", "needs each image's log-variance: add a 'logvar' array to CODES", value=name)
 
 
 def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: Iterable[str] = ("all",),
@@ -178,7 +180,7 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     """Score a codes file and write ``out`` as a run directory (module docstring);
     returns ``{metric: entry}`` as scores.json holds them."""
     from disentangle.evaluation.evaluate import check_evaluation, run_metrics
-    from disentangle.results import environment_info, file_sha256
+    from disentangle.io import environment_info, file_sha256
 
     say = echo or (lambda msg: None)
     codes_path = Path(codes_path)
@@ -197,11 +199,11 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     requested = list(metrics)
     for name in requested:
         if name != "all" and name in METRICS and name not in allowed:
-            raise UserError(_refusal(name, has_logvar))
+            raise _refusal(name, has_logvar)
     from disentangle.evaluation.evaluate import metric_names
     names = metric_names(requested, available=allowed)
     plan = check_evaluation(names, seed, params)
-    skipped = [m for m in METRICS if m not in allowed and "all" in requested]
+    skipped = [m for m in run_level() if m not in allowed and "all" in requested]
     if skipped:
         say(f"{codes_path}: not scored from a codes file: {', '.join(skipped)} "
             f"({'they need the model' if has_logvar else 'no logvar array; info needs the model'})")

@@ -22,21 +22,11 @@ import numpy as np
 
 from disentangle.errors import ParameterError, UserError
 
-STUDY_METRICS = ("udr",)
-
-
 def configuration_key(run_dir: Path) -> str:
     """The run's configuration without seed and execution fields, as canonical JSON."""
     from disentangle.config import EXECUTION_KEYS
-    from disentangle.results import CONFIG_FILE, read_json
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        saved = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable run configuration ({exc})") from None
-    config = saved.get("config") if isinstance(saved, dict) else None
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: no \"config\" object (not a run directory?)")
+    from disentangle.rundir import RunDir
+    config = RunDir(run_dir).config()   # UserError naming config.json when unreadable
     identity = {k: v for k, v in config.items() if k not in EXECUTION_KEYS and k != "seed"}
     return json.dumps(identity, sort_keys=True, default=str)
 
@@ -49,25 +39,13 @@ def group_runs(run_dirs) -> dict[str, list[Path]]:
     return groups
 
 
-def study_params(overrides: Mapping | None) -> dict:
-    """UDR's protocol parameters with ``overrides``; unknown or bad values -> UserError."""
-    from disentangle.evaluation.metrics import udr
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(udr.DEFAULTS))
-    if unknown:
-        raise UserError(f"metric 'udr' has no parameter(s) {unknown}; known: {sorted(udr.DEFAULTS)}")
-    params = {**udr.DEFAULTS, **overrides}
-    udr.check_params(params)
-    return params
-
-
 def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: int = 0, data=None,
                    device: str = "cpu", params: Mapping | None = None, threads: int | None = None,
                    progress: bool = True,
                    echo: Callable[[str], None] | None = None) -> dict[Path, dict]:
-    """Compute ``metric`` (UDR) for every run under ``results_dir`` that shares its
-    configuration with at least one other run; merge each run's entry into its
-    scores.json and return ``{run_dir: entry}``.
+    """Compute the study-level ``metric`` (a registry entry of kind "study": UDR) for every
+    run under ``results_dir`` that shares its configuration with at least one other run;
+    merge each run's entry into its scores.json and return ``{run_dir: entry}``.
 
     Per group, one ``numpy.random.default_rng(seed)`` draws ``num_data_points`` image
     indices shared by all the group's models (dlib feeds every model the same images),
@@ -75,17 +53,17 @@ def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: in
     stale, as ``evaluate`` does); the KL per dimension is averaged over the same images.
     """
     from disentangle.devices import resolve_device, thread_limit
-    from disentangle.evaluation.codes import get_codes
-    from disentangle.rundir import DataCache, RunDir
-    from disentangle.evaluation.metrics import udr
-    from disentangle.results import find_runs, package_version
+    from disentangle.evaluation.metrics import METRICS, study_level
+    from disentangle.rundir import DataCache, RunDir, find_runs
 
     say = echo or (lambda msg: None)
-    if metric not in STUDY_METRICS:
-        raise UserError(f"--metric {metric!r}: unknown study metric (known: {', '.join(STUDY_METRICS)})")
+    if metric not in study_level():
+        raise ParameterError("metric", f"unknown study metric (known: {', '.join(study_level())})",
+                             value=repr(metric))
+    spec = METRICS[metric]
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError("seed", f"must be a non-negative integer, got {seed!r}")
-    recorded = study_params(params)
+    recorded = spec.params(params)
     root = Path(results_dir)
     if not root.is_dir():
         raise UserError(f"{root}: no such results directory")
@@ -98,54 +76,65 @@ def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: in
         try:
             RunDir(run).require_model()
         except UserError as exc:
-            say(f"{exc}; left out of udr")
+            say(f"{exc}; left out of {metric}")
             continue
         finished.append(run)
-    groups = group_runs(finished)
     opened = {run: RunDir(run) for run in finished}
     cache = DataCache()
     out: dict[Path, dict] = {}
     with thread_limit(threads):
-        for members in groups.values():
+        for members in group_runs(finished).values():
             if len(members) < 2:
-                say(f"{members[0]}: udr: skipped (no other seed of this configuration)")
+                say(f"{members[0]}: {metric}: skipped (no other seed of this configuration)")
                 continue
-            t0 = time.perf_counter()
-            datasets = [opened[run].dataset(data, cache) for run in members]
-            shas = {d.provenance.get("content_sha256") for d in datasets}
-            if len(shas) != 1:
-                raise UserError(f"{members[0]}: the runs of this configuration evaluate on different "
-                                f"datasets; pass --data to use one")
-            dataset = datasets[0]
-            rng = np.random.default_rng(int(seed))
-            idx = dataset.ground_truth.index_of(
-                dataset.ground_truth.sample_classes(int(recorded["num_data_points"]), rng))
-            means, kls, shas_model = [], [], []
-            for run in members:
-                codes = get_codes(opened[run], dataset, device=device, progress=progress)
-                if codes.built:
-                    say(f"{run}: encoded {codes.num_images} images into codes.h5 in {codes.encode_seconds:.1f} s")
-                means.append(np.asarray(codes.mean[idx], dtype=np.float64))
-                kls.append(udr.mean_kl_per_dim(codes.mean[idx], codes.logvar[idx]))
-                shas_model.append(codes.model_sha256)
-            scores = udr.udr_scores(means, kls, rng, kl_filter_threshold=recorded["kl_filter_threshold"],
-                                    lasso_alpha=recorded["lasso_alpha"])
-            seconds = time.perf_counter() - t0
-            names = [run.relative_to(root).as_posix() if run != root else run.name for run in members]
-            for run, values, sha in zip(members, scores, shas_model):
-                if opened[run].model_sha256() != sha:
-                    raise UserError(f"{opened[run].model_path}: changed during evaluation; run evaluate-study again")
-                entry = {"values": values,
-                         "params": {**recorded, "correlation": "lasso (sklearn Lasso) and spearman",
-                                    "seeds_compared": len(members)},
-                         "seed": int(seed), "seconds": round(seconds, 4),
-                         "data": opened[run].data_record(dataset), "codes": "table", "model_sha256": sha,
-                         "package": package_version(), "group": names,
-                         "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-                opened[run].merge_scores({"udr": entry})
-                out[run] = entry
-                say(f"{run}: udr: udr_lasso {values['udr_lasso']:.4f}, udr_spearman "
-                    f"{values['udr_spearman']:.4f} ({len(members)} seeds)")
+            group = [opened[run] for run in members]
+            out.update(_score_group(spec, group, root, recorded, seed, data, cache, device, progress, say))
+    return out
+
+
+def _score_group(spec, group: list, root: Path, recorded: dict, seed: int, data, cache, device: str,
+                 progress: bool, say: Callable[[str], None]) -> dict[Path, dict]:
+    """One configuration's runs (RunDirs, two or more) scored against each other; each
+    run's entry merged into its scores.json."""
+    from disentangle.evaluation.codes import get_codes
+    from disentangle.evaluation.metrics import udr
+    from disentangle.io import package_version
+
+    t0 = time.perf_counter()
+    datasets = [run.dataset(data, cache) for run in group]
+    shas = {d.provenance.get("content_sha256") for d in datasets}
+    if len(shas) != 1:
+        raise ParameterError("data", f"{group[0].path}: the runs of this configuration evaluate on different "
+                             f"datasets; give one dataset file")
+    dataset = datasets[0]
+    rng = np.random.default_rng(int(seed))
+    idx = dataset.ground_truth.index_of(
+        dataset.ground_truth.sample_classes(int(recorded["num_data_points"]), rng))
+    means, kls, shas_model = [], [], []
+    for run in group:
+        codes = get_codes(run, dataset, device=device, progress=progress)
+        if codes.built:
+            say(f"{run.path}: encoded {codes.num_images} images into codes.h5 in {codes.encode_seconds:.1f} s")
+        means.append(np.asarray(codes.mean[idx], dtype=np.float64))
+        kls.append(udr.mean_kl_per_dim(codes.mean[idx], codes.logvar[idx]))
+        shas_model.append(codes.model_sha256)
+    scores = spec.fn(means, kls, rng, **recorded)
+    seconds = time.perf_counter() - t0
+    names = [run.path.relative_to(root).as_posix() if run.path != root else run.path.name for run in group]
+    out: dict[Path, dict] = {}
+    for run, values, sha in zip(group, scores, shas_model):
+        if run.model_sha256() != sha:
+            raise UserError(f"{run.model_path}: changed during evaluation; run evaluate-study again")
+        entry = {"values": values,
+                 "params": {**recorded, **spec.provenance(recorded), "seeds_compared": len(group)},
+                 "seed": int(seed), "seconds": round(seconds, 4),
+                 "data": run.data_record(dataset), "codes": "table", "model_sha256": sha,
+                 "package": package_version(), "group": names,
+                 "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        run.merge_scores({spec.name: entry})
+        out[run.path] = entry
+        say(f"{run.path}: {spec.name}: udr_lasso {values['udr_lasso']:.4f}, udr_spearman "
+            f"{values['udr_spearman']:.4f} ({len(group)} seeds)")
     return out
 
 

@@ -9,7 +9,7 @@ The results directory::
 
     results/study/
       study.json               the grid, the fixed settings, every run's configuration
-      beta-h_b4_s0/            one run directory per grid point (see disentangle.results)
+      beta-h_b4_s0/            one run directory per grid point (see disentangle.rundir)
         sweep.lock             held (fcntl.flock) by the process working on the run
         sweep.log              that process's output, progress lines included
         progress.json          what the running process is doing now (disentangle.progress)
@@ -29,31 +29,35 @@ The package, one job a module::
 
     grid.py      Study, load_spec (the TOML spec), parse_values, expand -> RunSpec (names
                  from disentangle.config.run_name), the MAX_RUNS bound
-    state.py     the study directory's files and lock, the run states `sweep status`
-                 shows, what a run lacks (the run lock is disentangle.rundir.RunLock)
+    state.py     the study directory's files and lock, what a running run is doing (a
+                 run's files, state and lock are disentangle.rundir's RunDir and RunLock)
     execute.py   one run: execute_run (train or resume, evaluate, record a failure)
     local.py     the local executor: spawned worker processes, parent-death signal, progress
     slurm.py     the Slurm executor: submitit job array, SlurmOptions, parse_time, squeue
     runner.py    run_sweep: expand, check, record study.json, execute, report
     status.py    study_status, format_status
 
-The report and figures are the report layer's (disentangle.study_report); the package
-imports neither plots nor report at module level.
+The report and figures are the report layer's (disentangle.study_report), which is
+handed the study's state (study.json, every run's status row) and imports nothing of the
+sweep; the package imports neither plots nor report at module level.
 """
 from __future__ import annotations
 
 from disentangle.config import format_value, grid_axis_order, run_name
-from disentangle.rundir import LOCK_FILE, RunLock, is_locked
+from disentangle.errors import exception_reason
+from disentangle.io import LOCK_FILE, LOG_FILE
+from disentangle.rundir import RUN_STATES as STATES
+from disentangle.rundir import RunLock, is_locked
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
 from disentangle.sweep.grid import (MAX_RUNS, RunSpec, Study, check_eval_seed, check_evaluation_options,
                                     expand, load_spec, parse_values, swept_axes)
 from disentangle.sweep.local import cpu_count, run_local
 from disentangle.sweep.runner import SweepResult, run_sweep
 from disentangle.sweep.slurm import SlurmOptions, SlurmRun, parse_time, run_slurm, slurm_available, squeue_states
-from disentangle.sweep.state import (FIGURES_DIR, LOG_FILE, REPORT_FILE, SLURM_DIR, SLURM_JOBS_FILE,
-                                     STATES, STUDY_FILE, STUDY_FORMAT, metric_names, missing_metrics, run_phase,
-                                     running_progress)
+from disentangle.sweep.state import (SLURM_DIR, SLURM_JOBS_FILE, STUDY_FILE, STUDY_FORMAT, metric_names, run_phase,
+                                     running_progress, study_lock, study_runs)
 from disentangle.sweep.status import format_status, study_status
+from disentangle.study_report import FIGURES_DIR, REPORT_FILE
 
 __all__ = [
     "FIGURES_DIR",
@@ -75,6 +79,7 @@ __all__ = [
     "check_eval_seed",
     "check_evaluation_options",
     "cpu_count",
+    "exception_reason",
     "execute_run",
     "expand",
     "format_status",
@@ -83,7 +88,6 @@ __all__ = [
     "is_locked",
     "load_spec",
     "metric_names",
-    "missing_metrics",
     "outcome_line",
     "parse_time",
     "parse_values",
@@ -96,14 +100,9 @@ __all__ = [
     "running_progress",
     "slurm_available",
     "squeue_states",
+    "study_lock",
+    "study_runs",
     "study_status",
     "swept_axes",
 ]
 
-
-def __getattr__(name: str):   # write_study_report, for callers of the old module
-    # the report layer, on demand: importing the sweep must not import plots or report
-    if name == "write_study_report":
-        from disentangle.study_report import write_study_report
-        return write_study_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from disentangle.devices import resolve_device
+from disentangle.errors import exception_reason
 from disentangle.progress import RunProgress, report, reporting
 from disentangle.rundir import RunDir, RunLock
-from disentangle.sweep.state import exception_reason, metric_names, missing_metrics, try_write_status
+from disentangle.sweep.state import metric_names, try_write_status
 
 
 def execute_run(job: dict, echo: Callable[[str], None] = print) -> dict:
@@ -37,7 +38,7 @@ def execute_run(job: dict, echo: Callable[[str], None] = print) -> dict:
     if not lock.acquire():
         return finish("busy", "running elsewhere", lock.holder())
     try:
-        with reporting(RunProgress(run_dir, echo)):
+        with reporting(RunProgress(run, echo)):
             report("starting", 0)
             return _train_and_evaluate(job, run, finish)
     finally:
@@ -47,8 +48,9 @@ def execute_run(job: dict, echo: Callable[[str], None] = print) -> dict:
 def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> dict:
     """The body of :func:`execute_run`, under the run's lock."""
     run_dir = run.path
+    names = metric_names(job["metrics"])
     status = run.status()
-    state = (status or {}).get("state")
+    state = run.state(names, status=status, check_lock=False)   # we hold the lock
     if state == "failed" and not job.get("retry_failed"):
         return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
     actions = []
@@ -57,14 +59,14 @@ def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> 
         # training had finished: only the evaluation is retried
         actions.append("retried evaluation")
         run.write_status("finished")
-    elif not run.training_finished(status):
+    elif state not in ("done", "trained"):   # training has not finished
         from disentangle.config import TrainConfig
         from disentangle.train import TrainingDiverged, train
         step = int((status or {}).get("step", 0) or 0)
         has_checkpoint = run.checkpoint_path.is_file()
         if state == "failed":
             actions.append(f"retried from step {step if has_checkpoint else 0}")
-        elif state == "running":
+        elif (status or {}).get("state") == "running":
             # we hold the lock, so whoever wrote "running" is gone (killed, or its sweep was)
             pid = ((status or {}).get("runtime") or {}).get("pid")
             actions.append(f"found interrupted at step {step} (its process{f' {pid}' if pid else ''} is gone); "
@@ -82,8 +84,7 @@ def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> 
             if run.has_config() or run_dir.is_dir():
                 try_write_status(run, "failed", reason)
             return finish("failed", actions[0], reason)
-    names = metric_names(job["metrics"])
-    todo = missing_metrics(run_dir, names)
+    todo = run.missing_metrics(names)
     if todo:
         try:
             from disentangle.evaluation.evaluate import evaluate_run
@@ -92,7 +93,7 @@ def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> 
                          data=job["config"].get("data"),
                          device=resolve_device(job["config"].get("device") or "auto"),
                          threads=job["config"].get("threads"), progress=False)
-            still = missing_metrics(run_dir, names)
+            still = run.missing_metrics(names)
             if still:
                 raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
         except Exception as exc:
@@ -114,7 +115,7 @@ def record_death(job: dict, reason: str) -> dict:
         run = RunDir(run_dir)
         status = run.status() or {}
         reason = f"{reason} at step {int(status.get('step', 0) or 0)}"
-        if not run.training_finished(status) or missing_metrics(run_dir, metric_names(job["metrics"])):
+        if run.state(metric_names(job["metrics"]), status=status, check_lock=False) != "done":   # we hold the lock
             run.write_status("failed", reason=reason)
             return {"name": job["name"], "result": "failed", "action": "killed", "reason": reason}
         return {"name": job["name"], "result": "done", "action": "finished before its worker died",

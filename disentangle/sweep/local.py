@@ -9,12 +9,12 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 from disentangle.devices import set_thread_env
+from disentangle.rundir import RunDir
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
-from disentangle.sweep.state import LOG_FILE, running_progress, utc_now
+from disentangle.sweep.state import running_progress, utc_now
 
 
 def cpu_count() -> int:
@@ -41,9 +41,7 @@ def _worker_main(job: dict, conn, parent_pid: int | None = None) -> None:
     goes back through ``conn``."""
     if parent_pid is not None:
         _die_with_parent(parent_pid)
-    run_dir = Path(job["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = RunDir(job["run_dir"]).open_log_fd()
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
@@ -101,7 +99,7 @@ def run_local(jobs: list[dict], n_jobs: int, echo: Callable[[str], None],
                 send.close()
                 running[proc.sentinel] = (proc, recv, job)
                 echo(f"  start   {job['name']} (pid {proc.pid}, {job['config'].get('threads')} thread(s), "
-                     f"log {Path(job['run_dir']) / LOG_FILE})")
+                     f"log {RunDir(job['run_dir']).log_path})")
             ready = wait(list(running), timeout=max(1.0, progress_every))
             for sentinel in ready:
                 proc, recv, job = running.pop(sentinel)

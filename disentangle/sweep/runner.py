@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Callable
 
 from disentangle.devices import resolve_device
-from disentangle.errors import ParameterError
-from disentangle.results import CONFIG_FILE, write_json_atomic
+from disentangle.errors import ParameterError, UserError
+from disentangle.io import write_json_atomic
 from disentangle.rundir import RunDir
 from disentangle.sweep.grid import RunSpec, Study, check_eval_seed, check_evaluation_options, expand, swept_axes
 from disentangle.sweep.local import cpu_count, run_local
 from disentangle.sweep.slurm import SlurmOptions, run_slurm
-from disentangle.sweep.state import (STUDY_FILE, STUDY_FORMAT, metric_names, missing_metrics, read_json_or_none,
-                                     study_lock, utc_now)
+from disentangle.sweep.state import STUDY_FILE, STUDY_FORMAT, metric_names, read_json_or_none, study_lock, utc_now
+from disentangle.sweep.status import study_status
 
 
 @dataclasses.dataclass
@@ -40,11 +40,13 @@ def _preflight(runs: list[RunSpec], results_dir: Path, data_sha: str | None) -> 
     from disentangle.config import differing_keys
     problems = []
     for run in runs:
-        path = results_dir / run.name / CONFIG_FILE
-        saved = read_json_or_none(path) if path.is_file() else None
-        if saved is None:
-            if path.is_file():
-                problems.append(f"{path}: unreadable")
+        run_dir = RunDir(results_dir / run.name)
+        if not run_dir.has_config():
+            continue
+        try:
+            saved = run_dir.saved()
+        except UserError:
+            problems.append(f"{run_dir.config_path}: unreadable")
             continue
         diff = differing_keys(saved.get("config") or {}, run.config)
         if diff:
@@ -81,6 +83,22 @@ def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor
         write_json_atomic(results_dir / STUDY_FILE, record)
 
 
+def _check_options(study: Study, executor: str, jobs: int, threads_per_job: int | None, device: str) -> None:
+    """Options every run would fail on: refused before any run starts (and so never
+    recorded as a run's failure, which a corrected rerun would then skip)."""
+    if executor not in ("local", "slurm"):
+        raise ParameterError("executor", "choose local or slurm", value=executor)
+    if jobs < 1:
+        raise ParameterError("jobs", "must be at least 1", value=jobs)
+    if threads_per_job is not None and threads_per_job < 1:
+        raise ParameterError("threads_per_job", "must be at least 1", value=threads_per_job)
+    check_eval_seed(study.eval_seed, "--eval-seed" if study.source == "command line"
+                    else f"{study.source}: [evaluate] seed (or --eval-seed)")
+    check_evaluation_options(study)
+    if executor == "local" and device not in (None, "auto"):
+        resolve_device(device)
+
+
 def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "local", jobs: int = 1,
               threads_per_job: int | None = None, retry_failed: bool = False, data: str | None = None,
               device: str = "auto", slurm: SlurmOptions | None = None, report: bool = True,
@@ -89,19 +107,7 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     module docstring. Raises UserError only for problems found before any run starts."""
     from disentangle.data.dsprites import DSpritesData, resolve_data_path
     results_dir = Path(results_dir)
-    if executor not in ("local", "slurm"):
-        raise ParameterError("executor", "choose local or slurm", value=executor)
-    if jobs < 1:
-        raise ParameterError("jobs", "must be at least 1", value=jobs)
-    if threads_per_job is not None and threads_per_job < 1:
-        raise ParameterError("threads_per_job", "must be at least 1", value=threads_per_job)
-    # options every run would fail on: refused before any run starts (and so never
-    # recorded as a run's failure, which a corrected rerun would then skip)
-    check_eval_seed(study.eval_seed, "--eval-seed" if study.source == "command line"
-                    else f"{study.source}: [evaluate] seed (or --eval-seed)")
-    check_evaluation_options(study)
-    if executor == "local" and device not in (None, "auto"):
-        resolve_device(device)
+    _check_options(study, executor, jobs, threads_per_job, device)
     # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories)
     data_path = resolve_data_path(data).resolve()
@@ -112,28 +118,14 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     else:
         threads = threads_per_job or max(1, cpu_count() // jobs)
     runs = expand(study, data=str(data_path), device=device, threads=threads)
-    names = metric_names(study.metrics)
-    from disentangle.results import check_writable
+    from disentangle.io import check_writable
     check_writable(results_dir / STUDY_FILE)
     _preflight(runs, results_dir, data_sha)
     _record_study(results_dir, study, runs,
                   {"executor": executor, "jobs": jobs, "threads_per_job": threads,
                    "retry_failed": retry_failed, "data": str(data_path)})
 
-    outcomes: list[dict] = []
-    todo: list[dict] = []
-    for run in runs:
-        run_dir = results_dir / run.name
-        status = RunDir(run_dir).status()
-        if RunDir(run_dir).training_finished(status) and not missing_metrics(run_dir, names):
-            outcomes.append({"name": run.name, "result": "done", "action": "already done", "reason": None})
-        elif status and status.get("state") == "failed" and not retry_failed:
-            outcomes.append({"name": run.name, "result": "failed",
-                             "action": "not retried (--retry-failed retries it)", "reason": status.get("reason")})
-        else:
-            todo.append({"name": run.name, "run_dir": str(run_dir.resolve()), "config": run.config,
-                         "metrics": list(study.metrics), "eval_seed": study.eval_seed,
-                         "eval_params": study.eval_params, "retry_failed": retry_failed})
+    outcomes, todo = _plan(runs, results_dir, study, retry_failed)
     echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "
          f"{sum(o['result'] == 'done' for o in outcomes)} done, "
          f"{sum(o['result'] == 'failed' for o in outcomes)} failed earlier"
@@ -157,9 +149,41 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
                 return result
             outcomes.extend(done)
     if report:
-        from disentangle.study_report import write_study_report   # the report layer
-        result.report, result.figures = write_study_report(results_dir, [r.name for r in runs], echo=echo)
+        result.report, result.figures = _write_report(results_dir, echo)
     echo(f"sweep {results_dir}: {result.count('done')} done, {result.count('failed')} failed, "
          f"{result.count('busy')} running elsewhere"
          + (f"; report {result.report}" if result.report else ""))
     return result
+
+
+def _plan(runs: list[RunSpec], results_dir: Path, study: Study, retry_failed: bool) -> tuple[list[dict], list[dict]]:
+    """(outcomes of the runs with nothing to do, jobs of the runs to execute), by each
+    run's RunDir.state. Decided before taking any lock: a run being worked on elsewhere
+    goes to the executor, which reports it busy."""
+    names = metric_names(study.metrics)
+    outcomes: list[dict] = []
+    todo: list[dict] = []
+    for run in runs:
+        run_dir = results_dir / run.name
+        status = RunDir(run_dir).status()
+        state = RunDir(run_dir).state(names, status=status, check_lock=False)
+        if state == "done":
+            outcomes.append({"name": run.name, "result": "done", "action": "already done", "reason": None})
+        elif state == "failed" and not retry_failed:
+            outcomes.append({"name": run.name, "result": "failed",
+                             "action": "not retried (--retry-failed retries it)", "reason": status.get("reason")})
+        else:
+            todo.append({"name": run.name, "run_dir": str(run_dir.resolve()), "config": run.config,
+                         "metrics": list(study.metrics), "eval_seed": study.eval_seed,
+                         "eval_params": study.eval_params, "retry_failed": retry_failed})
+    return outcomes, todo
+
+
+def _write_report(results_dir: Path, echo: Callable[[str], None]) -> tuple[Path, list[Path]]:
+    """The report layer's report of the study, handed the study's state (study.json and
+    every run's status row), under the study lock."""
+    from disentangle.study_report import write_study_report
+    from disentangle.sweep.state import study_runs
+    with study_lock(results_dir):
+        _, record = study_runs(results_dir)
+        return write_study_report(results_dir, record, study_status(results_dir), echo=echo)

@@ -3,7 +3,6 @@ requeueing itself on timeout or preemption and resuming from its checkpoint; job
 from squeue and the result files (never sacct)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -15,11 +14,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from disentangle.devices import set_thread_env
-from disentangle.errors import ParameterError
-from disentangle.results import write_json_atomic
+from disentangle.errors import ParameterError, exception_reason
+from disentangle.io import write_json_atomic
+from disentangle.rundir import RunDir
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
-from disentangle.sweep.state import (LOG_FILE, SLURM_DIR, SLURM_JOBS_FILE, exception_reason, read_json_or_none,
-                                     running_progress, study_lock, utc_now)
+from disentangle.sweep.state import (SLURM_DIR, SLURM_JOBS_FILE, read_json_or_none, running_progress, study_lock,
+                                     utc_now)
 
 
 @dataclasses.dataclass
@@ -103,8 +103,7 @@ class SlurmRun:
 
     def __call__(self, job: dict) -> dict:
         set_thread_env(job["config"].get("threads"))
-        log = Path(job["run_dir"]) / LOG_FILE
-        echo = _tee(log)
+        echo = _tee(RunDir(job["run_dir"]))
         echo(f"--- {utc_now()} slurm job {os.environ.get('SLURM_JOB_ID', '?')} on {socket.gethostname()}: "
              f"{job['name']} ({job['config'].get('threads')} thread(s))")
         return execute_run(job, echo)
@@ -114,15 +113,12 @@ class SlurmRun:
         return submitit.helpers.DelayedSubmission(SlurmRun(), job)
 
 
-def _tee(log: Path) -> Callable[[str], None]:
+def _tee(run: RunDir) -> Callable[[str], None]:
     """Print to the task's own log (submitit's stdout) and append to the run's sweep.log,
     so a run's log says what it did on whichever executor ran it."""
     def echo(line: str) -> None:
         print(line, flush=True)
-        with contextlib.suppress(OSError):
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        run.append_log(line)
     return echo
 
 

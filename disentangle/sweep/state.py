@@ -1,7 +1,7 @@
 """Study-level state: the files of a study directory, the study lock that serialises
-its few shared writes, and what a run's files say about it (which metrics it lacks,
-the run states ``sweep status`` shows). The run lock itself belongs to the run
-directory (:class:`disentangle.rundir.RunLock`)."""
+its few shared writes, and what a running run is doing. A run's files, its state and its
+lock belong to the run directory (:class:`disentangle.rundir.RunDir`,
+:class:`disentangle.rundir.RunLock`); the report's files to :mod:`disentangle.study_report`."""
 from __future__ import annotations
 
 import contextlib
@@ -12,20 +12,14 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from disentangle.errors import UserError
-from disentangle.results import CONFIG_FILE, read_json
+from disentangle.io import read_json
 from disentangle.rundir import RunDir
 
 STUDY_FILE = "study.json"
 SLURM_JOBS_FILE = "slurm_jobs.json"
-LOG_FILE = "sweep.log"
-REPORT_FILE = "report.md"
-FIGURES_DIR = "figures"
 SLURM_DIR = "slurm"
 STUDY_FORMAT = "disentangle-study-1"
 _STUDY_LOCK = ".study.lock"
-
-# Run states as `sweep status` shows them.
-STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
 
 
 def utc_now() -> str:
@@ -58,25 +52,16 @@ def metric_names(metrics: Sequence[str]) -> list[str]:
     return expand_metrics(metrics)
 
 
-def missing_metrics(run_dir: str | os.PathLike, names: Sequence[str]) -> list[str]:
-    """The metrics of ``names`` the run's scores.json lacks (all of them when it is
-    unreadable: the evaluation then says why, and the run is marked failed)."""
-    try:
-        scores = RunDir(run_dir).read_scores()
-    except UserError:
-        scores = {}
-    return [m for m in names if m not in scores]
-
-
 def run_phase(run_dir: str | os.PathLike, steps: int | None = None) -> str:
     """What a running run is doing, in a few words: its progress record
     (:mod:`disentangle.progress`: 'training 450/1,500 steps', 'encoding 12,288/73,728
     images (17%)', 'metric dci (4/10)'), else what status.json says."""
-    from disentangle.progress import describe, read_progress
-    phase = describe(read_progress(run_dir))
+    from disentangle.progress import describe
+    run = RunDir(run_dir)
+    phase = describe(run.read_progress())
     if phase:
         return phase
-    status = RunDir(run_dir).status() or {}
+    status = run.status() or {}
     if status.get("state") == "finished":
         return "evaluating"
     step = status.get("step", 0)
@@ -94,13 +79,6 @@ def try_write_status(run: RunDir, state: str, reason: str | None) -> None:
         run.write_status(state, reason=reason)
 
 
-def exception_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, UserError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def study_runs(results_dir: Path) -> tuple[list[str], dict]:
     record = read_json_or_none(results_dir / STUDY_FILE)
     record = record if isinstance(record, dict) else {}
@@ -108,6 +86,6 @@ def study_runs(results_dir: Path) -> tuple[list[str], dict]:
     # run directories not (or no longer) in the study record still count
     if results_dir.is_dir():
         for child in sorted(results_dir.iterdir()):
-            if child.is_dir() and (child / CONFIG_FILE).is_file() and child.name not in names:
+            if child.is_dir() and RunDir(child).has_config() and child.name not in names:
                 names.append(child.name)
     return names, record

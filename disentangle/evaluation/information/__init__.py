@@ -28,8 +28,8 @@ round the per-sample standard deviation of log q(z|x) - log q(z) says how many s
 bring the standard error of I_q to ``iq_se_target`` (0.04 nats, below the 0.05 asked
 for); drawing stops there or at ``iq_max_samples``.
 
-Distortion sample: the decoder is the slow part on a CPU (500-700 images/s on two
-cores here, so 20-30 min for all 737,280 images). ``distortion_images`` is the number of
+Distortion sample: the decoder is the slow part on a CPU (docs/performance.md has its
+throughput). ``distortion_images`` is the number of
 images, drawn uniformly without replacement (default 10,000), or "all" for the whole
 dataset (one z per image; seconds on a GPU). The reported standard error is
 std / sqrt(n) of the per-image NLL; it counts the image-to-image spread too, so it is

@@ -164,7 +164,7 @@ def dataset_entropy(data, cache: bool = True) -> dict:
     each) or ``images(indices)`` (float images in [0, 1] of any shape, or uint8 levels);
     ``provenance["content_sha256"]`` enables the cache.
     """
-    from disentangle.results import write_json_atomic
+    from disentangle.io import write_json_atomic
     sha = (getattr(data, "provenance", None) or {}).get("content_sha256")
     path = cache_dir() / f"entropy-{sha}.json" if (cache and sha) else None
     if path is not None and path.is_file():

@@ -26,11 +26,11 @@ DEFAULT_PARAMS = {
 
 
 def check_params(p: dict) -> dict:
-    """The info parameters, checked (UserError naming ``--param info.KEY``)."""
-    from disentangle.errors import UserError
+    """The info parameters, checked (ParameterError naming ``info.KEY``)."""
+    from disentangle.errors import ParameterError
 
     def bad(key, want):
-        return UserError(f"--param info.{key}={p[key]!r}: expected {want}")
+        return ParameterError(f"info.{key}", f"expected {want}", value=repr(p[key]))
 
     def is_int(x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)

@@ -1,5 +1,5 @@
 """The metric registry: CLI name -> :class:`MetricSpec`, every metric the toolkit
-computes (the five published disentanglement metrics and ``info``).
+computes (the published disentanglement metrics, ``info``, and the study-level ``udr``).
 
 Each entry declares everything the rest of the toolkit needs to know about its metric,
 so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables:
@@ -11,19 +11,23 @@ so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables
   images on demand), ``ground_truth`` (the dataset's factors), ``codes_table`` (the run's
   whole table: ``.mean`` and ``.logvar``), ``model`` (the trained model) and ``dataset``
   (the DSpritesData). The published metrics need ``("codes", "ground_truth")``, so a
-  user can score any representation laid out in index order.
+  user can score any representation laid out in index order. A study-level metric
+  (``kind`` "study": UDR) compares the runs of one configuration: its inputs are
+  ``group_means`` (each run's codes on the same images) and ``group_kls`` (each run's
+  mean KL per dimension there), and it returns one values dict per run.
+  :func:`run_level` and :func:`study_level` split the registry by that kind.
 - ``defaults`` and ``check``: the protocol parameters (PROTOCOLS.md) and a function that
-  checks a complete parameter dict, raising UserError naming ``metric.param``;
+  checks a complete parameter dict, raising ParameterError naming ``metric.param``;
   :meth:`MetricSpec.params` runs it, so every value is checked before any work starts.
 - ``headline_keys``: the scores a table shows by default, the first standing for the
   metric in figures; ``labels`` (axis/legend text) and ``latex`` (table headers) per key.
-- ``kind``: "disentanglement" or "information"; :func:`display_order` lists the metrics
+- ``kind``: "disentanglement", "study" or "information"; :func:`display_order` lists the metrics
   by kind, then in registry order. ``summary``: optional console text of one run's values
   (``info`` prints its sandwich H(X) - D <= I_q <= R with its warnings).
 - ``warnings``: ``warnings(values) -> list[str]``, what makes a score of this metric
   misleading as shown (a FactorVAE 0 because every dimension was pruned, factors dropped
   by MIG/SAP/DCI, a broken information sandwich); the evaluate table, the reports and the
-  study report mark such scores (:func:`disentangle.report.score_flags`). ``values`` may
+  study report mark such scores (:data:`FLAG_MARK`, :func:`flag_footnote`). ``values`` may
   come from a results table, so a missing key is NaN or absent, never an error.
 - ``subsumed_by``: a metric whose values the named one already contains
   (``info_posterior`` is part of ``info``); ``--metric all`` leaves it out when the
@@ -45,14 +49,18 @@ from typing import Any, Callable, Mapping
 from disentangle.errors import UserError
 from disentangle.evaluation import information
 from disentangle.evaluation.metrics import beta_vae, dci, factor_vae, mig, sap
-from disentangle.evaluation.metrics import (dci_es, infomec, irs, modularity_explicitness,
+from disentangle.evaluation.metrics import (dci_es, infomec, irs, modularity_explicitness, udr,
                                             unsupervised)
 from disentangle.evaluation.metrics.utils import sklearn_version
 
 # What an entry's ``needs`` may name (see the module docstring).
-INPUTS = ("codes", "ground_truth", "codes_table", "model", "dataset")
+INPUTS = ("codes", "ground_truth", "codes_table", "model", "dataset", "group_means", "group_kls")
 # Display order of the kinds: disentanglement scores first, as papers list them.
-KINDS = ("disentanglement", "information")
+KINDS = ("disentanglement", "study", "information")
+
+# The mark on a score its metric's registry entry warns about (MetricSpec.warnings); the
+# footnote under the table says why. LaTeX writes it as a math dagger.
+FLAG_MARK = "†"
 
 
 @dataclass(frozen=True)
@@ -215,8 +223,7 @@ METRICS: dict[str, MetricSpec] = {
                            "sklearn.svm.LinearSVC(C=0.01, class_weight='balanced')"),
             "sklearn_version": sklearn_version()},
         warnings=_factors_dropped_warning),
-    # the rest of what papers report (issue 13); udr is study-level (`disentangle
-    # evaluate-study`), so it is no entry here
+    # the rest of what papers report (issue 13); the study-level udr follows the dict
     "modularity_explicitness": MetricSpec(
         name="modularity_explicitness", fn=modularity_explicitness.modularity_explicitness,
         defaults=dict(modularity_explicitness.DEFAULTS), check=modularity_explicitness.check_params,
@@ -289,6 +296,48 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
+def _udr(group_means, group_kls, rng, *, num_data_points, batch_size, kl_filter_threshold, lasso_alpha):
+    # num_data_points: the images the caller drew, shared by the group's models; batch_size:
+    # dlib's encoding batch, recorded (the codes table makes it irrelevant to the values)
+    return udr.udr_scores(group_means, group_kls, rng, kl_filter_threshold=kl_filter_threshold,
+                          lasso_alpha=lasso_alpha)
+
+
+METRICS["udr"] = MetricSpec(
+    name="udr", fn=_udr, defaults=dict(udr.DEFAULTS), check=udr.check_params,
+    needs=("group_means", "group_kls"), kind="study",
+    # every scalar it returns, as tables showed it before it was registered
+    headline_keys=udr.HEADLINE + ("num_active_dims",), labels=udr.LABELS,
+    description="Unsupervised Disentanglement Ranking (Duan et al. 2020) as dlib: median "
+                "pairwise Lasso / Spearman similarity of a run's active dimensions with the "
+                "other seeds of its configuration (`disentangle evaluate-study`)",
+    provenance=lambda params: {"correlation": "lasso (sklearn Lasso) and spearman"})
+
+
+def run_level() -> list[str]:
+    """The metrics of one run (``evaluate``, ``score``, a sweep's ``--metric``)."""
+    return [m for m, spec in METRICS.items() if spec.kind != "study"]
+
+
+def study_level() -> list[str]:
+    """The metrics that compare the runs of a study (``evaluate-study``)."""
+    return [m for m, spec in METRICS.items() if spec.kind == "study"]
+
+
+def flag_footnote(flags, mark: str = FLAG_MARK, most_runs: int = 4) -> list[str]:
+    """The footnote lines under a table with flagged scores: one per metric and warning,
+    naming the runs (``flags``: {(run, metric): [warning, ...]}); [] when nothing is flagged."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for (run, metric), found in flags.items():
+        for message in found:
+            grouped.setdefault((metric, message), []).append(run)
+    lines = []
+    for (metric, message), runs in grouped.items():
+        shown = ", ".join(runs[:most_runs]) + (f" and {len(runs) - most_runs} more" if len(runs) > most_runs else "")
+        lines.append(f"{mark} {metric} ({shown}): {message}")
+    return lines
+
+
 def get_metric(name: str) -> MetricSpec:
     """The registered metric called ``name``; UserError listing the known names otherwise."""
     try:
@@ -315,4 +364,5 @@ def metrics_of_kind(kind: str) -> list[str]:
     return [m for m in display_order() if METRICS[m].kind == kind]
 
 
-__all__ = ["INPUTS", "KINDS", "METRICS", "MetricSpec", "display_order", "get_metric", "metrics_of_kind"]
+__all__ = ["FLAG_MARK", "INPUTS", "KINDS", "METRICS", "MetricSpec", "display_order", "flag_footnote", "get_metric",
+           "metrics_of_kind", "run_level", "study_level"]

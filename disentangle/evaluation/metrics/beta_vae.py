@@ -14,7 +14,7 @@ DEFAULTS = {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000}
 
 
 def check_params(params: dict) -> None:
-    """Every parameter's value (UserError naming ``beta_vae.KEY``)."""
+    """Every parameter's value (ParameterError naming ``beta_vae.KEY``)."""
     for key in ("batch_size", "num_train", "num_eval"):
         require_int("beta_vae", params, key)
 

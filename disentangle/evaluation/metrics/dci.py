@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints,
                                                   random_state_int, require_choice, require_int,
                                                   sample_points)
@@ -14,15 +14,15 @@ DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16, "backend":
 
 
 def check_params(params: dict) -> None:
-    """Every parameter's value (UserError naming ``dci.KEY``), and that the chosen
+    """Every parameter's value (ParameterError naming ``dci.KEY``), and that the chosen
     backend's package is installed."""
     import importlib.util
     for key in ("num_train", "num_test", "batch_size"):
         require_int("dci", params, key)
     require_choice("dci", params, "backend", BACKENDS)
     if params["backend"] == "lightgbm" and importlib.util.find_spec("lightgbm") is None:
-        raise UserError("--param dci.backend=lightgbm: the lightgbm package is not installed "
-                        "(pip install lightgbm), or use --param dci.backend=sklearn-gbt")
+        raise ParameterError("dci.backend", "the lightgbm package is not installed "
+                             "(pip install lightgbm), or choose dci.backend sklearn-gbt", value="lightgbm")
 
 # Hyper-parameters of the reference, sklearn.ensemble.GradientBoostingClassifier() with all
 # defaults, which the fast backend mirrors: 100 stages, learning rate 0.1, depth-3 trees,
@@ -53,15 +53,14 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int):
       kept here (LightGBM's own leaf values are ignored);
     - importance = total split gain per feature, which with unit hessians is sklearn's
       impurity-based ``feature_importances_`` (normalised to sum 1).
-    Remaining differences: floating-point order and tie-breaking between equal splits.
-    On realistic codes the importances agree with the reference to ~0.005 and the train
-    accuracy to ~0.002 (benchmarks/bench_dci.py).
+    Remaining differences: floating-point order and tie-breaking between equal splits
+    (how close the results come: docs/metrics.md, "Speed"; benchmarks/bench_dci.py).
     """
     try:
         import lightgbm
     except ImportError:
-        raise UserError("dci: the lightgbm backend needs the lightgbm package (pip install "
-                        "lightgbm), or use --param dci.backend=sklearn-gbt") from None
+        raise ParameterError("dci.backend", "the lightgbm backend needs the lightgbm package (pip install "
+                             "lightgbm), or choose dci.backend sklearn-gbt", value="lightgbm") from None
     classes, y = np.unique(y_train, return_inverse=True)
     num_classes = classes.size
     trees = 1 if num_classes == 2 else num_classes      # sklearn: one tree per stage if binary
@@ -75,14 +74,7 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int):
         init = np.log(prior)
     score_train = np.tile(init, (rows, 1))
     score_test = np.tile(init, (test_rows, 1))
-    params = {"objective": "none", "learning_rate": GBT_LEARNING_RATE, "max_depth": GBT_DEPTH,
-              "num_leaves": 2 ** GBT_DEPTH, "min_data_in_leaf": 1, "min_sum_hessian_in_leaf": 0.0,
-              "lambda_l1": 0.0, "lambda_l2": 0.0, "min_gain_to_split": 0.0,
-              "max_bin": max(255, rows), "min_data_in_bin": 1, "feature_pre_filter": False,
-              "bagging_fraction": 1.0, "feature_fraction": 1.0, "seed": seed,
-              "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1}
-    if trees > 1:
-        params["num_class"] = trees
+    params = _lightgbm_params(rows, trees, seed)
     booster = lightgbm.Booster(params, lightgbm.Dataset(x_train, label=y, params=params))
     newton_factor = (num_classes - 1) / num_classes if trees > 1 else 1.0
     current = {}
@@ -96,19 +88,8 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int):
 
     for stage in range(GBT_STAGES):
         finished = booster.update(fobj=residual_gradients)
-        p = current["p"]
-        leaf_train = booster.predict(x_train, start_iteration=stage, num_iteration=1,
-                                     pred_leaf=True).reshape(rows, trees)
-        leaf_test = booster.predict(x_test, start_iteration=stage, num_iteration=1,
-                                    pred_leaf=True).reshape(test_rows, trees)
-        for t in range(trees):
-            size = int(max(leaf_train[:, t].max(), leaf_test[:, t].max())) + 1
-            numerator = np.bincount(leaf_train[:, t], weights=target[:, t] - p[:, t], minlength=size)
-            denominator = np.bincount(leaf_train[:, t], weights=p[:, t] * (1 - p[:, t]), minlength=size)
-            ok = np.abs(denominator) >= 1e-150            # sklearn's guard
-            value = np.where(ok, newton_factor * numerator / np.where(ok, denominator, 1.0), 0.0)
-            score_train[:, t] += GBT_LEARNING_RATE * value[leaf_train[:, t]]
-            score_test[:, t] += GBT_LEARNING_RATE * value[leaf_test[:, t]]
+        _add_newton_leaves(booster, stage, x_train, x_test, target, current["p"], newton_factor,
+                           score_train, score_test)
         if finished:          # no tree could split any more: later stages would add nothing
             break
     gain = np.abs(np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64))
@@ -117,6 +98,39 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int):
         return (importance, classes[(score_train[:, 0] > 0).astype(np.int64)],
                 classes[(score_test[:, 0] > 0).astype(np.int64)])
     return importance, classes[np.argmax(score_train, axis=1)], classes[np.argmax(score_test, axis=1)]
+
+
+def _lightgbm_params(rows: int, trees: int, seed: int) -> dict:
+    """LightGBM settings that grow the reference's trees (see :func:`_fit_lightgbm`)."""
+    params = {"objective": "none", "learning_rate": GBT_LEARNING_RATE, "max_depth": GBT_DEPTH,
+              "num_leaves": 2 ** GBT_DEPTH, "min_data_in_leaf": 1, "min_sum_hessian_in_leaf": 0.0,
+              "lambda_l1": 0.0, "lambda_l2": 0.0, "min_gain_to_split": 0.0,
+              "max_bin": max(255, rows), "min_data_in_bin": 1, "feature_pre_filter": False,
+              "bagging_fraction": 1.0, "feature_fraction": 1.0, "seed": seed,
+              "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1}
+    if trees > 1:
+        params["num_class"] = trees
+    return params
+
+
+def _add_newton_leaves(booster, stage: int, x_train, x_test, target, p, newton_factor: float,
+                       score_train, score_test) -> None:
+    """Stage ``stage``'s sklearn leaf values (the Newton step from each new tree's leaf
+    membership, see :func:`_fit_lightgbm`), added times the learning rate to the raw
+    scores in place."""
+    trees = score_train.shape[1]
+    leaf_train = booster.predict(x_train, start_iteration=stage, num_iteration=1,
+                                 pred_leaf=True).reshape(len(score_train), trees)
+    leaf_test = booster.predict(x_test, start_iteration=stage, num_iteration=1,
+                                pred_leaf=True).reshape(len(score_test), trees)
+    for t in range(trees):
+        size = int(max(leaf_train[:, t].max(), leaf_test[:, t].max())) + 1
+        numerator = np.bincount(leaf_train[:, t], weights=target[:, t] - p[:, t], minlength=size)
+        denominator = np.bincount(leaf_train[:, t], weights=p[:, t] * (1 - p[:, t]), minlength=size)
+        ok = np.abs(denominator) >= 1e-150            # sklearn's guard
+        value = np.where(ok, newton_factor * numerator / np.where(ok, denominator, 1.0), 0.0)
+        score_train[:, t] += GBT_LEARNING_RATE * value[leaf_train[:, t]]
+        score_test[:, t] += GBT_LEARNING_RATE * value[leaf_test[:, t]]
 
 
 def _probabilities(scores: np.ndarray) -> np.ndarray:
@@ -181,9 +195,9 @@ def dci_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int =
       tree per class per stage: 40 for orientation).
     - ``"lightgbm"`` (default): the same boosting algorithm (sklearn's split criterion,
       exact thresholds, Newton leaf values, prior init, impurity importances) with
-      LightGBM growing the trees; see :func:`_fit_lightgbm`. About 8x faster; the scores
-      match the reference's to ~0.005 (benchmarks/bench_dci.py measures both on the same
-      codes and samples) but are not bit-identical, so the backend is recorded.
+      LightGBM growing the trees; see :func:`_fit_lightgbm`. Faster, with scores close to
+      the reference's but not bit-identical, so the backend is recorded (speed and
+      agreement: docs/metrics.md, "Speed"; benchmarks/bench_dci.py measures both).
 
     Deviations from dlib: the classifiers get ``random_state`` drawn from ``rng`` (dlib
     leaves it unset, so its tie-breaking is not reproducible); a factor that takes a

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics.utils import check_codes, random_state_int, sample_points
 
 NAME = "dci_es"
@@ -38,11 +38,11 @@ NEEDS = "factors"
 
 
 def check_params(params) -> None:
-    """UserError naming ``dci_es.<param>`` for a bad value."""
+    """ParameterError naming ``dci_es.<param>`` for a bad value."""
     for key in ("num_train", "num_test", "num_trees"):
         value = params.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserError(f"{NAME}.{key} must be a positive integer, got {value!r}")
+            raise ParameterError(f"{NAME}.{key}", "must be a positive integer", value=repr(value))
     depths = params.get("depths", DEFAULTS["depths"])
     try:
         ok = (len(depths) >= 2 and all(not isinstance(d, bool) and int(d) == d and d >= 1 for d in depths)
@@ -50,10 +50,10 @@ def check_params(params) -> None:
     except TypeError:
         ok = False
     if not ok:
-        raise UserError(f"{NAME}.depths must be at least two increasing positive integers, got {depths!r}")
+        raise ParameterError(f"{NAME}.depths", "must be at least two increasing positive integers", value=repr(depths))
     targets = params.get("targets", DEFAULTS["targets"])
     if targets not in TARGETS:
-        raise UserError(f"{NAME}.targets must be one of {', '.join(TARGETS)}, got {targets!r}")
+        raise ParameterError(f"{NAME}.targets", f"must be one of {', '.join(TARGETS)}", value=repr(targets))
 
 
 def categorical_factors(ground_truth) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ DEFAULTS = {"batch_size": 64, "num_train": 10_000, "num_eval": 5_000,
 
 
 def check_params(params: dict) -> None:
-    """Every parameter's value (UserError naming ``factor_vae.KEY``); the variances use
+    """Every parameter's value (ParameterError naming ``factor_vae.KEY``); the variances use
     ddof = 1, so batch_size and num_variance_estimate need 2 points."""
     require_int("factor_vae", params, "batch_size", low=2)
     require_int("factor_vae", params, "num_train")

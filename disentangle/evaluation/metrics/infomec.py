@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics.utils import check_codes, random_state_int, sample_points
 
 NAME = "infomec"
@@ -18,14 +18,14 @@ NEEDS = "factors"
 
 
 def check_params(params) -> None:
-    """UserError naming ``infomec.<param>`` for a bad value."""
+    """ParameterError naming ``infomec.<param>`` for a bad value."""
     for key in ("num_train", "n_neighbors"):
         value = params.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserError(f"{NAME}.{key} must be a positive integer, got {value!r}")
+            raise ParameterError(f"{NAME}.{key}", "must be a positive integer", value=repr(value))
     frac = params.get("prune_fraction", DEFAULTS["prune_fraction"])
     if isinstance(frac, bool) or not isinstance(frac, (int, float, np.floating)) or not 0.0 <= frac < 1.0:
-        raise UserError(f"{NAME}.prune_fraction must be a number in [0, 1), got {frac!r}")
+        raise ParameterError(f"{NAME}.prune_fraction", "must be a number in [0, 1)", value=repr(frac))
 
 
 def _standardise(z: np.ndarray) -> np.ndarray:

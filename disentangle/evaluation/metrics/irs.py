@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError
 from disentangle.evaluation.metrics.utils import (check_codes, histogram_discretize,
                                                   sample_points)
 
@@ -16,14 +16,14 @@ NEEDS = "factors"
 
 
 def check_params(params) -> None:
-    """UserError naming ``irs.<param>`` for a bad value."""
+    """ParameterError naming ``irs.<param>`` for a bad value."""
     for key in ("num_train", "num_bins"):
         value = params.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserError(f"{NAME}.{key} must be a positive integer, got {value!r}")
+            raise ParameterError(f"{NAME}.{key}", "must be a positive integer", value=repr(value))
     q = params.get("diff_quantile", DEFAULTS["diff_quantile"])
     if isinstance(q, bool) or not isinstance(q, (int, float, np.floating)) or not 0.0 <= q <= 1.0:
-        raise UserError(f"{NAME}.diff_quantile must be a number in [0, 1], got {q!r}")
+        raise ParameterError(f"{NAME}.diff_quantile", "must be a number in [0, 1]", value=repr(q))
 
 
 def irs_matrix(factors: np.ndarray, latents: np.ndarray, diff_quantile: float):

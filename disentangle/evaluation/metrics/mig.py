@@ -13,7 +13,7 @@ DEFAULTS = {"num_train": 10_000, "batch_size": 16, "num_bins": 20}
 
 
 def check_params(params: dict) -> None:
-    """Every parameter's value (UserError naming ``mig.KEY``)."""
+    """Every parameter's value (ParameterError naming ``mig.KEY``)."""
     for key in ("num_train", "batch_size", "num_bins"):
         require_int("mig", params, key)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics.utils import (check_codes, histogram_discretize, mutual_info_matrix,
                                                   sample_points)
 
@@ -18,13 +18,13 @@ NEEDS = "factors"      # codes + ground-truth factors
 
 
 def check_params(params) -> None:
-    """UserError naming ``modularity_explicitness.<param>`` for a bad value."""
+    """ParameterError naming ``modularity_explicitness.<param>`` for a bad value."""
     for key in ("num_train", "num_test", "num_bins"):
         value = params.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserError(f"{NAME}.{key} must be a positive integer, got {value!r}")
+            raise ParameterError(f"{NAME}.{key}", "must be a positive integer", value=repr(value))
     if params.get("num_bins", DEFAULTS["num_bins"]) < 2:
-        raise UserError(f"{NAME}.num_bins must be at least 2, got {params['num_bins']!r}")
+        raise ParameterError(f"{NAME}.num_bins", "must be at least 2", value=repr(params['num_bins']))
 
 
 def modularity(mutual_information: np.ndarray) -> float:

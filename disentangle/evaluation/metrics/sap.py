@@ -14,7 +14,7 @@ DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16,
 
 
 def check_params(params: dict) -> None:
-    """Every parameter's value (UserError naming ``sap.KEY``)."""
+    """Every parameter's value (ParameterError naming ``sap.KEY``)."""
     for key in ("num_train", "num_test", "batch_size"):
         require_int("sap", params, key)
     require_bool("sap", params, "continuous_factors")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 
 NAME = "udr"
 # dlib's udr gin defaults: 1,000 images (in batches of 10), Lasso alpha 0.1, KL filter 0.01
@@ -19,17 +19,17 @@ NEEDS = "study"        # several runs of one configuration: codes mean + logvar 
 
 
 def check_params(params) -> None:
-    """UserError naming ``udr.<param>`` for a bad value."""
+    """ParameterError naming ``udr.<param>`` for a bad value."""
     for key in ("num_data_points", "batch_size"):
         value = params.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserError(f"{NAME}.{key} must be a positive integer, got {value!r}")
+            raise ParameterError(f"{NAME}.{key}", "must be a positive integer", value=repr(value))
     for key in ("kl_filter_threshold", "lasso_alpha"):
         value = params.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or value < 0:
-            raise UserError(f"{NAME}.{key} must be a non-negative number, got {value!r}")
+            raise ParameterError(f"{NAME}.{key}", "must be a non-negative number", value=repr(value))
     if params.get("lasso_alpha", DEFAULTS["lasso_alpha"]) == 0:
-        raise UserError(f"{NAME}.lasso_alpha must be positive (0 is unpenalised least squares)")
+        raise ParameterError(f"{NAME}.lasso_alpha", "must be positive (0 is unpenalised least squares)")
 
 
 def mean_kl_per_dim(mean: np.ndarray, logvar: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics.utils import (check_codes, histogram_discretize,
                                                   mutual_info_matrix, sample_points)
 
@@ -21,13 +21,13 @@ NEEDS = "codes"        # no factors: any representation in dataset index order
 
 
 def check_params(params) -> None:
-    """UserError naming ``unsupervised.<param>`` for a bad value."""
+    """ParameterError naming ``unsupervised.<param>`` for a bad value."""
     for key in ("num_train", "num_bins"):
         value = params.get(key, DEFAULTS[key])
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserError(f"{NAME}.{key} must be a positive integer, got {value!r}")
+            raise ParameterError(f"{NAME}.{key}", "must be a positive integer", value=repr(value))
     if params.get("num_train", DEFAULTS["num_train"]) < 2:
-        raise UserError(f"{NAME}.num_train must be at least 2 (a covariance), got {params['num_train']!r}")
+        raise ParameterError(f"{NAME}.num_train", "must be at least 2 (a covariance)", value=repr(params['num_train']))
 
 
 def gaussian_total_correlation(cov: np.ndarray) -> float:

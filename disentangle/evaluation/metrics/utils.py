@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 
 # Rows fetched per codes[] call: bounds the memory a lazy (render-and-encode) codes object
 # needs per call, and costs nothing for an in-memory array.
@@ -178,8 +178,8 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def param_error(metric: str, key: str, value, want: str) -> UserError:
-    return UserError(f"--param {metric}.{key}={value!r}: expected {want}")
+def param_error(metric: str, key: str, value, want: str) -> ParameterError:
+    return ParameterError(f"{metric}.{key}", f"expected {want}", value=repr(value))
 
 
 def require_int(metric: str, params: dict, key: str, low: int = 1) -> None:
@@ -201,7 +201,8 @@ def require_number(metric: str, params: dict, key: str, low: float, strict: bool
 def require_choice(metric: str, params: dict, key: str, choices) -> None:
     value = params[key]
     if not (isinstance(value, str) and value in choices):
-        raise UserError(f"--param {metric}.{key}={value!r}: unknown {key} (choose from {', '.join(choices)})")
+        raise ParameterError(f"{metric}.{key}", f"unknown {key} (choose from {', '.join(choices)})",
+                             value=repr(value))
 
 
 def require_bool(metric: str, params: dict, key: str) -> None:
