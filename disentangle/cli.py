@@ -717,7 +717,7 @@ def import_group():
 def import_disvae_cmd(model_dir, out):
     """Import a YannDubs/disentangling-vae model directory (model.pt + specs.json of its
     Burgess model) as a finished run of the toolkit's burgess network."""
-    from disentangle.evaluation.external import import_disvae
+    from disentangle.external import import_disvae
     run = import_disvae(model_dir, out)
     cfg = run.config()
     training = run.saved()["origin"]["training"]

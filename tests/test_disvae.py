@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from disentangle.errors import UserError
-from disentangle.evaluation.external import import_disvae
+from disentangle.external import import_disvae
 from disentangle.models import disvae
 
 RELEASED = Path(__file__).resolve().parents[2] / "shared" / "released_models" / "disvae"

@@ -1,4 +1,4 @@
-"""The Python API for a model made elsewhere (disentangle.evaluation.external)."""
+"""The Python API for a model made elsewhere (disentangle.external)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from disentangle.errors import UserError
-from disentangle.evaluation.external import evaluate_external
+from disentangle.external import evaluate_external
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {
