@@ -1,4 +1,4 @@
-"""The encoder/decoder networks for 64x64 single-channel images, by name
+"""The encoder/decoder networks for 64x64 images of any channel count, by name
 (``TrainConfig.architecture``):
 
 - ``burgess`` (version 1): the β-VAE network of Burgess et al. 2018 ("Understanding
@@ -16,8 +16,9 @@
 
 The discriminator of FactorVAE (dlib's ``fc_discriminator``) is :class:`FcDiscriminator`.
 
-Every encoder maps float32 x of shape (n, 1, 64, 64) to (mean, logvar), every decoder z
-to logits of shape (n, 1, 64, 64). The networks know nothing about the loss:
+Every encoder maps float32 x of shape (n, C, 64, 64) to (mean, logvar), every decoder z
+to logits of shape (n, C, 64, 64); C is the dataset's channel count (``channels``, 1 by
+default: the networks' first and last layers are the only ones that change). The networks know nothing about the loss:
 :mod:`disentangle.models.methods` decides how the decoder output is read.
 
 Mixed precision (``mixed`` = torch.bfloat16) runs the bulk of each network under autocast;
@@ -80,11 +81,11 @@ def glorot_init_(module: nn.Module) -> nn.Module:
 class Encoder(nn.Module):
     """Burgess: conv x4 -> fc 256 -> fc 256 (``body``), then the linear ``head`` to (mean, logvar)."""
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int, channels: int = 1):
         super().__init__()
         self.latent_dim = latent_dim
         self.conv = nn.Sequential(
-            nn.Conv2d(1, CHANNELS, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(channels, CHANNELS, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
@@ -109,7 +110,7 @@ class Decoder(nn.Module):
     """Burgess: ``stem`` fc 256 (float32: reads the precise z), then fc 256 -> fc 512 -> deconv x3
     (``fc``, ``deconv``), then the last transposed convolution ``head`` to one logit per pixel."""
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int, channels: int = 1):
         super().__init__()
         self.stem = nn.Sequential(nn.Linear(latent_dim, HIDDEN), nn.ReLU())
         self.fc = nn.Sequential(
@@ -121,7 +122,7 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(CHANNELS, CHANNELS, 4, 2, 1), nn.ReLU(),
         )
-        self.head = nn.ConvTranspose2d(CHANNELS, 1, 4, 2, 1)
+        self.head = nn.ConvTranspose2d(CHANNELS, channels, 4, 2, 1)
 
     def forward(self, z: torch.Tensor, mixed: torch.dtype | None = None,
                 channels_last: bool = False) -> torch.Tensor:
@@ -160,10 +161,10 @@ class DlibEncoder(nn.Module):
     With channels_last activations the permute is free (they already are NHWC in memory).
     """
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int, channels: int = 1):
         super().__init__()
         self.conv = nn.Sequential(
-            _tf_conv(1, 32, 4, 64), nn.ReLU(),
+            _tf_conv(channels, 32, 4, 64), nn.ReLU(),
             _tf_conv(32, 32, 4, 32), nn.ReLU(),
             _tf_conv(32, 64, 2, 16), nn.ReLU(),
             _tf_conv(64, 64, 2, 8), nn.ReLU(),
@@ -184,7 +185,7 @@ class DlibEncoder(nn.Module):
 class DlibDecoder(nn.Module):
     """dlib ``deconv_decoder``: fc 256 ReLU (``stem``, float32), fc 1024 ReLU reshaped to
     4×4×64, transposed conv 64, 32, 32 (k4 s2 "same", ReLU), then the transposed conv
-    ``head`` to 1 channel (k4 s2 "same"): logits, 4→8→16→32→64.
+    ``head`` to the image's channels (k4 s2 "same"): logits, 4→8→16→32→64.
 
     Reshape order. dlib reshapes the 1,024 features to [-1, 4, 4, 64] (NHWC, c fastest);
     this decoder does the same (reshape to (n, 4, 4, 64), then permute to NCHW, which is
@@ -193,7 +194,7 @@ class DlibDecoder(nn.Module):
     permutation only.
     """
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int, channels: int = 1):
         super().__init__()
         self.stem = nn.Sequential(nn.Linear(latent_dim, 256), nn.ReLU())
         self.fc = nn.Sequential(nn.Linear(256, 1024), nn.ReLU())
@@ -202,7 +203,7 @@ class DlibDecoder(nn.Module):
             _tf_deconv(64, 32, 4, 8), nn.ReLU(),
             _tf_deconv(32, 32, 4, 16), nn.ReLU(),
         )
-        self.head = _tf_deconv(32, 1, 4, 32)
+        self.head = _tf_deconv(32, channels, 4, 32)
         glorot_init_(self)
 
     def forward(self, z: torch.Tensor, mixed: torch.dtype | None = None,
@@ -218,12 +219,14 @@ class DlibDecoder(nn.Module):
 
 # --------------------------------------------------------------------------- fc
 class FcEncoder(nn.Module):
-    """dlib ``fc_encoder``: flatten (4,096; one channel, so TF's HWC order is PyTorch's),
-    fc 1200 ReLU, fc 1200 ReLU, linear heads ``mean`` and ``logvar``."""
+    """dlib ``fc_encoder``: flatten (64·64·C in TF's HWC order, channel fastest; for one
+    channel that is PyTorch's order), fc 1200 ReLU, fc 1200 ReLU, linear heads ``mean``
+    and ``logvar``."""
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int, channels: int = 1):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(IMAGE_SIZE * IMAGE_SIZE, 1200), nn.ReLU(),
+        self.pixels = IMAGE_SIZE * IMAGE_SIZE * channels
+        self.fc = nn.Sequential(nn.Linear(self.pixels, 1200), nn.ReLU(),
                                 nn.Linear(1200, 1200), nn.ReLU())
         self.mean = nn.Linear(1200, latent_dim)
         self.logvar = nn.Linear(1200, latent_dim)
@@ -231,20 +234,21 @@ class FcEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mixed: torch.dtype | None = None):
         with _autocast(x, mixed):
-            h = self.fc(x.reshape(x.shape[0], IMAGE_SIZE * IMAGE_SIZE))
+            h = self.fc(x.permute(0, 2, 3, 1).reshape(x.shape[0], self.pixels))   # TF's HWC order
         h = h.float()
         return self.mean(h), self.logvar(h)
 
 
 class FcDecoder(nn.Module):
     """dlib ``fc_decoder``: fc 1200 tanh (``stem``, float32), fc 1200 tanh ×2, then the
-    linear ``head`` to 4,096 logits reshaped to (n, 1, 64, 64)."""
+    linear ``head`` to 64·64·C logits reshaped as TF does (HWC) to (n, C, 64, 64)."""
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int, channels: int = 1):
         super().__init__()
+        self.channels = channels
         self.stem = nn.Sequential(nn.Linear(latent_dim, 1200), nn.Tanh())
         self.fc = nn.Sequential(nn.Linear(1200, 1200), nn.Tanh(), nn.Linear(1200, 1200), nn.Tanh())
-        self.head = nn.Linear(1200, IMAGE_SIZE * IMAGE_SIZE)
+        self.head = nn.Linear(1200, IMAGE_SIZE * IMAGE_SIZE * channels)
         glorot_init_(self)
 
     def forward(self, z: torch.Tensor, mixed: torch.dtype | None = None,
@@ -252,7 +256,8 @@ class FcDecoder(nn.Module):
         h = self.stem(z)
         with _autocast(z, mixed):
             h = self.fc(h)
-        return self.head(h.float()).reshape(z.shape[0], 1, IMAGE_SIZE, IMAGE_SIZE)
+        out = self.head(h.float()).reshape(z.shape[0], IMAGE_SIZE, IMAGE_SIZE, self.channels)
+        return out.permute(0, 3, 1, 2).contiguous()
 
 
 class FcDiscriminator(nn.Module):
@@ -287,22 +292,25 @@ ARCHITECTURES = tuple(NETWORKS)
 # --------------------------------------------------------------------------- the VAE
 class VAE(nn.Module):
     """Encoder + decoder of one architecture. ``encode(x) -> (mean, logvar)`` for float32
-    x of shape (n, 1, 64, 64) in {0, 1}; ``decode(z) -> logits`` of shape (n, 1, 64, 64)."""
+    x of shape (n, C, 64, 64) in [0, 1]; ``decode(z) -> logits`` of shape (n, C, 64, 64).
+    ``channels``: the dataset's (1 for dSprites, 3 for the colour sets)."""
 
-    def __init__(self, latent_dim: int = 10, likelihood: str = "bernoulli", architecture: str = "burgess"):
+    def __init__(self, latent_dim: int = 10, likelihood: str = "bernoulli", architecture: str = "burgess",
+                 channels: int = 1):
         super().__init__()
         if architecture not in NETWORKS:
             raise ValueError(f"unknown architecture {architecture!r} (choose from {', '.join(NETWORKS)})")
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
         self.architecture = architecture
+        self.channels = int(channels)
         encoder, decoder = NETWORKS[architecture]
-        self.encoder = encoder(self.latent_dim)
-        self.decoder = decoder(self.latent_dim)
+        self.encoder = encoder(self.latent_dim, self.channels)
+        self.decoder = decoder(self.latent_dim, self.channels)
         if has_scale(likelihood):
             # a discretised likelihood's learned log-scale, one per image channel
             # (models/likelihoods.py); made after the networks, so their weights are unchanged
-            self.log_scale = nn.Parameter(torch.full((1,), LOG_SCALE_INIT))
+            self.log_scale = nn.Parameter(torch.full((self.channels,), LOG_SCALE_INIT))
 
         # Execution settings of the training loop (see set_execution); not part of the
         # weights. Defaults: plain float32, contiguous (NCHW) activations.
@@ -352,14 +360,15 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def build_model(latent_dim: int, likelihood: str, seed: int, architecture: str = "burgess") -> VAE:
+def build_model(latent_dim: int, likelihood: str, seed: int, architecture: str = "burgess",
+                channels: int = 1) -> VAE:
     """A freshly initialised model whose weights depend only on (architecture, latent_dim,
     seed); made on the CPU, so a run starts from the same weights on every device. Drawn
     from a forked RNG so global random state is untouched. (burgess: PyTorch's default
     layer initialisation; dlib and fc: TF1's, see :func:`glorot_init_`.)"""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return VAE(latent_dim, likelihood, architecture)
+        return VAE(latent_dim, likelihood, architecture, channels)
 
 
 def build_discriminator(latent_dim: int, seed: int) -> FcDiscriminator:
