@@ -26,7 +26,7 @@ def flag_of(parameter: str) -> str:
 def user_message(exc: UserError) -> str:
     """The one line the CLI prints for ``exc``, parameters shown as their flags."""
     if isinstance(exc, ParameterError):
-        return exc.message_for(flag_of(exc.parameter))
+        return exc.message_for(flag_of(exc.parameter), show=flag_of)
     return str(exc)
 
 

@@ -398,7 +398,8 @@ def check_hyperparameters_given(method: str, given) -> None:
     for name in given:
         if not method_reads(method, name):
             used = method_registry.get(method).reads
-            raise ParameterError(name, f"not a hyper-parameter of method {method} (it uses {', '.join(used)})")
+            raise ParameterError(name, f"not a hyper-parameter of method {method} (it uses {', '.join(used)})",
+                                 mentions=used)
 
 
 def differing_keys(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

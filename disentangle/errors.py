@@ -31,19 +31,29 @@ class ParameterError(UserError, ValueError):
     gives the same line with the parameter shown under another name (the CLI's flag).
     ``context`` says where the value came from (a spec file and its block)."""
 
-    def __init__(self, parameter: str, message: str, value=_NO_VALUE, context: str = ""):
+    def __init__(self, parameter: str, message: str, value=_NO_VALUE, context: str = "",
+                 mentions: tuple[str, ...] = ()):
         self.parameter = str(parameter)
         self.message = str(message)
         self.value = value
         self.context = str(context)
+        # other parameters the message names (shown under their own names too)
+        self.mentions = tuple(mentions)
         super().__init__(self.message_for(self.parameter))
 
-    def message_for(self, shown_name: str) -> str:
+    def message_for(self, shown_name: str, show=None) -> str:
+        """The line with the parameter shown as ``shown_name`` and, given ``show`` (a
+        function of a parameter name), every parameter in ``mentions`` shown by it."""
+        import re
         value = "" if self.value is _NO_VALUE else f" {self.value}"
         where = f"{self.context}: " if self.context else ""
-        return f"{where}{shown_name}{value}: {self.message}"
+        message = self.message
+        if show is not None and self.mentions:
+            pattern = r"(?<![\w-])(" + "|".join(map(re.escape, self.mentions)) + r")(?![\w-])"
+            message = re.sub(pattern, lambda m: show(m.group(1)), message)
+        return f"{where}{shown_name}{value}: {message}"
 
     def within(self, context: str) -> "ParameterError":
         """The same error, located in ``context`` (outermost first)."""
         return ParameterError(self.parameter, self.message, self.value,
-                              f"{context}: {self.context}" if self.context else context)
+                              f"{context}: {self.context}" if self.context else context, self.mentions)

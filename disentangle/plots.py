@@ -264,10 +264,10 @@ FACET_WIDTH = 2.5
 FACET_HEIGHT = 2.1
 
 
-def left_out_metrics(drawn: Sequence[str], kind: str = "disentanglement") -> list[str]:
-    """The registered metrics of ``kind`` a figure of ``drawn`` metrics leaves out."""
-    from disentangle.evaluation.metrics import metrics_of_kind
-    return [m for m in metrics_of_kind(kind) if m not in set(drawn)]
+def left_out_metrics(drawn: Sequence[str]) -> list[str]:
+    """The registered disentanglement scores a figure of ``drawn`` metrics leaves out."""
+    from disentangle.evaluation.metrics import score_metrics
+    return [m for m in score_metrics() if m not in set(drawn)]
 
 
 def _name_left_out(fig, drawn: Sequence[str]) -> None:

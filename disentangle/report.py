@@ -459,24 +459,26 @@ def caption_for(df, group_by: Sequence[str] | None, header: Sequence[str] = (), 
     return text
 
 
-# --------------------------------------------------------------------------- readable tables (issue 23)
+# --------------------------------------------------------------------------- readable tables
 # What a reader sees: methods, strengths and metrics named as papers name them, from the
 # registries (these accessors are the only places that read them, so a renamed field is a
 # one-line change here).
 def method_name(method) -> str:
     """A method as papers write it ("beta-vae" -> "β-VAE"; old objective names too)."""
-    from disentangle.config import METHOD_LABELS, method_of
+    from disentangle.config import method_label
     if not isinstance(method, str):
         return _fmt_setting(method)
-    return METHOD_LABELS.get(method, METHOD_LABELS.get(method_of(method), method))
+    return method_label(method)
 
 
 def setting_symbol(key: str) -> str:
     """A hyper-parameter's symbol in plain text, with its unit ("beta" -> "β",
     "capacity_max" -> "C_max (nats)"), from the configuration's LaTeX names."""
-    from disentangle.config import HYPERPARAMETER_UNITS, latex_names
+    from disentangle import methods as method_registry
+    from disentangle.config import latex_names
     text = _plain(latex_names().get(key, key))
-    unit = HYPERPARAMETER_UNITS.get(key)
+    hyper = method_registry.HYPERPARAMETERS.get(key)
+    unit = hyper.unit if hyper is not None else None
     return f"{text} ({unit})" if unit else text
 
 

@@ -78,9 +78,9 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
         return written, ["no run has scores yet: no figures"]
     if "info.rate_nats" in scored.columns:
         attempt("rate–distortion", lambda: plots.rate_distortion(scored), fig_dir / "rate_distortion.png")
-    from disentangle.evaluation.metrics import metrics_of_kind
+    from disentangle.evaluation.metrics import score_metrics
     metrics = []
-    for metric in metrics_of_kind("disentanglement"):
+    for metric in score_metrics():
         try:
             if scored[headline_column(scored, metric)].notna().any():
                 metrics.append(metric)

@@ -36,7 +36,8 @@ ANY = "..."
 def command_tree(command: click.Command = main, path: tuple[str, ...] = ()) -> dict[tuple, set[str]]:
     """{command path: its option names (long and short, secondary included)}, every node."""
     options = {"--help"}
-    for param in command.params:
+    # get_params: the options a command builds from the configuration's fields too
+    for param in command.get_params(click.Context(command)):
         if isinstance(param, click.Option):
             options.update(param.opts)
             options.update(param.secondary_opts)

@@ -58,9 +58,9 @@ def test_rate_distortion_plots_every_run_and_the_bound(df, tmp_path):
         want = runs[["info.rate_nats", "info.distortion_nats"]].to_numpy()
         assert np.allclose(sorted(map(tuple, np.asarray(points))), sorted(map(tuple, want)))
     # one method alone: its runs are coloured by its strength (β), as before methods
-    single = plots.rate_distortion(df[df["method"] == "beta-h"])
+    single = plots.rate_distortion(df[df["method"] == "beta-vae"])
     colours = _by_gid(single, "runs:beta-vae").get_array()
-    assert sorted(colours) == sorted(df.loc[df["method"] == "beta-h", "beta"])
+    assert sorted(colours) == sorted(df.loc[df["method"] == "beta-vae", "beta"])
     h = df["info.entropy_x_nats"].iloc[0]
     assert np.allclose(df["info.entropy_x_nats"], h)
     line = _by_gid(fig, f"bound:{round(h, 6)}")
@@ -97,7 +97,7 @@ def test_metric_vs_strength_lines_and_bands_are_the_aggregated_table(df, tmp_pat
         hi = (agg[f"{col}.mean"] + agg[f"{col}.std"]).max()
         assert ys.min() == pytest.approx(lo) and ys.max() == pytest.approx(hi)
         dots = [d for d in line.axes.collections if d.get_gid() == "seeds:beta-vae"][0]
-        assert len(dots.get_offsets()) == (df["method"] == "beta-h").sum()
+        assert len(dots.get_offsets()) == (df["method"] == "beta-vae").sum()
     # the capacity runs have their own row, on their own hyper-parameter's axis
     capacity = fig.findobj(lambda a: a.get_gid() == "mean:annealed-vae")
     assert len(capacity) == 2 and all(list(ln.get_xdata()) == [5.0] for ln in capacity)
@@ -272,7 +272,8 @@ def six(tmp_path):
 
 
 def test_metric_vs_strength_has_a_row_per_method_on_its_own_axis(six, tmp_path):
-    from disentangle.config import METHOD_LABELS, METHODS, strength_label
+    from disentangle.config import method_label, strength_label
+    from disentangle.methods import METHODS as REGISTERED
     fig = plots.metric_vs_strength(six, ["mig", "info.rate_nats"])
     # log where the values span a decade: β 1–16, β 1–10, γ 10–100, λ_od 1–10; C_max 5–25 not
     want_log = {"beta-vae": True, "annealed-vae": False, "beta-tcvae": True, "factor-vae": True,
@@ -285,7 +286,7 @@ def test_metric_vs_strength_has_a_row_per_method_on_its_own_axis(six, tmp_path):
             ax = line.axes
             spec = ax.get_subplotspec()
             rows.setdefault(method, set()).add(spec.rowspan.start)
-            assert ax.get_title() == METHOD_LABELS[method]
+            assert ax.get_title() == method_label(method)
             assert ax.get_xlabel() == strength_label(key) + (", log scale" if want_log[method] else "")
             assert ax.get_xscale() == ("log" if want_log[method] else "linear")
             assert list(line.get_xdata()) == values
@@ -297,7 +298,7 @@ def test_metric_vs_strength_has_a_row_per_method_on_its_own_axis(six, tmp_path):
                 assert ax.get_ylabel() == plots.metric_label("info.rate_nats") and spec.colspan.start == 1
                 assert np.allclose(line.get_ydata(), [2.25 + 3.0 * m + 2.0 * j for j in range(2)])
     # one row per method, in the methods' order; the grid has no other panels
-    assert [min(rows[m]) for m in METHODS] == list(range(6)) and all(len(r) == 1 for r in rows.values())
+    assert [min(rows[m]) for m in REGISTERED] == list(range(6)) and all(len(r) == 1 for r in rows.values())
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 6 * 2
     _assert_saved(fig, tmp_path / "mvs")
 
@@ -305,7 +306,7 @@ def test_metric_vs_strength_has_a_row_per_method_on_its_own_axis(six, tmp_path):
 def test_rate_distortion_colours_by_method_and_sizes_by_strength(six, tmp_path):
     from matplotlib.colors import to_hex
 
-    from disentangle.config import METHOD_LABELS
+    from disentangle.config import method_label
     fig = plots.rate_distortion(six)
     colours = {}
     for method, (key, values) in SIX_METHODS.items():
@@ -322,7 +323,7 @@ def test_rate_distortion_colours_by_method_and_sizes_by_strength(six, tmp_path):
     assert len(set(colours.values())) == 6
     legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
     for method in SIX_METHODS:
-        assert METHOD_LABELS[method] in legend
+        assert method_label(method) in legend
     assert "$\\gamma$ ∈ {10, 100}" in legend and "smallest value" in legend
     assert len(fig.axes) == 1   # no colour bar: colour is the method
     # one method alone looks as before: coloured by its strength, with a colour bar

@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from disentangle.config import METHOD_LABELS
-from disentangle.evaluation.metrics import METRICS, metrics_of_kind
+from disentangle.config import method_label
+from disentangle.evaluation.metrics import METRICS, score_metrics
 from disentangle.results import collect
 from study_fixture import STUDY_RUNS, fake_study
 
@@ -41,10 +41,10 @@ def test_headline_table_uses_the_registry_labels(df):
     from disentangle.report import make_report, study_group_by
     text = make_report(df, "markdown", group_by=study_group_by(df))
     header, rows = _table(text, "Headline scores")
-    scored = [m for m in metrics_of_kind("disentanglement")]
+    scored = [m for m in score_metrics()]
     # one column per disentanglement metric, headed by its registry label, in display order
     assert header == ["method", "strength", "n"] + [METRICS[m].label(METRICS[m].headline) for m in scored]
-    assert [r[0] for r in rows] == [METHOD_LABELS["beta-vae"]] * 3 + [METHOD_LABELS["factor-vae"]] * 2
+    assert [r[0] for r in rows] == [method_label("beta-vae")] * 3 + [method_label("factor-vae")] * 2
     assert [r[1] for r in rows] == ["β = 1", "β = 4", "β = 16", "γ = 10", "γ = 40"]
     assert {r[2] for r in rows} == {"3"}
     # the cell is the mean ± sample std over the three seeds
@@ -60,7 +60,7 @@ def test_headline_table_uses_the_registry_labels(df):
 def test_detail_tables_one_per_metric(df):
     from disentangle.report import make_report
     text = make_report(df, "markdown", group_by="method,strength", detail=True)
-    for metric in metrics_of_kind("disentanglement"):
+    for metric in score_metrics():
         header, rows = _table(text, f"{metric}: every score")
         assert METRICS[metric].label(METRICS[metric].headline) in header
         assert "extra detail key" in header and len(rows) == 5
@@ -85,7 +85,7 @@ def test_metric_vs_strength_wraps_and_names_what_it_leaves_out(df, tmp_path):
     from disentangle import plots
     fig = plots.metric_vs_strength(df, ["mig", "dci", "sap", "irs"])
     drawn = fig.metrics_drawn
-    assert set(drawn) | set(fig.metrics_left_out) == set(metrics_of_kind("disentanglement"))
+    assert set(drawn) | set(fig.metrics_left_out) == set(score_metrics())
     assert not set(drawn) & set(fig.metrics_left_out)
     left = next(t for t in fig.findobj() if getattr(t, "get_gid", lambda: None)() == "left-out")
     assert all(m in left.get_text() for m in fig.metrics_left_out)
@@ -98,7 +98,7 @@ def test_metric_vs_strength_wraps_and_names_what_it_leaves_out(df, tmp_path):
 def test_every_metric_with_scores_is_drawn(df):
     from disentangle import plots
     fig = plots.metric_distribution(df)
-    assert fig.metrics_drawn == metrics_of_kind("disentanglement") and fig.metrics_left_out == []
+    assert fig.metrics_drawn == score_metrics() and fig.metrics_left_out == []
 
 
 def test_distribution_one_panel_per_metric(df, tmp_path):
@@ -108,7 +108,7 @@ def test_distribution_one_panel_per_metric(df, tmp_path):
     assert len(panels) == 4 and sum(ax.get_visible() for ax in fig.axes) == 4
     # each panel: a violin per method, the methods as papers write them
     assert [t.get_text() for t in panels[0].get_xticklabels()] == ["β-VAE", "FactorVAE"]
-    assert set(fig.metrics_left_out) == set(metrics_of_kind("disentanglement")) - {"mig", "dci", "sap", "irs"}
+    assert set(fig.metrics_left_out) == set(score_metrics()) - {"mig", "dci", "sap", "irs"}
     width, height = _png_size(plots.save_figure(fig, tmp_path / "d"))
     assert (width, height) == (1500, round(200 * (2 * 2.1 + 0.8)))
 

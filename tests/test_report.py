@@ -81,6 +81,7 @@ def _copy(tree: Path, tmp_path: Path) -> Path:
 
 # --------------------------------------------------------------------------- collect
 def test_collect_values_equal_scores_json(df, tree):
+    import disentangle.config as cfg
     from disentangle import __version__
     assert sorted(df["run"]) == sorted(run_name(*r) for r in RUNS)
     checked = 0
@@ -88,7 +89,9 @@ def test_collect_values_equal_scores_json(df, tree):
         run_dir = tree / row["run"]
         saved = read_json(run_dir / "config.json")
         for key in ("method", "beta", "gamma", "capacity_max", "latent_dim", "steps", "seed", "likelihood"):
-            assert row[key] == saved["config"][key], key
+            want = saved["config"][key]
+            # the method column names the method an old alias ("beta-h") selects
+            assert row[key] == (cfg.method_of(want) if key == "method" else want), key
         assert row["data_source"] == "rendered"
         assert row["data_label"] == f"rendered ({saved['data']['renderer_version']}), 1,536 images"
         assert row["data_sha256"] == saved["data"]["content_sha256"]
@@ -127,7 +130,7 @@ def test_collect_missing_and_unreadable_scores_give_nan_and_one_warning_each(tre
     assert len(df) == len(RUNS)
     assert df.loc[bad, "mig.discrete_mig"].isna().all()
     assert df.loc[~bad, "mig.discrete_mig"].notna().all()
-    assert (df.loc[bad, "method"] == "beta-h").all()  # the configuration is still there
+    assert (df.loc[bad, "method"] == "beta-vae").all()  # the configuration is still there
     # reports still work and show the gaps
     text = make_report(df, group_by="method,beta")
     assert "(1 of 2)" in text
@@ -170,7 +173,7 @@ def test_aggregation_never_mixes_data_sources(tree, tmp_path):
     write_json_atomic(moved / "config.json", cfg)
     df = collect(copy)
     agg = aggregate(df, ["method", "beta"], ["mig.discrete_mig"])
-    b4 = agg[(agg["method"] == "beta-h") & (agg["beta"] == 4.0)]
+    b4 = agg[(agg["method"] == "beta-vae") & (agg["beta"] == 4.0)]
     assert sorted(b4["n"]) == [1, 1]
     assert set(b4["data_label"]) == {"official", "rendered (dsprites-render-1), 1,536 images"}
     official = b4[b4["data_label"] == "official"].iloc[0]
@@ -181,7 +184,7 @@ def test_aggregation_never_mixes_data_sources(tree, tmp_path):
 
 def test_grouping_that_hides_a_setting_warns(df):
     with pytest.warns(ReportWarning, match="beta"):
-        aggregate(df[df["method"] == "beta-h"], ["method"], ["mig.discrete_mig"])
+        aggregate(df[df["method"] == "beta-vae"], ["method"], ["mig.discrete_mig"])
 
 
 # --------------------------------------------------------------------------- formats
@@ -200,7 +203,7 @@ def test_markdown_per_run_and_aggregated(df):
         assert float(cells["info.rate_nats"]) == pytest.approx(row["info.rate_nats"], abs=0.051)
     agg_text = make_report(df, "markdown", group_by=["method", "beta"], metrics=["mig"])
     agg = aggregate(df, ["method", "beta"], ["mig.discrete_mig"])
-    b1 = agg[(agg["method"] == "beta-h") & (agg["beta"] == 1.0)].iloc[0]
+    b1 = agg[(agg["method"] == "beta-vae") & (agg["beta"] == 1.0)].iloc[0]
     want = f"{b1['mig.discrete_mig.mean']:.3f} ± {b1['mig.discrete_mig.std']:.3f}"
     assert want in agg_text
     assert agg_text.count("\n") == 2 + 3
@@ -354,12 +357,12 @@ def test_a_new_identity_field_gets_columns_names_and_groups(tmp_path, monkeypatc
     assert "probe_every" in cfg.execution_keys(Extended) and "probe_every" not in Extended().identity()
     assert cfg.column_dtype("kl_weight", Extended) == "float"
     base = Extended(beta=4).to_dict()
-    assert cfg.run_name(base, ["normalisation", "kl_weight"], Extended) == "beta-h_b4_batch_kw1_s0"
+    assert cfg.run_name(base, ["normalisation", "kl_weight"], Extended) == "beta-vae_b4_batch_kw1_s0"
     monkeypatch.setattr(cfg, "TrainConfig", Extended)
     assert Extended(kl_weight=2).kl_weight == 2.0 and isinstance(Extended(kl_weight=2).kl_weight, float)
     runs = sw.expand(sw.Study(grid={"normalisation": ["batch", "layer"], "kl_weight": [1, 2]}))
-    assert [r.name for r in runs] == ["beta-h_b1_batch_kw1_s0", "beta-h_b1_batch_kw2_s0",
-                                      "beta-h_b1_layer_kw1_s0", "beta-h_b1_layer_kw2_s0"]
+    assert [r.name for r in runs] == ["beta-vae_b1_batch_kw1_s0", "beta-vae_b1_batch_kw2_s0",
+                                      "beta-vae_b1_layer_kw1_s0", "beta-vae_b1_layer_kw2_s0"]
     tree = _fake_tree(tmp_path / "r", [{"normalisation": "batch", "kl_weight": 1.0},
                                        {"normalisation": "layer", "kl_weight": 1.0}], [0.1, 0.5])
     df = collect(tree)
@@ -388,16 +391,16 @@ STRENGTH_CASES = [
 
 
 def test_method_and_strength_columns_for_every_method(tmp_path):
-    from disentangle.config import METHOD_STRENGTH, METHODS
-    assert set(METHOD_STRENGTH) == set(METHODS)   # every method has its strength
+    from disentangle import methods as method_registry
+    assert all(m.strength in m.reads for m in method_registry.METHODS.values())   # every method has its strength
     tree = _fake_tree(tmp_path / "r", [c for c, *_ in STRENGTH_CASES], [0.1] * len(STRENGTH_CASES))
     df = collect(tree)
-    got = {(r["method"], r["method"], r["strength_name"], r["strength"]) for _, r in df.iterrows()}
-    assert got == {(c["method"], m, k, v) for c, m, k, v in STRENGTH_CASES}
+    # the method column names the method an old name selects ("beta-h" -> "beta-vae")
+    got = sorted((r["method"], r["strength_name"], r["strength"]) for _, r in df.iterrows())
+    assert got == sorted((m, k, v) for c, m, k, v in STRENGTH_CASES)
     assert df["strength"].dtype == float
-    # the derived columns come before the configuration's, after the run's source
     cols = list(df.columns)
-    assert cols.index("method") < cols.index("strength_name") < cols.index("strength") < cols.index("method")
+    assert cols.index("method") < cols.index("strength_name") < cols.index("strength")
 
 
 def test_old_runs_without_the_new_fields_get_method_and_strength(tmp_path):
@@ -407,10 +410,10 @@ def test_old_runs_without_the_new_fields_get_method_and_strength(tmp_path):
                                        {"method": "beta-b", "capacity_max": 5.0}], [0.3, 0.4],
                       drop=("lambda_od", "architecture"))
     assert "lambda_od" not in read_json(tree / "run0" / "config.json")["config"]
-    df = collect(tree).set_index("method")
-    assert (df.loc["beta-h", "method"], df.loc["beta-h", "strength_name"], df.loc["beta-h", "strength"]) == \
+    df = collect(tree).set_index("run")
+    assert (df.loc["run0", "method"], df.loc["run0", "strength_name"], df.loc["run0", "strength"]) == \
         ("beta-vae", "beta", 16.0)
-    assert (df.loc["beta-b", "method"], df.loc["beta-b", "strength"]) == ("annealed-vae", 5.0)
+    assert (df.loc["run1", "method"], df.loc["run1", "strength"]) == ("annealed-vae", 5.0)
     # a strength field missing from config.json counts as its default
     from disentangle.config import TrainConfig, method_columns
     assert method_columns({"method": "dip-vae-i"})["strength"] == TrainConfig().lambda_od
@@ -484,7 +487,7 @@ def test_a_six_method_study_groups_by_method_and_strength(tmp_path):
     # the per-run table of a multi-method study names each run's strength
     header, _ = table_cells(df, None, ["mig"])
     assert header[2:5] == ["method", "strength_name", "strength"]
-    assert "method" not in table_cells(single, None, ["mig"])[0]
+    assert table_cells(single, None, ["mig"])[0].count("method") == 1   # once, not as a derived twin
 
 
 def test_cli_report_groups_by_method_and_strength(tmp_path):

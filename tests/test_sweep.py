@@ -527,8 +527,8 @@ def test_study_json_and_the_report_record_the_blocks(tmp_path):
     assert record["blocks"] == study.blocks and record["swept"] == ["beta"]
     assert sorted(record["runs"]) == ["beta-vae_b1_s0", "beta-vae_b4_s0", "factor-vae_g10_s0"]
     text = _report_markdown(tmp_path, pd.DataFrame(), record, [], [], [])
-    assert "Block 1: objective = beta-vae; beta ∈ {1, 4}.  " in text.splitlines()
-    assert "Block 2: objective = factor-vae; gamma = 10.  " in text.splitlines()
+    assert "Block 1: method = beta-vae; beta ∈ {1, 4}.  " in text.splitlines()
+    assert "Block 2: method = factor-vae; gamma = 10.  " in text.splitlines()
     # a later sweep without blocks into the same directory drops them from the record
     _record_study(tmp_path, sw.Study(grid={"beta": [2]}), [], {"executor": "local"})
     assert "blocks" not in json.loads((tmp_path / sw.STUDY_FILE).read_text())

@@ -261,18 +261,18 @@ def test_old_run_directory_without_the_new_fields_loads_and_resumes(tmp_path, fi
     messages = []
     assert train(config, old, echo=messages.append) == old and "already finished" in messages[0]
     # interrupted at step 13 (the last checkpoint at step 10), then resumed as an old run
-    real, calls = methods.method_terms, {"n": 0}
+    real, calls = methods.beta_vae, {"n": 0}
 
     def stop_at_13(*args, **kw):
         calls["n"] += 1
         terms = real(*args, **kw)
         return {**terms, "loss": terms["loss"] * float("inf")} if calls["n"] == 13 else terms
 
-    monkeypatch.setattr(methods, "method_terms", stop_at_13)
+    monkeypatch.setattr(methods, "beta_vae", stop_at_13)
     part = tmp_path / "part"
     with pytest.raises(TrainingDiverged):
         train(config, part)
-    monkeypatch.setattr(methods, "method_terms", real)
+    monkeypatch.setattr(methods, "beta_vae", real)
     _strip_new_fields(part)
     messages = []
     train(config, part, echo=messages.append)
@@ -362,14 +362,14 @@ def test_huge_learning_rate_fails_with_status_and_message(tmp_path, tiny_data_pa
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, tiny_data_path, monkeypatch):
     from disentangle.models import methods
-    real, calls = methods.method_terms, {"n": 0}
+    real, calls = methods.beta_vae, {"n": 0}
 
     def poisoned(*args, **kw):   # the 13th step produces an infinite loss
         calls["n"] += 1
         terms = real(*args, **kw)
         return {**terms, "loss": terms["loss"] * float("inf")} if calls["n"] == 13 else terms
 
-    monkeypatch.setattr(methods, "method_terms", poisoned)
+    monkeypatch.setattr(methods, "beta_vae", poisoned)
     out = tmp_path / "inf"
     with pytest.raises(TrainingDiverged, match="at step 13.*last good checkpoint \\(step 10\\)"):
         train(small(tiny_data_path, steps=30), out)

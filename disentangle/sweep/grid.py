@@ -97,7 +97,9 @@ def parse_values(text: str, parameter: str, kind: type = float) -> list:
                 values.append(float(part))
             else:
                 values.append(part)
-        except ValueError:
+        except ParameterError:
+            raise
+        except ValueError:   # (after ParameterError, which is a ValueError too)
             expected = {int: "integers or ranges like 0-4", float: "numbers"}.get(kind, "values")
             raise ParameterError(parameter, f"expected comma-separated {expected}, got {part!r}",
                                  value=text) from None

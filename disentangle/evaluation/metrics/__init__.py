@@ -364,5 +364,11 @@ def metrics_of_kind(kind: str) -> list[str]:
     return [m for m in display_order() if METRICS[m].kind == kind]
 
 
+def score_metrics() -> list[str]:
+    """The disentanglement scores tables and figures show, run-level and study-level
+    (UDR) alike, in display order (everything but the information view)."""
+    return [m for m in display_order() if METRICS[m].kind != "information"]
+
+
 __all__ = ["FLAG_MARK", "INPUTS", "KINDS", "METRICS", "MetricSpec", "display_order", "flag_footnote", "get_metric",
-           "metrics_of_kind", "run_level", "study_level"]
+           "metrics_of_kind", "score_metrics", "run_level", "study_level"]
