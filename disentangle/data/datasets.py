@@ -250,6 +250,11 @@ class DSprites(Dataset):
     def num_images(self) -> int:
         return self.data.num_images
 
+    @property
+    def packed(self) -> np.ndarray:
+        """The bit-packed rows (N, 512) uint8: the fast path of training, encoding and H(X)."""
+        return self.data.packed
+
     def packed_images(self, indices) -> np.ndarray:
         return self.data.packed_images(self.check_indices(indices))
 
