@@ -30,7 +30,7 @@ MPI3D_SIZES = (2, 1, 2, 1, 1, 2, 3)        # 24 images
 
 def _cli(*args, env, cwd):
     proc = subprocess.run([sys.executable, "-m", "disentangle", *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
@@ -84,16 +84,44 @@ def test_tiny_study_on_shapes3d_and_mpi3d_through_the_cli(env):
     assert "floor_hue=2" in info and "3x64x64" in info
 
     results = root / "study"
-    params = ["beta_vae.num_train=40", "beta_vae.num_eval=20", "beta_vae.batch_size=4",
-              "factor_vae.num_train=40", "factor_vae.num_eval=20", "factor_vae.batch_size=4",
-              "factor_vae.num_variance_estimate=40", "mig.num_train=100", "sap.num_train=60", "sap.num_test=30",
-              "dci.num_train=60", "dci.num_test=30", "info.distortion_images=24", "info.iq_min_samples=24",
-              "info.iq_max_samples=24"]
-    out = _cli("sweep", "--results", results, "--dataset", "shapes3d,mpi3d-toy", "--method", "beta-vae,beta-tcvae",
-               "--beta", "2", "--seeds", "0", "--steps", "6", "--batch-size", "8", "--latent-dim", "3",
-               "--architecture", "dlib", "--checkpoint-every", "6", "--log-every", "3", "--threads-per-job", "1",
-               *[a for m in ("mig", "sap", "factor_vae", "beta_vae", "dci", "info") for a in ("--metric", m)],
-               *[a for p in params for a in ("--param", p)], env=env, cwd=root)
+    spec = root / "tiny.toml"
+    spec.write_text("""
+name = "tiny"
+[fixed]
+steps = 6
+batch_size = 8
+latent_dim = 3
+architecture = "dlib"
+beta = 2
+[grid]
+dataset = ["shapes3d", "mpi3d-toy"]
+method = ["beta-vae", "beta-tcvae"]
+[evaluate]
+metrics = ["mig", "sap", "factor_vae", "beta_vae", "dci", "info"]
+[evaluate.params.beta_vae]
+num_train = 40
+num_eval = 20
+batch_size = 4
+[evaluate.params.factor_vae]
+num_train = 40
+num_eval = 20
+batch_size = 4
+num_variance_estimate = 40
+[evaluate.params.mig]
+num_train = 100
+[evaluate.params.sap]
+num_train = 60
+num_test = 30
+[evaluate.params.dci]
+num_train = 60
+num_test = 30
+[evaluate.params.info]
+distortion_images = 24
+iq_min_samples = 24
+iq_max_samples = 24
+""")
+    out = _cli("sweep", "--spec", spec, "--results", results, "--seeds", "0", "--threads-per-job", "1",
+               "--no-report", env=env, cwd=root)
     names = sorted(p.name for p in results.iterdir() if (p / "config.json").is_file())
     assert names == ["mpi3d-toy_beta-tcvae_b2_s0", "mpi3d-toy_beta-vae_b2_s0",
                      "shapes3d_beta-tcvae_b2_s0", "shapes3d_beta-vae_b2_s0"], out
