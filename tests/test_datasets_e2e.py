@@ -141,13 +141,14 @@ iq_max_samples = 24
         assert 0 <= scores["mig"]["values"]["discrete_mig"] <= 1
         # 8-bit images: H(X) from the stored levels; a Bernoulli D on them is no bound
         assert scores["info"]["values"]["pixels"] == "8-bit"
-        assert scores["info"]["values"]["entropy_nats"] == pytest.approx(np.log(24))
+        assert scores["info"]["values"]["entropy_x_nats"] == pytest.approx(np.log(24))
+        assert scores["info"]["values"]["is_bound"] is False
     report = _cli("report", results, "--format", "csv", env=env, cwd=root)
-    header = report.splitlines()[0].split(",")
-    assert "dataset" in header
-    col = header.index("dataset")
-    assert sorted(line.split(",")[col] for line in report.splitlines()[1:] if line) == \
-        ["mpi3d-toy", "mpi3d-toy", "shapes3d", "shapes3d"]
+    import csv
+    import io
+    rows = list(csv.DictReader(io.StringIO(report[report.index("run,"):])))
+    assert sorted(r["dataset"] for r in rows) == ["mpi3d-toy", "mpi3d-toy", "shapes3d", "shapes3d"]
+    assert {r["run"].split("_")[0] for r in rows} == {"mpi3d-toy", "shapes3d"}
 
 
 def test_dataset_field_names_validation_and_old_runs():
