@@ -643,6 +643,8 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
               help="A metric that needs only codes (info_posterior also needs logvar) or all; repeatable.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dataset file whose images the rows are, in index order (default: the dataset rule).")
+@click.option("--dataset", "dataset_name", default=None,
+              help="The rows' dataset by name (e.g. color-dsprites on the dSprites file; default: what --data holds).")
 @click.option("--label", default=None, help="The method's name: the report's method column (default: CODES's stem).")
 @click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
               help="A configuration column of the row, e.g. beta=4 or seed=2; repeatable.")
@@ -652,7 +654,7 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
               help="Seed of each metric's numpy Generator.")
 @click.option("--param", "param_texts", multiple=True, metavar="METRIC.KEY=VALUE",
               help="Override a protocol parameter, e.g. mig.num_train=1000; repeatable.")
-def score_cmd(codes, out, metrics, data, label, settings, factors, seed, param_texts):
+def score_cmd(codes, out, metrics, data, dataset_name, label, settings, factors, seed, param_texts):
     """Score CODES (.npy, .npz with codes|mean [+ logvar], .h5): one row per dataset image
     in index order, from any model (docs/score.md)."""
     from disentangle.evaluation.evaluate import echo_stderr, parse_param, score_table
@@ -662,7 +664,7 @@ def score_cmd(codes, out, metrics, data, label, settings, factors, seed, param_t
         metric, key, value = parse_param(text)
         params.setdefault(metric, {})[key] = value
     entries = score_codes(codes, out, metrics=metrics, data=data, label=label, settings=settings,
-                          seed=seed, params=params, factors=factors, echo=echo_stderr)
+                          seed=seed, params=params, factors=factors, echo=echo_stderr, dataset=dataset_name)
     click.echo(score_table({out: entries}))
 
 

@@ -34,6 +34,13 @@ from disentangle.errors import ParameterError, UserError
 ARCHITECTURES = ("burgess", "dlib", "fc")
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized-gaussian", "discretized-logistic")  # models/likelihoods.py
 DEVICES = ("auto", "cpu", "cuda")
+# The dataset registry's names (disentangle.data.datasets.REGISTRY; kept here so reading a
+# configuration imports no data layer; tests/test_datasets_e2e.py checks they agree). A run
+# may also name an image set imported with `data import-folder`: train validates the name
+# against the registry (datasets.dataset_class), so the field has no fixed choice list.
+DEFAULT_DATASET = "dsprites"
+DATASETS = ("dsprites", "color-dsprites", "noisy-dsprites", "scream-dsprites", "shapes3d", "mpi3d-toy",
+            "mpi3d-realistic", "mpi3d-real", "smallnorb", "cars3d", "celeba")
 PRECISIONS = ("float32", "bf16-mixed")
 
 # Upper bounds on sizes: beyond them a run cannot fit in memory or makes no sense for
@@ -50,7 +57,7 @@ def max_threads() -> int:
 
 def identity(name_key: str | None = None, latex: str | None = None, always_shown: bool = False,
              always_in_name: bool = False, replicate: bool = False, choices: tuple | None = None,
-             help: str | None = None) -> dict[str, Any]:
+             help: str | None = None, named_unless: Any = None) -> dict[str, Any]:
     """Metadata of an identity field (one that changes the numbers a run produces).
 
     ``name_key``: the prefix of its part of a run name ("b" -> "b4"; "" -> the bare value;
@@ -60,9 +67,12 @@ def identity(name_key: str | None = None, latex: str | None = None, always_shown
     field repeats an experiment (the seed): tables average over it, it never splits
     groups, names end with it. ``always_shown``: a column of the per-run table even when
     constant. ``latex``: the LaTeX table header. ``choices``: its valid values (the
-    CLI's choices); ``help``: what it is (the CLI's help text)."""
+    CLI's choices); ``help``: what it is (the CLI's help text). ``named_unless``: in every
+    run name, leading, except when it has this value (the dataset: "shapes3d_beta-vae_b4_s0",
+    while dSprites runs keep the names they had before the dataset was a field)."""
     return {"role": "identity", "name_key": name_key, "latex": latex, "always_shown": always_shown,
-            "always_in_name": always_in_name, "replicate": replicate, "choices": choices, "help": help}
+            "always_in_name": always_in_name, "replicate": replicate, "choices": choices, "help": help,
+            "named_unless": named_unless}
 
 
 def execution(choices: tuple | None = None, help: str | None = None) -> dict[str, Any]:
@@ -85,6 +95,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The configuration's fields around the hyper-parameters (which come from the method
 # registry, in its order): (name, type, field).
 _LEADING_FIELDS = [
+    ("dataset", "str", field(default=DEFAULT_DATASET, metadata=identity(
+        name_key="", latex="dataset", always_shown=True, named_unless=DEFAULT_DATASET,
+        help=f"The dataset (disentangle.data.datasets.REGISTRY): {', '.join(DATASETS)}, or the name of an "
+             f"image set imported with `data import-folder`; --data overrides its file."))),
     ("method", "str", field(default=method_registry.DEFAULT_METHOD, metadata=identity(
         name_key="", latex="method", always_shown=True, always_in_name=True,
         help="The training method (disentangle.methods); old names: beta-h = beta-vae, beta-b = annealed-vae."))),
@@ -172,6 +186,8 @@ class _Configuration:
                 raise ParameterError(name, msg)
 
         method_registry.get(self.method)
+        need(isinstance(self.dataset, str) and bool(self.dataset), "dataset",
+             f"must be a dataset name ({', '.join(DATASETS)}), got {self.dataset!r}")
         for f in fields(self):
             choices = _meta(f).get("choices")
             value = getattr(self, f.name)
@@ -315,6 +331,10 @@ def run_name(config: dict[str, Any], swept: Any = (), cls=None) -> str:
     for f in _fields(cls):
         meta = _meta(f)
         if meta["role"] != "identity" or f.name not in config:
+            continue
+        if meta.get("named_unless") is not None:
+            if config[f.name] != meta["named_unless"]:
+                lead.append(format_value(config[f.name]))
             continue
         if not (meta["always_in_name"] or f.name in swept or f.name in by_method):
             continue

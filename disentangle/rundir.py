@@ -35,7 +35,10 @@ Status policy (one, for every reader and writer):
 
 Data policy (one, for evaluate and plots): an explicit dataset (object or path) wins;
 else the file the run recorded when it is still there with the same content checksum;
-else the dataset rule (``$DISENTANGLE_DATA``, data/dsprites.h5, data/dsprites-rendered.h5).
+else the dataset's path rule (dSprites: ``$DISENTANGLE_DATA``, data/dsprites.h5,
+data/dsprites-rendered.h5; others: ``$DISENTANGLE_DATA_DIR``/<file> or data/<file>); the
+dataset is opened through the registry under the name the run recorded (dsprites for runs
+from before the field).
 :meth:`RunDir.data_record` says whether the result is the data the model trained on
 (``matches_training_data``: True / False / None when the run recorded no checksum);
 evaluation records that and notes a mismatch, figures (``require_training_data``) refuse it.
@@ -51,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from disentangle.config import DEFAULT_DATASET
 from disentangle.errors import UserError
 from disentangle.io import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MODEL_FILE,
                             PROGRESS_FILE, SCORES_FILE, SCORES_LOCK_FILE, STATUS_FILE, TRAIN_LOG_FILE,
@@ -59,9 +63,9 @@ from disentangle.io import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, LOCK_FILE,
 # The states of a run, as RunDir.state() decides them (and `sweep status` shows them;
 # "queued" is the scheduler's word, added there).
 RUN_STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
-# provenance keys copied from DSpritesData.provenance into each score entry
-DATA_RECORD_KEYS = ("source", "content_sha256", "renderer_version", "source_checksum", "path",
-                    "num_images", "factor_sizes")
+# provenance keys copied from the dataset's provenance into each score entry
+DATA_RECORD_KEYS = ("dataset", "source", "content_sha256", "renderer_version", "source_checksum", "path",
+                    "num_images", "factor_sizes", "images_seed", "scream_sha256")
 
 
 def _now() -> str:
@@ -69,17 +73,40 @@ def _now() -> str:
 
 
 class DataCache:
-    """Loads each dataset file once when several runs are evaluated together."""
+    """Opens each dataset (name, file) once when several runs are evaluated together.
+
+    ``load(path, name)``: dataset ``name`` (a registry name, default dsprites) from
+    ``path`` or, without one, by the dataset's path rule; a :class:`~disentangle.data.datasets.Dataset`.
+    Without a name a path is opened as whatever toolkit file it is (``open_file``)."""
 
     def __init__(self):
-        self._loaded: dict[Path, object] = {}
+        self._loaded: dict[tuple, object] = {}
 
-    def load(self, path) -> object:
-        from disentangle.data.dsprites import DSpritesData, resolve_data_path
-        resolved = resolve_data_path(path).resolve()
-        if resolved not in self._loaded:
-            self._loaded[resolved] = DSpritesData(resolved)
-        return self._loaded[resolved]
+    def load(self, path, name: str | None = None) -> object:
+        from disentangle.data.datasets import DSprites, dataset_class, open_dataset, open_file
+        if name is None and path is not None:
+            resolved = Path(path).resolve()
+            key = (None, resolved)
+            if key not in self._loaded:
+                self._loaded[key] = open_file(resolved)
+            return self._loaded[key]
+        name = name or DEFAULT_DATASET
+        cls = dataset_class(name)
+        if getattr(cls, "named_by_file", False):
+            key = (name, Path(path).resolve() if path else None)
+        else:
+            key = (name, cls.resolve_path(path).resolve())
+        if key not in self._loaded:
+            if issubclass(cls, DSprites):
+                # dSprites and its variants share one in-memory dSprites file
+                base_key = ("dsprites", key[1])
+                if base_key not in self._loaded:
+                    self._loaded[base_key] = open_dataset("dsprites", key[1])
+                self._loaded[key] = (self._loaded[base_key] if name == "dsprites"
+                                     else open_dataset(name, key[1], data=self._loaded[base_key].data))
+            else:
+                self._loaded[key] = open_dataset(name, key[1])
+        return self._loaded[key]
 
 
 class RunDir:
@@ -335,6 +362,23 @@ class RunDir:
                             f"finished; the file was modified or damaged")
         return sha
 
+    def dataset_name(self) -> str:
+        """The dataset the run trained on (config.json["config"]["dataset"]; dsprites for runs
+        from before the field)."""
+        return str(self.config().get("dataset") or DEFAULT_DATASET)
+
+    def channels(self) -> int:
+        """The network's image channels: config.json["model"]["channels"], else the dataset's."""
+        recorded = (self.saved().get("model") or {}).get("channels")
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            return recorded
+        from disentangle.data.datasets import dataset_class
+        name = self.dataset_name()
+        try:
+            return int(dataset_class(name).channels)
+        except UserError:
+            return 1
+
     def load_model(self, device: str = "cpu"):
         """(model in eval mode on ``device``, config.json["config"]) of a finished run.
         The weights are checked against the recorded sha256 and read with
@@ -352,8 +396,9 @@ class RunDir:
                             f"it is truncated, tampered with, or not a state dict") from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise UserError(f"{path}: not a model state dict")
-        # runs from before the architecture field are burgess
-        model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")))
+        # runs from before the architecture field are burgess; before the dataset field, dSprites (1 channel)
+        model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")),
+                    channels=self.channels())
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -402,29 +447,30 @@ class RunDir:
     # ----------------------------------------------------------------- its data
     def dataset(self, data=None, cache: DataCache | None = None, require_training_data: bool = False):
         """The dataset to evaluate or draw this run on, by the data policy of the module
-        docstring. ``data``: a DSpritesData, a dataset path, or None. With
+        docstring, opened through the registry under the run's dataset name
+        (:meth:`dataset_name`). ``data``: a dataset object, a dataset path, or None. With
         ``require_training_data`` a dataset other than the one the run trained on (by
         content checksum) is refused with a UserError naming it."""
         cache = cache or DataCache()
+        name = self.dataset_name() if self.has_config() else DEFAULT_DATASET
         if data is not None and not isinstance(data, (str, os.PathLike)):
             chosen = data
         elif data is not None:
-            chosen = cache.load(data)
+            chosen = cache.load(data, name)
         else:
             chosen = None
             trained = self.training_data() or {}
             trained_path = trained.get("path")
             if trained_path and Path(trained_path).is_file():
-                candidate = cache.load(trained_path)
+                candidate = cache.load(trained_path, name)
                 if candidate.provenance.get("content_sha256") == trained.get("content_sha256"):
                     chosen = candidate
             if chosen is None:
-                from disentangle.data.dsprites import DataError
                 try:
-                    chosen = cache.load(None)
-                except DataError as exc:
-                    if trained_path and not Path(trained_path).is_file() and str(exc).startswith("no dataset found"):
-                        raise DataError(f"{self.path}: the dataset it trained on, {trained_path}, is gone, "
+                    chosen = cache.load(None, name)
+                except UserError as exc:
+                    if trained_path and not Path(trained_path).is_file():
+                        raise UserError(f"{self.path}: the dataset it trained on, {trained_path}, is gone, "
                                         f"and {exc}") from None
                     raise
         if require_training_data and self.data_record(chosen)["matches_training_data"] is False:

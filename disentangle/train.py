@@ -13,15 +13,25 @@ reparameterisation noise comes from a second generator on the training device. B
 generator states, the optimizer state and the log are in every checkpoint, so a run
 killed at any moment and started again ends with bit-identical weights.
 
-Data path. The dataset stays bit-packed (512 bytes per image) in one uint8 tensor on
-the training device; each batch is gathered and unpacked there with two integer ops
-(no DataLoader, no per-image collate, no 3 GB float copy of the dataset).
+Data path. The dataset is opened through the registry (``open_dataset(config.dataset,
+config.data)``, :mod:`disentangle.data.datasets`). dSprites stays bit-packed (512 bytes per
+image) in one uint8 tensor on the training device; each batch is gathered and unpacked
+there with two integer ops (:class:`PackedBatches`: no DataLoader, no per-image collate,
+no 3 GB float copy of the dataset). Every other dataset serves a batch with
+``dataset.torch_batch(indices, device, rng)`` (:class:`DatasetBatches`): 8-bit sets read
+their uint8 rows from disk (streamed, never loaded whole) and convert on the device.
+
+Random nuisance (the colour, noise and Scream patch of the dSprites variants) is drawn
+afresh for every example of every batch, as disentanglement_lib trains, from a numpy
+Generator seeded from ``seed`` (the fourth word of its SeedSequence); its bit-generator
+state is in every checkpoint, so a resumed run draws the same nuisance as an unbroken one.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import io
+import json
 import math
 import os
 import socket
@@ -79,6 +89,65 @@ class PackedBatches:
     def sample(self, n: int):
         return self.images(self.indices(n))
 
+    def rng_state(self) -> dict:
+        return {"batches": self.generator.get_state()}
+
+    def set_rng_state(self, state: dict) -> None:
+        self.generator.set_state(state["batches"])
+
+
+class DatasetBatches(PackedBatches):
+    """Training batches of any registered dataset: the same index draws as
+    :class:`PackedBatches` (a seeded CPU torch generator), the images from
+    ``dataset.torch_batch``. For a dataset with random nuisance each example's nuisance
+    is drawn from ``nuisance_rng`` (numpy), whose state :meth:`rng_state` returns for the
+    checkpoint."""
+
+    def __init__(self, dataset, device, seed: int, nuisance_seed: int):
+        import torch
+        self.device = torch.device(device)
+        self.dataset = dataset
+        self.num_images = int(dataset.num_images)
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(seed)
+        self.nuisance_rng = np.random.default_rng(nuisance_seed) if dataset.has_random_nuisance else None
+
+    def images(self, idx):
+        return self.dataset.torch_batch(idx.numpy(), self.device, self.nuisance_rng)
+
+    def rng_state(self) -> dict:
+        state = super().rng_state()
+        if self.nuisance_rng is not None:
+            # JSON text: the PCG64 state holds 128-bit integers, which torch's weights_only loader refuses
+            state["nuisance"] = json.dumps(self.nuisance_rng.bit_generator.state)
+        return state
+
+    def set_rng_state(self, state: dict) -> None:
+        super().set_rng_state(state)
+        if self.nuisance_rng is not None:
+            if "nuisance" not in state:
+                raise UserError("the checkpoint holds no nuisance generator state for this dataset's random "
+                                "nuisance; delete it to restart the run from step 0")
+            self.nuisance_rng.bit_generator.state = json.loads(state["nuisance"])
+
+
+def make_batches(dataset, device, trainer: "Trainer") -> PackedBatches:
+    """The batch source of ``dataset``: dSprites' packed fast path (unchanged, so dSprites
+    runs stay bit-identical to those trained before datasets were a field), else
+    :class:`DatasetBatches`."""
+    packed = getattr(dataset, "packed", None)
+    if packed is not None and not dataset.has_random_nuisance:
+        return PackedBatches(packed, device, trainer.batch_seed)
+    return DatasetBatches(dataset, device, trainer.batch_seed, trainer.nuisance_seed)
+
+
+def open_training_data(config: TrainConfig):
+    """The run's dataset through the registry: ``config.dataset`` from ``config.data``
+    (else the dataset's path rule)."""
+    from disentangle.data.datasets import dataset_class, open_dataset
+    dataset_class(config.dataset)       # an unknown name: one line naming --dataset
+    return open_dataset(config.dataset, config.data)
+
 
 # --------------------------------------------------------------------------- the step
 class Trainer:
@@ -87,7 +156,7 @@ class Trainer:
     function, the hyper-parameters it reads, its log terms and any extra trained state
     (factor-vae's discriminator), which takes part in the step and the checkpoints."""
 
-    def __init__(self, config: TrainConfig, device):
+    def __init__(self, config: TrainConfig, device, channels: int = 1):
         import torch
         from disentangle import methods as method_registry
         from disentangle.models.architectures import build_model
@@ -96,9 +165,12 @@ class Trainer:
         self.extra_terms = self.method.log_terms
         self.loss = self.method.loss_function()
         self.device = torch.device(device)
-        seeds = np.random.SeedSequence(config.seed).generate_state(3)
+        # generate_state is prefix-stable: the first three words are those of the runs made
+        # before the fourth (the nuisance generator's seed) existed
+        seeds = np.random.SeedSequence(config.seed).generate_state(4)
+        self.channels = int(channels)
         self.model = build_model(config.latent_dim, config.likelihood, int(seeds[0]),
-                                 config.architecture).to(self.device)
+                                 config.architecture, channels=self.channels).to(self.device)
         # the likelihood as the loss reads it (a discretised one carries the model's log-scale)
         self.loss_arguments = {"likelihood": self.model.output_likelihood(),
                                **{k: getattr(config, k) for k in self.method.reads}, **self.method.loss_settings}
@@ -108,6 +180,7 @@ class Trainer:
                                  channels_last=True)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.batch_seed = int(seeds[1])
+        self.nuisance_seed = int(seeds[3])
         self.noise_generator = torch.Generator(device=self.device)
         self.noise_generator.manual_seed(int(seeds[2]))
         state_class = self.method.state_class()
@@ -140,7 +213,7 @@ def _model_record(config: TrainConfig, trainer: Trainer) -> dict:
     """config.json["model"]: which network (name and version) and how many weights."""
     from disentangle.models.architectures import ARCHITECTURE_VERSIONS, parameter_count
     record = {"architecture": config.architecture, "architecture_version": ARCHITECTURE_VERSIONS[config.architecture],
-              "parameters": parameter_count(trainer.model)}
+              "channels": trainer.channels, "parameters": parameter_count(trainer.model)}
     if trainer.state is not None:
         record.update(trainer.state.model_record())
     return record
@@ -160,8 +233,7 @@ def _save_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches, step
         "device_type": trainer.device.type,
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
-        "rng": {"batches": batches.generator.get_state(),
-                "noise": trainer.noise_generator.get_state()},
+        "rng": {**batches.rng_state(), "noise": trainer.noise_generator.get_state()},
         **(trainer.state.state_dict() if trainer.state is not None else {}),
         "log_rows": [list(map(float, r)) for r in log_rows],
         # the open log interval, so a resumed run logs the same means
@@ -202,7 +274,7 @@ def _load_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches) -> d
                              value=trainer.device.type)
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
-    batches.generator.set_state(state["rng"]["batches"])
+    batches.set_rng_state(state["rng"])
     trainer.noise_generator.set_state(state["rng"]["noise"])
     if trainer.state is not None:
         trainer.state.load_state_dict(state)
@@ -249,8 +321,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         say(f"{run_dir}: already finished ({config.steps} steps); nothing to do")
         return run_dir
 
-    from disentangle.data.dsprites import load_dsprites
-    data = load_dsprites(config.data)
+    data = open_training_data(config)
     if saved is not None:
         old_sha = (saved.get("data") or {}).get("content_sha256")
         if old_sha != data.provenance["content_sha256"]:
@@ -305,15 +376,19 @@ def _train_locked(config: TrainConfig, run: RunDir, saved: dict | None, data, de
                 # exact repeatability on one GPU type: deterministic conv algorithms only
                 torch.backends.cudnn.deterministic = True
                 torch.backends.cudnn.benchmark = False
-            trainer = Trainer(config, device)
-            batches = PackedBatches(data.packed, device, trainer.batch_seed)
+            trainer = Trainer(config, device, channels=data.channels)
+            batches = make_batches(data, device, trainer)
             resumed = None
             if run.checkpoint_path.is_file():
                 # before config.json is written: a refused checkpoint leaves the directory as it was
                 resumed = _load_checkpoint(run, trainer, batches)
                 say(f"{run_dir}: resuming at step {resumed['step']} of {config.steps}")
             if saved is None:
-                run.write_config({"config": config.to_dict(), "data": data.provenance,
+                record = dict(data.provenance)
+                if getattr(batches, "nuisance_rng", None) is not None:
+                    record["training_nuisance"] = {"seed": trainer.nuisance_seed,
+                                                   "drawn": "afresh per example (numpy PCG64)"}
+                run.write_config({"config": config.to_dict(), "data": record,
                                   "package": environment_info(), "model": _model_record(config, trainer),
                                   "created": _now()})
             start = resumed["step"] if resumed else 0

@@ -417,35 +417,45 @@ DLIB_STUDY = {"beta-vae": ("beta", [1, 2, 4, 6, 8, 16]),
               "beta-tcvae": ("beta", [1, 2, 4, 6, 8, 10])}
 
 
-def test_unsupervised_study_v1_is_dlibs_36_configurations():
+# dlib's seven datasets (its sweep.py), in the study file's order
+DLIB_DATASETS = ["dsprites", "color-dsprites", "noisy-dsprites", "scream-dsprites", "smallnorb", "cars3d", "shapes3d"]
+
+
+def test_unsupervised_study_v1_is_dlibs_36_configurations_on_its_seven_datasets():
     runs = sw.expand(sw.load_spec(BENCH_STUDIES / "unsupervised_study_v1.toml"))
-    assert len(runs) == 36 and len({r.name for r in runs}) == 36
-    by_method: dict[str, list] = {}
+    assert len(runs) == 7 * 36 and len({r.name for r in runs}) == 7 * 36
+    by_dataset: dict[str, dict[str, list]] = {}
     for run in runs:
         cfg = run.config
         key, _ = DLIB_STUDY[cfg["method"]]
-        by_method.setdefault(cfg["method"], []).append(cfg[key])
+        by_dataset.setdefault(cfg["dataset"], {}).setdefault(cfg["method"], []).append(cfg[key])
         # preset dlib: dlib's network and training settings, one seed unless --seeds says more
         assert (cfg["architecture"], cfg["steps"], cfg["batch_size"], cfg["lr"], cfg["latent_dim"],
                 cfg["likelihood"], cfg["seed"]) == ("dlib", 300_000, 64, 1e-4, 10, "bernoulli", 0)
         if cfg["method"] == "annealed-vae":
             assert (cfg["gamma"], cfg["capacity_steps"]) == (1000.0, 100_000)
-    assert by_method == {m: [float(v) for v in values] for m, (_, values) in DLIB_STUDY.items()}
-    # each name says the method and its own strength (and, for AnnealedVAE, γ)
+    assert sorted(by_dataset) == sorted(DLIB_DATASETS)
+    for by_method in by_dataset.values():
+        assert by_method == {m: [float(v) for v in values] for m, (_, values) in DLIB_STUDY.items()}
+    # each name says the method and its own strength (and, for AnnealedVAE, γ); the dataset
+    # leads it unless it is dSprites (whose runs keep their names)
     names = {r.name for r in runs}
     assert {"beta-vae_b16_s0", "annealed-vae_g1000_c75_s0", "factor-vae_g100_s0", "dip-vae-i_l50_s0",
-            "dip-vae-ii_l1_s0", "beta-tcvae_b10_s0"} <= names
+            "dip-vae-ii_l1_s0", "beta-tcvae_b10_s0", "shapes3d_beta-vae_b16_s0",
+            "scream-dsprites_dip-vae-ii_l1_s0", "smallnorb_annealed-vae_g1000_c75_s0"} <= names
 
 
 def test_blocks_cross_with_the_shared_axes_and_seeds_come_first():
+    per_seed = 7 * 36
     study = sw.load_spec(BENCH_STUDIES / "unsupervised_study_v1.toml").with_overrides(grid={"seed": [0, 1, 2]})
     runs = sw.expand(study)
-    assert len(runs) == 108 and len({r.name for r in runs}) == 108
-    # seed outermost across blocks: a study stopped early has all 36 configurations of seed 0
-    assert [r.config["seed"] for r in runs] == [0] * 36 + [1] * 36 + [2] * 36
-    assert [r.name.rsplit("_s", 1)[0] for r in runs[:36]] == [r.name.rsplit("_s", 1)[0] for r in runs[36:72]]
+    assert len(runs) == 3 * per_seed and len({r.name for r in runs}) == 3 * per_seed
+    # seed outermost across blocks: a study stopped early has all configurations of seed 0
+    assert [r.config["seed"] for r in runs] == [0] * per_seed + [1] * per_seed + [2] * per_seed
+    assert [r.name.rsplit("_s", 1)[0] for r in runs[:per_seed]] == \
+        [r.name.rsplit("_s", 1)[0] for r in runs[per_seed:2 * per_seed]]
     # a command-line axis that a block holds replaces it in that block only
-    runs = sw.expand(study.with_overrides(grid={"beta": [3.0]}, fixed={"seed": 5}))
+    runs = sw.expand(study.with_overrides(grid={"beta": [3.0], "dataset": ["dsprites"]}, fixed={"seed": 5}))
     assert sorted(r.name for r in runs if r.config["method"] in ("beta-vae", "beta-tcvae")) == \
         ["beta-tcvae_b3_s5", "beta-vae_b3_s5"]
     assert len(runs) == 26 and {r.config["beta"] for r in runs if r.config["method"] == "factor-vae"} == {1.0}
@@ -458,7 +468,7 @@ def test_blocks_cross_with_the_shared_axes_and_seeds_come_first():
                                       "dip-vae-ii_l2_z4_s1", "dip-vae-ii_l2_z6_s1"]
     assert all(r.config["steps"] == 50 for r in runs)
     assert sw.swept_axes(sw.load_spec(BENCH_STUDIES / "unsupervised_study_v1.toml")) == \
-        [k for k in sw.grid_axis_order() if k in ("beta", "gamma", "capacity_max", "lambda_od")]
+        [k for k in sw.grid_axis_order() if k in ("dataset", "beta", "gamma", "capacity_max", "lambda_od")]
 
 
 def test_dry_run_lists_every_block(tmp_path):
@@ -468,7 +478,8 @@ def test_dry_run_lists_every_block(tmp_path):
                                        "--results", str(tmp_path / "r"), "--seeds", "0-1", "--dry-run"])
     assert result.exit_code == 0, result.output
     names = result.output.split()
-    assert len(names) == 72 and len(set(names)) == 72 and names[0] == "beta-vae_b1_s0"
+    assert len(names) == 2 * 7 * 36 and len(set(names)) == len(names) and names[0] == "beta-vae_b1_s0"
+    assert {n.split("_")[0] for n in names if not n.startswith(tuple(DLIB_STUDY))} == set(DLIB_DATASETS[1:])
     assert not (tmp_path / "r").exists()
 
 

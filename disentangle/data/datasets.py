@@ -104,6 +104,29 @@ def open_dataset(name: str, path: str | os.PathLike | None = None, **options) ->
     return cls.open(cls.resolve_path(path), **options)
 
 
+def locate(name: str, path: str | os.PathLike | None = None) -> tuple[Path, str | None]:
+    """(the file dataset ``name`` is read from, its content_sha256) without loading its
+    images: ``path`` or the dataset's path rule. The dSprites variants read the dSprites
+    file and share its checksum (their identity adds the variant and its seed)."""
+    import h5py
+    cls = dataset_class(name)
+    if getattr(cls, "named_by_file", False):
+        ds = cls.open_named(name, path)
+        try:
+            return ds.path.resolve(), ds.attrs.get("content_sha256")
+        finally:
+            ds.close()
+    resolved = cls.resolve_path(path).resolve()
+    if not resolved.is_file():
+        raise DatasetError(f"{resolved}: no such {name} dataset file")
+    try:
+        with h5py.File(resolved, "r") as f:
+            sha = f.attrs.get("content_sha256")
+    except OSError as exc:
+        raise DatasetError(f"{resolved}: not an HDF5 dataset file ({exc})") from None
+    return resolved, (str(sha) if sha is not None else None)
+
+
 def open_file(path: str | os.PathLike) -> "Dataset":
     """Open a toolkit dataset file of any registered dataset (the name is in the file)."""
     import h5py
@@ -249,6 +272,11 @@ class DSprites(Dataset):
     @property
     def num_images(self) -> int:
         return self.data.num_images
+
+    @property
+    def packed(self) -> np.ndarray:
+        """The bit-packed rows (N, 512) uint8: the fast path of training, encoding and H(X)."""
+        return self.data.packed
 
     def packed_images(self, indices) -> np.ndarray:
         return self.data.packed_images(self.check_indices(indices))

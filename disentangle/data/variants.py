@@ -45,6 +45,8 @@ class DSpritesVariant(DSprites):
     channels = 3
     pixel_levels = None
     nuisance: Nuisance
+    # no bit-packed fast path: the observation is not the binary mask
+    packed = None
 
     def __init__(self, path, seed: int = 0, data=None):
         super().__init__(path, data=data)

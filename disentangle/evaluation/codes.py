@@ -1,19 +1,30 @@
 """Encode the dataset once: the codes table of a run (``codes.h5``).
 
-A trained encoder's mean is a deterministic function of the image and dSprites is a
-finite grid, so every metric can draw its samples *by image index* from a table holding
-the encoder mean and log-variance of every dataset image, instead of re-encoding the
-~3 million images the published protocols sample per model.
+A trained encoder's mean is a deterministic function of the image and a ground-truth
+dataset is a finite grid, so every metric can draw its samples *by image index* from a
+table holding the encoder mean and log-variance of every dataset image, instead of
+re-encoding the ~3 million images the published protocols sample per model.
+
+Any registered dataset (:mod:`disentangle.data.datasets`), any channel count: dSprites
+sends its bit-packed rows to the device and unpacks them there; 8-bit sets stream their
+uint8 rows from disk in slices (``torch_batch``), so a 12.7 GB MPI3D file is never loaded
+whole. For the dSprites variants, whose observation is random given the factors, the
+table encodes ``images()``: one fixed, seeded realisation per index (the nuisance of
+image i drawn from ``default_rng([images_seed, i])``). The protocols draw a fresh
+observation per sample instead; :class:`ProtocolCodes` does that (``evaluate
+--protocol-encode``), and docs/datasets.md has the measured difference.
 
 ``codes.h5`` layout::
 
     /mean     (N, D) float32   encoder mean, dataset index order
     /logvar   (N, D) float32   encoder log-variance
-    attrs: format, model_sha256 (of model.pt), data_content_sha256, data_provenance (JSON),
+    attrs: format, model_sha256 (of model.pt), data_content_sha256, dataset, data_identity
+           (JSON: dataset, content_sha256, images_seed), data_provenance (JSON),
            latent_dim, num_images, batch_size, device, torch, created, encode_seconds
 
-The table is reused while both stamps match the run's model.pt and the dataset's
-content checksum, and rebuilt (never silently reused) when either changed.
+The table is reused while its stamps match the run's model.pt and the dataset's identity
+(name, content checksum, and a variant's images seed), and rebuilt (never silently
+reused) when either changed.
 
 :class:`ProtocolCodes` is the same array seen the protocol's way: ``codes[idx]`` renders
 (unpacks) and encodes exactly the requested images on the fly. The metrics read codes
@@ -118,6 +129,45 @@ class BatchEncoder:
         self.images_encoded += n
         return (mean, logvar) if want_logvar else mean
 
+    def encode_tensor(self, x, want_logvar: bool = True):
+        """A float32 tensor (n, C, 64, 64) already on the device -> mean [, logvar], each
+        (n, D) float32 numpy, in padded batches of exactly ``batch_size`` rows."""
+        import torch
+        n = int(x.shape[0])
+        mean = np.empty((n, self.latent_dim), dtype=np.float32)
+        logvar = np.empty((n, self.latent_dim), dtype=np.float32) if want_logvar else None
+        bs = self.batch_size
+        with torch.inference_mode():
+            for start in range(0, n, bs):
+                rows = x[start:start + bs]
+                m = int(rows.shape[0])
+                if m < bs:
+                    rows = torch.cat([rows, rows.new_zeros((bs - m,) + tuple(rows.shape[1:]))])
+                if self.channels_last:
+                    rows = rows.contiguous(memory_format=torch.channels_last)
+                mu, lv = self.model.encode(rows)
+                mean[start:start + m] = mu[:m].float().cpu().numpy()
+                if want_logvar:
+                    logvar[start:start + m] = lv[:m].float().cpu().numpy()
+        self.images_encoded += n
+        return (mean, logvar) if want_logvar else mean
+
+    def encode_indices(self, data, indices, want_logvar: bool = True, rng: np.random.Generator | None = None):
+        """Encode images ``indices`` of ``data`` (any dataset): the packed rows where it has
+        them; else its fixed images (``rng`` None) or, for a dataset with random nuisance,
+        fresh observations drawn from ``rng``."""
+        import torch
+        idx = np.asarray(indices, dtype=np.int64)
+        packed = getattr(data, "packed", None)
+        if packed is not None:
+            return self.encode_packed(packed[idx], want_logvar=want_logvar)
+        if getattr(data, "has_random_nuisance", False):
+            x = data.observations(idx, rng) if rng is not None else data.images(idx)
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        else:
+            x = data.torch_batch(idx, self.device)
+        return self.encode_tensor(x, want_logvar=want_logvar)
+
 
 def encode_dataset(model, data, device: str = "cpu", batch_size: int | None = None,
                    progress: bool = True):
@@ -130,8 +180,10 @@ def encode_dataset(model, data, device: str = "cpu", batch_size: int | None = No
         from disentangle.progress import bar as progress_bar   # shown only on a terminal
         bar = progress_bar(data.num_images, "encode", "img")
     try:
-        # feed the encoder in slices so only one slice of packed rows is copied at a time
-        chunk = encoder.batch_size * 256
+        # feed the encoder in slices so only one slice of rows is read and copied at a time
+        # (8-bit sets stream from disk; a slice of 3-channel floats is 12 MB per 256 images)
+        packed = getattr(data, "packed", None)
+        chunk = encoder.batch_size * (256 if packed is not None else 16)
 
         def advance(m: int) -> None:
             nonlocal encoded
@@ -142,7 +194,12 @@ def encode_dataset(model, data, device: str = "cpu", batch_size: int | None = No
         report("encoding", 0, total, "images")
         means, logvars = [], []
         for start in range(0, data.num_images, chunk):
-            m, lv = encoder.encode_packed(data.packed[start:start + chunk], progress=advance)
+            if packed is not None:
+                m, lv = encoder.encode_packed(packed[start:start + chunk], progress=advance)
+            else:
+                stop = min(start + chunk, data.num_images)
+                m, lv = encoder.encode_indices(data, np.arange(start, stop))
+                advance(stop - start)
             means.append(m)
             logvars.append(lv)
     finally:
@@ -192,6 +249,15 @@ def _data_sha(data) -> str:
     return str(sha)
 
 
+def data_identity(data) -> dict:
+    """What a codes table is stamped with: the dataset's name, content checksum and, for a
+    variant of dSprites, the seed of its fixed per-index images (the variants share the
+    dSprites file's checksum)."""
+    prov = data.provenance
+    return {"dataset": str(prov.get("dataset", getattr(data, "name", None) or "dsprites")),
+            "content_sha256": _data_sha(data), "images_seed": prov.get("images_seed")}
+
+
 def codes_state(run_dir: "RunDir | str | os.PathLike", data) -> str:
     """'fresh', 'missing', or 'stale: <reason>' for the run's codes.h5 against its
     current model.pt and ``data``."""
@@ -213,6 +279,11 @@ def codes_state(run_dir: "RunDir | str | os.PathLike", data) -> str:
         return "stale: model.pt changed"
     if attrs.get("data_content_sha256") != _data_sha(data):
         return "stale: dataset changed"
+    # tables from before datasets were named hold dSprites codes
+    stored = json.loads(attrs.get("data_identity") or "null") or {"dataset": "dsprites", "images_seed": None}
+    wanted = data_identity(data)
+    if (stored.get("dataset"), stored.get("images_seed")) != (wanted["dataset"], wanted["images_seed"]):
+        return f"stale: dataset {stored.get('dataset')} there, {wanted['dataset']} asked"
     if shape is None or not has_logvar or len(shape) != 2 or shape[0] != data.num_images:
         return "stale: wrong shape"
     latent_dim = _run_latent_dim(run)
@@ -260,6 +331,8 @@ def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *
             "format": CODES_FORMAT,
             "model_sha256": model_sha256,
             "data_content_sha256": _data_sha(data),
+            "dataset": data_identity(data)["dataset"],
+            "data_identity": json.dumps(data_identity(data)),
             "data_provenance": json.dumps(data.provenance, default=str),
             "latent_dim": int(mean.shape[1]),
             "num_images": int(mean.shape[0]),
@@ -274,8 +347,8 @@ def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *
 
 def get_codes(run_dir: "RunDir | str | os.PathLike", data, device: str = "cpu", batch_size: int | None = None,
               progress: bool = True, model=None, threads: int | None = None) -> Codes:
-    """The run's codes table for ``data`` (a DSpritesData, or a dataset path / None for the
-    dataset rule): read codes.h5 when it is fresh, else encode
+    """The run's codes table for ``data`` (a dataset, or a dataset path / None: the run's
+    dataset by :meth:`RunDir.dataset`): read codes.h5 when it is fresh, else encode
     every image once (batched, no grad, progress bar) and write codes.h5 atomically.
 
     ``model`` skips loading model.pt when the caller already holds it. ``threads`` limits
@@ -285,8 +358,7 @@ def get_codes(run_dir: "RunDir | str | os.PathLike", data, device: str = "cpu", 
     run = RunDir.of(run_dir)
     model_file = run.require_model()
     if data is None or isinstance(data, (str, os.PathLike)):
-        from disentangle.data.dsprites import load_dsprites
-        data = load_dsprites(data)
+        data = run.dataset(data)
     state = codes_state(run, data)
     if state == "fresh":
         return read_codes(run.codes_path)
@@ -317,12 +389,17 @@ class ProtocolCodes:
     returns their encoder means, float32 (len(idx), D).
 
     Same interface as an (N, D) table for the metrics (``shape``, ``codes[idx]``), so a
-    metric run with the same Generator draws the same samples either way.
+    metric run with the same Generator draws the same samples either way. For a dataset
+    with random nuisance (the dSprites variants) every requested image is a fresh
+    observation, its nuisance drawn from ``rng`` (as disentanglement_lib's metrics draw
+    observations); without ``rng`` the fixed per-index images are encoded.
     ``images_encoded`` and ``calls`` count the work done (the benchmark reports them).
     """
 
-    def __init__(self, model, data, device: str = "cpu", batch_size: int | None = None):
+    def __init__(self, model, data, device: str = "cpu", batch_size: int | None = None,
+                 rng: np.random.Generator | None = None):
         self.data = data
+        self.rng = rng
         self._encoder = BatchEncoder(model, device, batch_size)
         self.shape = (int(data.num_images), self._encoder.latent_dim)
         self.calls = 0
@@ -347,5 +424,6 @@ class ProtocolCodes:
         if flat.size and (flat.min() < -self.shape[0] or flat.max() >= self.shape[0]):
             raise IndexError(f"image index out of range for {self.shape[0]} images")
         self.calls += 1
-        mean = self._encoder.encode_packed(self.data.packed[flat], want_logvar=False)
+        flat = np.where(flat < 0, flat + self.shape[0], flat)
+        mean = self._encoder.encode_indices(self.data, flat, want_logvar=False, rng=self.rng)
         return mean.reshape(idx.shape + (self.shape[1],))

@@ -18,7 +18,10 @@ lock), so an interrupted evaluation keeps the scores it already computed.
 Codes: by default the metrics read the run's codes table (:func:`get_codes`, built once
 per model and dataset). With ``protocol_encode=True`` they read a
 :class:`ProtocolCodes`, which encodes each requested image on the fly as the published
-protocols do; the scores are the same (tests/test_evaluate.py), only slower. What each
+protocols do; the scores are the same (tests/test_evaluate.py), only slower. For the
+dSprites variants the protocol path draws a fresh nuisance per sampled image (as
+disentanglement_lib does) while the table holds one seeded realisation per index; their
+difference is measured in docs/datasets.md. What each
 metric is given follows what its registry entry ``needs``: ``info`` always uses the table
 (it needs every image's posterior, not samples) and the model.
 
@@ -41,6 +44,9 @@ import numpy as np
 from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics import METRICS, display_order, get_metric, run_level
 from disentangle.rundir import DataCache, RunDir
+
+# the second word of the protocol-encode nuisance generator's seed ([seed, this])
+PROTOCOL_NUISANCE_STREAM = 0x6E75
 
 
 def _all_metrics(available: Iterable[str] | None = None) -> list[str]:
@@ -202,6 +208,12 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     encode_codes = protocol_encode and "codes" in needs
     _clean_temps_if_idle(run_dir)
     dataset, data_info = _evaluation_data(run, data, _data_cache, say)
+    if getattr(dataset, "ground_truth", None) is None:
+        factor_metrics = [m for m, spec in specs.items() if "ground_truth" in spec.needs]
+        if factor_metrics:
+            raise ParameterError("metric", f"{', '.join(factor_metrics)}: need ground-truth factors, which dataset "
+                                 f"{data_info.get('dataset', dataset.path)} has none of (info applies)",
+                                 value=",".join(factor_metrics))
     device = resolve_device(device)
     # the model must be the one training recorded (a tampered model.pt is refused here)
     model_sha = run.check_model()
@@ -219,7 +231,13 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
                     f"in {codes.encode_seconds:.1f} s")
             if codes.model_sha256 != model_sha:
                 raise UserError(f"{run.model_path}: changed during evaluation; run evaluate again")
-        protocol_codes = ProtocolCodes(model, dataset, device, batch_size) if encode_codes else None
+        # a dataset with random nuisance (the dSprites variants): each protocol sample is a
+        # fresh observation, its nuisance from a generator of its own (seeded by the
+        # evaluation seed), so the metric's own draws stay those of the table path
+        nuisance_rng = (np.random.default_rng([seed, PROTOCOL_NUISANCE_STREAM])
+                        if getattr(dataset, "has_random_nuisance", False) else None)
+        protocol_codes = (ProtocolCodes(model, dataset, device, batch_size, rng=nuisance_rng)
+                          if encode_codes else None)
         # the inputs a registry entry may name in ``needs``, built on first use
         inputs: dict[str, Callable[[], object]] = {
             "codes": lambda: protocol_codes if protocol_encode else codes.mean,

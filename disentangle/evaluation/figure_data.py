@@ -97,7 +97,7 @@ def kl_per_dimension(run_dir: "RunDir | str | os.PathLike", model, data, device:
         idx = np.sort(rng.choice(data.num_images, size=n, replace=False))
         echo(f"{run.codes_path}: missing; KL per dimension from a random sample of {n:,} images "
              f"(`disentangle evaluate {run.path}` builds the table)")
-        mean, logvar = BatchEncoder(model, device).encode_packed(data.packed[idx])
+        mean, logvar = BatchEncoder(model, device).encode_indices(data, idx)
         return KLPerDimension(rate_per_dim(mean, logvar), n, sampled=True)
     if state == "fresh":
         codes = read_codes(run.codes_path)

@@ -176,9 +176,10 @@ def _refusal(name: str, has_logvar: bool) -> ParameterError:
 def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: Iterable[str] = ("all",),
                 data=None, label: str | None = None, settings: Iterable[str] = (), seed: int = 0,
                 params: Mapping[str, Mapping] | None = None, factors: str | os.PathLike | None = None,
-                echo: Callable[[str], None] | None = None) -> dict:
+                echo: Callable[[str], None] | None = None, dataset: str | None = None) -> dict:
     """Score a codes file and write ``out`` as a run directory (module docstring);
-    returns ``{metric: entry}`` as scores.json holds them."""
+    returns ``{metric: entry}`` as scores.json holds them. ``dataset``: the registry name
+    of the rows' dataset (default: what the ``data`` file holds, else dsprites)."""
     from disentangle.evaluation.evaluate import check_evaluation, run_metrics
     from disentangle.io import environment_info, file_sha256
 
@@ -190,7 +191,8 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
         raise UserError(f"{run.path}: holds a trained model; score it with `disentangle evaluate`")
     if codes_path.resolve().parent == run.path.resolve() and codes_path.name in ("scores.json", "config.json"):
         raise UserError(f"{codes_path}: not a codes file")
-    dataset = DataCache().load(data)
+    dataset_name = dataset
+    dataset = DataCache().load(data, dataset_name)
     mean, logvar = read_codes_file(codes_path, dataset.num_images, dataset.path)
     if factors is not None:
         check_factors(factors, dataset.ground_truth)
@@ -213,6 +215,9 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
               "shape": list(mean.shape), "has_logvar": has_logvar}
     config = {"method": str(label) if label is not None else codes_path.stem,
               "latent_dim": int(mean.shape[1]), **fields}
+    name = str(dataset.provenance.get("dataset", "dsprites"))
+    if name != "dsprites":      # dSprites rows keep the config they had before datasets were named
+        config = {"dataset": name, **config}
     if run.has_config():
         previous = run.saved().get("codes") or {}
         if previous.get("sha256") != sha or run.config() != config:

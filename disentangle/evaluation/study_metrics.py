@@ -109,7 +109,7 @@ def _score_group(spec, group: list, root: Path, recorded: dict, seed: int, data,
     dataset = datasets[0]
     rng = np.random.default_rng(int(seed))
     idx = dataset.ground_truth.index_of(
-        dataset.ground_truth.sample_classes(int(recorded["num_data_points"]), rng))
+        dataset.ground_truth.sample_classes(int(recorded["num_data_points"]), rng), rng=rng)
     means, kls, shas_model = [], [], []
     for run in group:
         codes = get_codes(run, dataset, device=device, progress=progress)

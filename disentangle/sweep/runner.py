@@ -33,7 +33,32 @@ class SweepResult:
         return sum(1 for o in self.outcomes if o["result"] == result)
 
 
-def _preflight(runs: list[RunSpec], results_dir: Path, data_sha: str | None) -> None:
+def _pin_data(runs: list[RunSpec], data: str | None) -> tuple[list[RunSpec], dict[str, tuple[Path, str | None]]]:
+    """The runs with their dataset's file filled in (``data``, else each dataset's path
+    rule) and {dataset name: (file, content_sha256)}. ``--data`` names one file, so a
+    study over several datasets (other than dSprites and its variants, which share the
+    dSprites file) is refused with it."""
+    from disentangle.config import DEFAULT_DATASET
+    from disentangle.data.datasets import DSprites, dataset_class, locate
+    names = list(dict.fromkeys(run.config.get("dataset", DEFAULT_DATASET) for run in runs))
+    if data is not None and len({issubclass(dataset_class(n), DSprites) or n for n in names}) > 1:
+        raise ParameterError("data", f"names one file, but the study covers the datasets {', '.join(names)}; "
+                             f"leave it out (each dataset's file is found by its rule) or sweep one dataset",
+                             value=data)
+    files = {}
+    for name in names:
+        try:
+            files[name] = locate(name, data)
+        except ParameterError:
+            raise
+        except UserError as exc:
+            raise UserError(f"dataset {name}: {exc}") from None
+    pinned = [dataclasses.replace(run, config={**run.config, "data": str(files[run.config.get(
+        "dataset", DEFAULT_DATASET)][0])}) for run in runs]
+    return pinned, files
+
+
+def _preflight(runs: list[RunSpec], results_dir: Path, data_shas: dict[str, str | None]) -> None:
     """Refuse before anything starts when a run directory of this name holds another
     configuration or other data: names show only the swept settings, so a second sweep
     with, say, other --steps into the same directory would otherwise mix studies."""
@@ -54,6 +79,7 @@ def _preflight(runs: list[RunSpec], results_dir: Path, data_sha: str | None) -> 
                               for k in diff)
             problems.append(f"{results_dir / run.name} holds other settings ({shown})")
         sha = (saved.get("data") or {}).get("content_sha256")
+        data_sha = data_shas.get(run.config.get("dataset", "dsprites"))
         if data_sha and sha and sha != data_sha:
             problems.append(f"{results_dir / run.name} was trained on other data (sha256 {sha[:12]}...)")
     if problems:
@@ -105,25 +131,25 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
               echo: Callable[[str], None] = print, progress_every: float = 30.0) -> SweepResult:
     """Expand, train, evaluate and report a study in ``results_dir``. Idempotent; see the
     module docstring. Raises UserError only for problems found before any run starts."""
-    from disentangle.data.dsprites import DSpritesData, resolve_data_path
     results_dir = Path(results_dir)
     _check_options(study, executor, jobs, threads_per_job, device)
-    # one dataset for the whole study, pinned by absolute path (workers and Slurm tasks
-    # may start in other directories)
-    data_path = resolve_data_path(data).resolve()
-    data_sha = DSpritesData(data_path, load_images=False).attrs.get("content_sha256")
     slurm = slurm or SlurmOptions()
     if executor == "slurm":
         threads = threads_per_job or slurm.cpus_per_task
     else:
         threads = threads_per_job or max(1, cpu_count() // jobs)
-    runs = expand(study, data=str(data_path), device=device, threads=threads)
+    runs = expand(study, data=None, device=device, threads=threads)
+    # one file per dataset of the study, pinned by absolute path (workers and Slurm tasks
+    # may start in other directories) and by its content checksum
+    runs, data_files = _pin_data(runs, data)
     from disentangle.io import check_writable
     check_writable(results_dir / STUDY_FILE)
-    _preflight(runs, results_dir, data_sha)
+    _preflight(runs, results_dir, {name: sha for name, (_, sha) in data_files.items()})
+    shown = {name: str(path) for name, (path, _) in data_files.items()}
     _record_study(results_dir, study, runs,
                   {"executor": executor, "jobs": jobs, "threads_per_job": threads,
-                   "retry_failed": retry_failed, "data": str(data_path)})
+                   "retry_failed": retry_failed,
+                   "data": next(iter(shown.values())) if len(shown) == 1 else shown})
 
     outcomes, todo = _plan(runs, results_dir, study, retry_failed)
     echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "

@@ -121,18 +121,36 @@ def _float_rows(data):
 
 def image_counts(data) -> tuple[np.ndarray, str]:
     """(counts of the distinct images, pixel kind) of a dataset: from ``data.packed``
-    (bit-packed binary images, dSprites) when it has it, else from ``data.images``."""
+    (bit-packed binary images, dSprites) when it has it, from the stored uint8 rows of an
+    8-bit set (``data.read_uint8``), else from ``data.images``."""
     if getattr(data, "packed", None) is not None:
         return distinct_image_counts(data.packed), "binary"
     n = int(data.num_images)
     if n == 0:
         return np.zeros(0, dtype=np.int64), "binary"
+    if callable(getattr(data, "read_uint8", None)):
+        return _uint8_counts(data, n)
     pixels = int(np.asarray(data.images(np.arange(1)))[0].size)
     kind = ["binary"]
     try:
         return distinct_row_counts(*_level_rows(data, kind), n, pixels), kind[0]
     except _OffGrid:
         return distinct_row_counts(*_float_rows(data), n, 4 * pixels), "continuous"
+
+
+def _uint8_counts(data, n: int) -> tuple[np.ndarray, str]:
+    """Counts from an 8-bit set's stored uint8 rows (``read_uint8``: streamed from disk,
+    no float copy); pixel kind "binary" when every level is 0 or 255, else "8-bit"."""
+    kind = ["binary"]
+
+    def rows(idx):
+        x = np.asarray(data.read_uint8(idx), dtype=np.uint8).reshape(len(idx), -1)
+        if kind[0] == "binary" and np.any((x != 0) & (x != 255)):
+            kind[0] = "8-bit"
+        return x
+    row_bytes = int(np.asarray(data.read_uint8(np.arange(1))).size)
+    counts = distinct_row_counts(lambda s, e: rows(np.arange(s, e)), rows, n, row_bytes, step=4096)
+    return counts, kind[0]
 
 
 def entropy_from_counts(counts: np.ndarray) -> float:

@@ -35,7 +35,7 @@ def _points(codes, ground_truth, num_points: int, batch_size: int, rng: np.rando
     columns = columns.reshape(factors, num_points, 2, batch_size)
     rows = np.arange(num_points)
     columns[labels, rows, 1, :] = columns[labels, rows, 0, :]
-    z = gather(codes, index_of_columns(ground_truth, columns), dtype=None)   # (n, 2, B, D)
+    z = gather(codes, index_of_columns(ground_truth, columns, rng), dtype=None)   # (n, 2, B, D)
     features = np.abs(z[:, 0] - z[:, 1]).mean(axis=1, dtype=np.float64)
     return features, labels
 

@@ -39,7 +39,7 @@ def _votes(codes, ground_truth, num_votes: int, batch_size: int, rng: np.random.
     columns = columns.reshape(factors, num_votes, batch_size)
     rows = np.arange(num_votes)
     columns[labels, rows, :] = columns[labels, rows, 0][:, None]
-    z = gather(codes, index_of_columns(ground_truth, columns), dtype=None)   # (n, B, D)
+    z = gather(codes, index_of_columns(ground_truth, columns, rng), dtype=None)   # (n, B, D)
     ratio = z.var(axis=1, ddof=1, dtype=np.float64)[:, active] / global_var[active]
     dims = np.flatnonzero(active)[np.argmin(ratio, axis=1)]
     return labels, dims

@@ -74,14 +74,37 @@ def sample_factor_columns(ground_truth, n: int, rng: np.random.Generator) -> np.
     return np.stack([rng.integers(0, size, size=n) for size in ground_truth.factor_sizes])
 
 
-def index_of_columns(ground_truth, columns: np.ndarray) -> np.ndarray:
+def index_of_columns(ground_truth, columns: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """Image indices of factor-major classes (K, ...) -> (...): the mixed-radix number
-    of :meth:`GroundTruth.index_of` (last factor fastest), without its (n, K) layout."""
+    of :meth:`GroundTruth.index_of` (last factor fastest), without its (n, K) layout.
+
+    A grid with discrete nuisance factors stored as the last, fastest digits of the index
+    (smallNORB's instance) needs them drawn: ``rng`` draws each uniformly per observation,
+    after the factor draws, as disentanglement_lib's ``norb.py`` samples its unobserved
+    factors (``sample_all_factors``). Without such factors ``rng`` is not touched, so
+    every other dataset's draws and scores are unchanged."""
     sizes = ground_truth.factor_sizes
     index = np.zeros(columns.shape[1:], dtype=np.int64)
     for k, size in enumerate(sizes):
         index *= size
         index += columns[k]
+    return _with_nuisance(ground_truth, index, rng)
+
+
+def _with_nuisance(ground_truth, cell: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """Cell indices -> image indices, the discrete nuisance drawn from ``rng`` (identity
+    for a grid without one)."""
+    nuisance = [n.size for n in getattr(ground_truth, "discrete_nuisance", ())]
+    if not nuisance:
+        return cell
+    if rng is None:
+        raise ParameterError("rng", f"the images also depend on nuisance factor(s) "
+                             f"{[n.name for n in ground_truth.discrete_nuisance]}: pass the metric's Generator")
+    drawn = ground_truth.sample_nuisance_classes(cell.shape, rng)
+    index = cell.copy()
+    for k, size in enumerate(nuisance):
+        index *= size
+        index += drawn[..., k]
     return index
 
 
@@ -93,7 +116,8 @@ def sample_points(codes, ground_truth, num_points: int, rng: np.random.Generator
     granularity of its sampling loop, so one draw of all points has the same distribution.
     """
     classes = ground_truth.sample_classes(int(num_points), rng)
-    return gather(codes, ground_truth.index_of(classes)), classes
+    # a nuisance stored in the grid (smallNORB's instance) is drawn per point from rng
+    return gather(codes, ground_truth.index_of(classes, rng=rng)), classes
 
 
 def histogram_discretize(values: np.ndarray, num_bins: int) -> np.ndarray:
