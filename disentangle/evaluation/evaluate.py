@@ -221,10 +221,10 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     run_dir = run.path
     # check every option and parameter before the (possibly long) work starts
     check_evaluation(metrics, seed, params, batch_size, threads)
-    _clean_temps_if_idle(run_dir)
     dataset, data_info = _evaluation_data(run, data, _data_cache, say)
     # the metrics that apply to this dataset (a set without factors refuses factor metrics)
     plan = check_evaluation(metrics, seed, params, batch_size, threads, dataset=dataset)
+    _clean_temps_if_idle(run_dir)
     names, seed = plan.names, plan.seed
     specs = {m: get_metric(m) for m in names}
     needs = {n for spec in specs.values() for n in spec.needs}
