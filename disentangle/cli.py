@@ -480,15 +480,28 @@ def plot_metric_distribution(results, metrics, out, dpi):
 @click.option("--span", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
               help="Sweep z_d over [-span, span] prior standard deviations.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the base images.")
+@click.option("--dims", "max_dims", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Show the DIMS latent dimensions with the most KL.")
+@click.option("--gif", type=click.Path(dir_okay=False), default=None,
+              help="Also write an animated GIF here: one frame per value, latents x base images.")
+@click.option("--frame-ms", type=click.IntRange(min=20), default=250, show_default=True,
+              help="GIF frame duration (milliseconds).")
 @_device_option
 @_out_option
-def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
-    """Latent traversals of RUN, dimensions sorted by KL, each row labelled with its KL."""
+def plot_traversal(run, data, n_images, steps, span, seed, max_dims, gif, frame_ms, device, out, dpi):
+    """Latent traversals of RUN around real images, dimensions sorted by KL, each row
+    labelled with its KL; --out x.gif writes only the animated GIF."""
     from disentangle import plots
     from disentangle.evaluation import figure_data
-    fig = plots.traversal(figure_data.traversals(run, data, n_images=n_images, steps=steps, span=span,
-                                                 seed=seed, device=_device(device)))
-    _save(fig, out or plots.default_out(run, "traversal.png"), dpi)
+    if gif is not None and not str(gif).lower().endswith(".gif"):
+        raise click.BadParameter(f"{gif}: must end in .gif", param_hint="--gif")
+    t = figure_data.traversals(run, data, n_images=n_images, steps=steps, span=span, seed=seed,
+                               device=_device(device), max_dims=max_dims)
+    gifs = [p for p in (gif, out) if p is not None and str(p).lower().endswith(".gif")]
+    for path in gifs:
+        click.echo(f"wrote {plots.save_traversal_gif(t, path, duration_ms=frame_ms)}")
+    if not (out and str(out).lower().endswith(".gif")):
+        _save(plots.traversal(t), out or plots.default_out(run, "traversal.png"), dpi)
 
 
 @plot.command("reconstructions")

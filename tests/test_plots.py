@@ -171,7 +171,7 @@ def test_reconstructions_show_the_images_and_their_distortion(tree, tiny_data, t
         xt = torch.from_numpy(x).unsqueeze(1)
         logits = model.decode(model.encode(xt)[0])
         nll = F.binary_cross_entropy_with_logits(logits, xt, reduction="none").sum(dim=(1, 2, 3)).numpy()
-        recon = torch.sigmoid(logits).numpy()[:, 0]
+        recon = torch.sigmoid(logits).numpy()[:, 0]     # figure_data's images are (n, C, 64, 64); C = 1
     assert np.allclose(fig.reconstruction_info["distortion"], nll, rtol=1e-5)
     for k in range(4):
         assert np.array_equal(_by_gid(fig, f"original:{k}").get_array(), 1.0 - x[k])
@@ -364,7 +364,7 @@ def test_traversal_and_reconstructions_for_every_architecture(architecture, tiny
                          checkpoint_every=100).validate()
     run = train(config, tmp_path / architecture)
     t = figure_data.traversals(run, tiny_data, n_images=2, steps=3, echo=lambda m: None)
-    assert t.grids.shape == (2, 3, 3, 64, 64) and np.isfinite(t.grids).all()
+    assert t.grids.shape == (2, 3, 3, 1, 64, 64) and np.isfinite(t.grids).all()
     assert t.grids.min() >= 0 and t.grids.max() <= 1
     fig = plots.traversal(t)
     assert _by_gid(fig, "traversal:0").get_array().shape == (3 * (64 + 3), 2 * 64 + 6 + 3 * 64 + 2)
@@ -377,7 +377,7 @@ def test_traversal_and_reconstructions_for_every_architecture(architecture, tiny
         logits = model.decode(model.encode(x)[0])
     nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3)).numpy()
     assert np.allclose(r.distortion, nll, rtol=1e-5)
-    assert np.allclose(r.reconstructions, torch.sigmoid(logits).numpy()[:, 0], atol=1e-6)
+    assert np.allclose(r.reconstructions, torch.sigmoid(logits).numpy(), atol=1e-6)
     fig = plots.reconstructions(r)
-    assert np.allclose(_by_gid(fig, "reconstruction:0").get_array(), 1.0 - r.reconstructions[0], atol=1e-6)
+    assert np.allclose(_by_gid(fig, "reconstruction:0").get_array(), 1.0 - r.reconstructions[0, 0], atol=1e-6)
     _assert_saved(fig, tmp_path / f"rec_{architecture}")

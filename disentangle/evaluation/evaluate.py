@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
-from disentangle.evaluation.metrics import METRICS, display_order, get_metric, run_level
+from disentangle.evaluation.metrics import METRICS, applicable, display_order, get_metric, run_level
 from disentangle.rundir import DataCache, RunDir
 
 # the second word of the protocol-encode nuisance generator's seed ([seed, this])
@@ -60,10 +60,15 @@ ALL_METRICS = tuple(_all_metrics())
 
 
 # --------------------------------------------------------------------------- names and paths
-def metric_names(requested: Iterable[str], available: Iterable[str] | None = None) -> list[str]:
+def metric_names(requested: Iterable[str], available: Iterable[str] | None = None, dataset=None) -> list[str]:
     """Expand ``all`` (to ``available``'s metrics when given) and check names, keeping
-    order and dropping repeats."""
+    order and dropping repeats. With a ``dataset`` that has no ground-truth factors
+    (``dataset.ground_truth`` None: CelebA, an image folder), ``all`` means the metrics
+    that apply to it, and a named factor metric is refused (:func:`refuse_without_factors`)."""
     known = run_level()
+    factor_free = dataset is not None and getattr(dataset, "ground_truth", None) is None
+    if factor_free:
+        available = applicable(False, known if available is None else available)
     out: list[str] = []
     for name in requested:
         names = _all_metrics(available) if name == "all" else [name]
@@ -75,9 +80,28 @@ def metric_names(requested: Iterable[str], available: Iterable[str] | None = Non
                 raise ParameterError("metric", f"unknown metric (known: {', '.join(known)}, all)", value=repr(n))
             if n not in out:
                 out.append(n)
+    if factor_free:
+        refused = [n for n in out if METRICS[n].needs_factors]
+        if refused:
+            raise refuse_without_factors(dataset, refused, available)
     if not out:
         raise ParameterError("metric", "no metric given")
     return out
+
+
+def dataset_label(dataset) -> str:
+    """The dataset's name for messages (its registry or user-given name, else its path)."""
+    return str(getattr(dataset, "name", "") or getattr(dataset, "path", "") or "the dataset")
+
+
+def refuse_without_factors(dataset, refused: Iterable[str], available: Iterable[str] | None = None) -> UserError:
+    """The one-line refusal of factor metrics on a dataset without ground-truth factors,
+    naming the dataset, the metrics and what works instead."""
+    refused = list(refused)
+    works = _all_metrics(applicable(False, run_level() if available is None else available))
+    return UserError(f"{dataset_label(dataset)} has no ground-truth factors; {', '.join(refused)} "
+                     f"{'needs' if len(refused) == 1 else 'need'} them; "
+                     f"{', '.join(works + ['traversals and reconstructions'])} work")
 
 
 def headline_keys(metric: str) -> tuple[str, ...]:
@@ -138,11 +162,12 @@ class EvaluationPlan:
 
 def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
                      params: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
-                     threads: int | None = None) -> EvaluationPlan:
+                     threads: int | None = None, dataset=None) -> EvaluationPlan:
     """Check every option and every parameter of every selected metric (names, types,
     ranges, allowed values) without touching any run; UserError naming the first bad one.
-    :func:`evaluate_runs` and the sweep call it before any work starts."""
-    names = metric_names(metrics)
+    :func:`evaluate_runs` and the sweep call it before any work starts. With ``dataset``
+    the metrics must apply to it (``all``: those that do; see :func:`metric_names`)."""
+    names = metric_names(metrics, dataset=dataset)
     overrides = _split_params(names, params)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError("seed", f"must be a non-negative integer, got {seed!r}")
@@ -201,19 +226,15 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     run = check_run(run_dir)
     run_dir = run.path
     # check every option and parameter before the (possibly long) work starts
-    plan = check_evaluation(metrics, seed, params, batch_size, threads)
+    check_evaluation(metrics, seed, params, batch_size, threads)
+    dataset, data_info = _evaluation_data(run, data, _data_cache, say)
+    # the metrics that apply to this dataset (a set without factors refuses factor metrics)
+    plan = check_evaluation(metrics, seed, params, batch_size, threads, dataset=dataset)
+    _clean_temps_if_idle(run_dir)
     names, seed = plan.names, plan.seed
     specs = {m: get_metric(m) for m in names}
     needs = {n for spec in specs.values() for n in spec.needs}
     encode_codes = protocol_encode and "codes" in needs
-    _clean_temps_if_idle(run_dir)
-    dataset, data_info = _evaluation_data(run, data, _data_cache, say)
-    if getattr(dataset, "ground_truth", None) is None:
-        factor_metrics = [m for m, spec in specs.items() if "ground_truth" in spec.needs]
-        if factor_metrics:
-            raise ParameterError("metric", f"{', '.join(factor_metrics)}: need ground-truth factors, which dataset "
-                                 f"{data_info.get('dataset', dataset.path)} has none of (info applies)",
-                                 value=",".join(factor_metrics))
     device = resolve_device(device)
     # the model must be the one training recorded (a tampered model.pt is refused here)
     model_sha = run.check_model()
@@ -288,6 +309,10 @@ def evaluate_runs(run_dirs: Iterable[str | os.PathLike], data=None, **kwargs) ->
     check_evaluation(kwargs.get("metrics", ("all",)), kwargs.get("seed", 0), kwargs.get("params"),
                      kwargs.get("batch_size"), kwargs.get("threads"))
     cache = DataCache()
+    # every run's dataset must have what its metrics need (factors) before any run starts
+    for run in runs:
+        check_evaluation(kwargs.get("metrics", ("all",)), kwargs.get("seed", 0), kwargs.get("params"),
+                         dataset=run.dataset(data, cache))
     return {run.path: evaluate_run(run, data=data, _data_cache=cache, **kwargs) for run in runs}
 
 

@@ -1,6 +1,11 @@
 """What a run's figures show, computed: KL per latent dimension, latent traversal grids,
 reconstructions and their distortions. :mod:`disentangle.plots` only draws these arrays.
 
+Images are float32 ``(n, C, 64, 64)`` in [0, 1] whatever the dataset (C = 1: dSprites and
+the other grey sets, drawn grey; C = 3: the colour sets, CelebA and RGB image folders,
+drawn in colour). Traversals start from real images of the dataset (their posterior
+means), never only from z = 0.
+
 The formulas are the information package's: the KL per dimension is
 :func:`~disentangle.evaluation.information.gaussian.rate_per_dim` (the ``info`` metric's
 ``kl_dim_*``), a reconstruction's distortion is
@@ -51,9 +56,9 @@ class KLPerDimension:
 
 @dataclass
 class Traversals:
-    """Latent traversals of ``indices`` (n,): ``grids`` (n, len(order), steps, 64, 64)
+    """Latent traversals of ``indices`` (n,): ``grids`` (n, len(order), steps, C, 64, 64)
     decoded images with dimension ``order[r]`` set to each of ``values`` and the others at
-    the image's posterior mean; ``originals`` and ``reconstructions`` (n, 64, 64)."""
+    the image's posterior mean; ``originals`` and ``reconstructions`` (n, C, 64, 64)."""
 
     run_name: str
     data_label: str
@@ -70,7 +75,7 @@ class Traversals:
 @dataclass
 class Reconstructions:
     """Images ``indices`` (n,): ``originals`` and ``reconstructions`` from the posterior
-    mean (n, 64, 64), and each one's distortion −log p(x|z) (nats, (n,)) under the run's
+    mean (n, C, 64, 64), and each one's distortion −log p(x|z) (nats, (n,)) under the run's
     ``likelihood``."""
 
     run_name: str
@@ -107,12 +112,18 @@ def kl_per_dimension(run_dir: "RunDir | str | os.PathLike", model, data, device:
     return KLPerDimension(rate_per_dim(codes.mean, codes.logvar), codes.num_images, sampled=False)
 
 
+def _as_nchw(images) -> np.ndarray:
+    """Images as float32 (n, C, 64, 64): a grey set's (n, 64, 64) gets its channel axis."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.ascontiguousarray(images[:, None] if images.ndim == 3 else images)
+
+
 def _to_images(model, logits) -> np.ndarray:
-    """Decoder output as images in [0, 1] (the model's mean reconstruction), (n, 64, 64)."""
+    """Decoder output as images in [0, 1] (the model's mean reconstruction), (n, C, 64, 64)."""
     import torch
     recon = getattr(model, "reconstruct_mean", None)
     probs = recon(logits) if recon is not None else torch.sigmoid(logits)
-    return probs.detach().float().cpu().numpy()[:, 0]
+    return probs.detach().float().cpu().numpy()
 
 
 def _open(run_dir, data, device):
@@ -147,9 +158,9 @@ def traversals_of(model, data, kl: KLPerDimension, run_name: str, n_images: int 
         order = order[:max_dims]
     idx = np.sort(rng.choice(data.num_images, size=n_images, replace=False))
     values = np.linspace(-span, span, steps)
-    originals = data.images(idx).astype(np.float32)
+    originals = _as_nchw(data.images(idx))
     with torch.no_grad():
-        x = torch.from_numpy(originals).unsqueeze(1).to(device)
+        x = torch.from_numpy(originals).to(device)
         mean, _ = model.encode(x)
         recon = _to_images(model, model.decode(mean))
         grids = []
@@ -157,7 +168,7 @@ def traversals_of(model, data, kl: KLPerDimension, run_name: str, n_images: int 
             z = mean[b].repeat(len(order) * steps, 1)
             for r, d in enumerate(order):
                 z[r * steps:(r + 1) * steps, int(d)] = torch.as_tensor(values, dtype=z.dtype, device=z.device)
-            grids.append(_to_images(model, model.decode(z)).reshape(len(order), steps, 64, 64))
+            grids.append(_to_images(model, model.decode(z)).reshape(len(order), steps, *originals.shape[1:]))
     return Traversals(run_name=run_name, data_label=data.source_label, kl=kl, order=order, indices=idx,
                       values=values, span=float(span), originals=originals, reconstructions=recon,
                       grids=np.stack(grids))
@@ -177,9 +188,9 @@ def reconstructions_of(model, data, run_name: str, likelihood: str, n_images: in
     """:func:`reconstructions` of any ``model`` with ``encode``/``decode`` (logits)."""
     import torch
     idx = np.sort(np.random.default_rng(seed).choice(data.num_images, size=n_images, replace=False))
-    originals = data.images(idx).astype(np.float32)
+    originals = _as_nchw(data.images(idx))
     with torch.no_grad():
-        x = torch.from_numpy(originals).unsqueeze(1).to(device)
+        x = torch.from_numpy(originals).to(device)
         mean, _ = model.encode(x)
         logits = model.decode(mean)
         recon = _to_images(model, logits)

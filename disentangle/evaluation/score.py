@@ -194,7 +194,11 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     dataset_name = dataset
     dataset = DataCache().load(data, dataset_name)
     mean, logvar = read_codes_file(codes_path, dataset.num_images, dataset.path)
+    from disentangle.evaluation.evaluate import dataset_label, metric_names
+    has_factors = getattr(dataset, "ground_truth", None) is not None
     if factors is not None:
+        if not has_factors:
+            raise UserError(f"{factors}: {dataset_label(dataset)} has no ground-truth factors to check rows against")
         check_factors(factors, dataset.ground_truth)
     has_logvar = logvar is not None
     allowed = scorable_metrics(has_logvar)
@@ -202,10 +206,11 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     for name in requested:
         if name != "all" and name in METRICS and name not in allowed:
             raise _refusal(name, has_logvar)
-    from disentangle.evaluation.evaluate import metric_names
-    names = metric_names(requested, available=allowed)
+    # a dataset without factors: `all` is what applies, a named factor metric is refused
+    names = metric_names(requested, available=allowed, dataset=dataset)
     plan = check_evaluation(names, seed, params)
-    skipped = [m for m in run_level() if m not in allowed and "all" in requested]
+    skipped = [m for m in run_level() if m not in allowed and "all" in requested
+               and (has_factors or not METRICS[m].needs_factors)]
     if skipped:
         say(f"{codes_path}: not scored from a codes file: {', '.join(skipped)} "
             f"({'they need the model' if has_logvar else 'no logvar array; info needs the model'})")

@@ -29,6 +29,11 @@ so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables
   by MIG/SAP/DCI, a broken information sandwich); the evaluate table, the reports and the
   study report mark such scores (:data:`FLAG_MARK`, :func:`flag_footnote`). ``values`` may
   come from a results table, so a missing key is NaN or absent, never an error.
+- ``optional``: inputs of ``needs`` the metric can do without (it is given None): the
+  unsupervised scores use ``ground_truth`` only to draw images uniformly, and draw image
+  indices uniformly on a dataset without factors. :attr:`MetricSpec.needs_factors` (a
+  ``ground_truth`` it cannot do without) and :func:`applicable` say which metrics a
+  dataset without ground-truth factors (CelebA, an image folder) can have.
 - ``subsumed_by``: a metric whose values the named one already contains
   (``info_posterior`` is part of ``info``); ``--metric all`` leaves it out when the
   other one is selected.
@@ -87,11 +92,20 @@ class MetricSpec:
     # why a score is misleading as shown, one line each (see the module docstring)
     warnings: Callable[[Mapping[str, Any]], list[str]] = field(default=lambda values: [])
     subsumed_by: str | None = None
+    optional: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        unknown = [n for n in self.needs if n not in INPUTS]
+        unknown = [n for n in self.needs + self.optional if n not in INPUTS]
+        if not set(self.optional) <= set(self.needs):
+            raise ValueError(f"metric {self.name!r}: optional inputs {self.optional} not among needs {self.needs}")
         if unknown or self.kind not in KINDS or not self.headline_keys:
             raise ValueError(f"metric {self.name!r}: bad registry entry (needs {unknown}, kind {self.kind!r})")
+
+    @property
+    def needs_factors(self) -> bool:
+        """Whether the metric scores against ground-truth factors (a dataset without them
+        cannot have it)."""
+        return "ground_truth" in self.needs and "ground_truth" not in self.optional
 
     @property
     def headline(self) -> str:
@@ -235,6 +249,7 @@ METRICS: dict[str, MetricSpec] = {
     "unsupervised": MetricSpec(
         name="unsupervised", fn=unsupervised.unsupervised_scores, defaults=dict(unsupervised.DEFAULTS),
         check=unsupervised.check_params, headline_keys=unsupervised.HEADLINE, labels=unsupervised.LABELS,
+        optional=("ground_truth",),
         latex={"gaussian_total_correlation": "Gaussian TC", "mutual_info_score": "mean MI"},
         description="dlib's unsupervised scores: Gaussian total / Wasserstein correlation of "
                     "the codes' covariance, mean pairwise MI of the 20-bin codes (no factors)"),
@@ -319,6 +334,13 @@ def run_level() -> list[str]:
     return [m for m, spec in METRICS.items() if spec.kind != "study"]
 
 
+def applicable(has_factors: bool, names=None) -> list[str]:
+    """The run-level metrics (or those of ``names``) a dataset with or without
+    ground-truth factors can have: without them, those that need no factors."""
+    names = run_level() if names is None else list(names)
+    return [m for m in names if has_factors or not METRICS[m].needs_factors]
+
+
 def study_level() -> list[str]:
     """The metrics that compare the runs of a study (``evaluate-study``)."""
     return [m for m, spec in METRICS.items() if spec.kind == "study"]
@@ -370,5 +392,5 @@ def score_metrics() -> list[str]:
     return [m for m in display_order() if METRICS[m].kind != "information"]
 
 
-__all__ = ["FLAG_MARK", "INPUTS", "KINDS", "METRICS", "MetricSpec", "display_order", "flag_footnote", "get_metric",
+__all__ = ["FLAG_MARK", "INPUTS", "KINDS", "METRICS", "MetricSpec", "applicable", "display_order", "flag_footnote", "get_metric",
            "metrics_of_kind", "score_metrics", "run_level", "study_level"]

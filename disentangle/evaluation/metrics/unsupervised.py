@@ -1,13 +1,14 @@
 """The unsupervised scores of disentanglement_lib's evaluation/metrics/unsupervised_metrics.py
 (PROTOCOLS.md section 7): Gaussian total correlation, Gaussian Wasserstein correlation and
 the mean pairwise mutual information of the code dimensions. They use no factors: only the
-ground truth's sampling of images."""
+ground truth's sampling of images; a dataset without factors (CelebA, an image folder)
+gets its images drawn uniformly by index instead."""
 from __future__ import annotations
 
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
-from disentangle.evaluation.metrics.utils import (check_codes, histogram_discretize,
+from disentangle.evaluation.metrics.utils import (check_codes, code_dim, gather, histogram_discretize,
                                                   mutual_info_matrix, sample_points)
 
 NAME = "unsupervised"
@@ -74,7 +75,10 @@ def unsupervised_scores(codes, ground_truth, rng: np.random.Generator, *, num_tr
     discretised into ``num_bins`` equal-width bins (dlib's histogram discretiser).
 
     ``ground_truth`` serves only to sample images uniformly (``batch_size``: dlib's
-    sampling granularity only); ``codes`` are read only as ``codes[idx]``.
+    sampling granularity only); ``codes`` are read only as ``codes[idx]``. Without ground
+    truth (None: a dataset without factors) the ``num_train`` images are drawn uniformly
+    with replacement by index — the distribution dlib's uniform factor draw gives on a
+    grid (every image once), from another stream of ``rng``.
 
     Deviations from dlib (reference bugs fixed): a constant code dimension made the total
     correlation NaN (see :func:`gaussian_total_correlation`) and, if every dimension is
@@ -83,8 +87,14 @@ def unsupervised_scores(codes, ground_truth, rng: np.random.Generator, *, num_tr
     """
     del batch_size
     check_params({"num_train": num_train, "num_bins": num_bins})
-    dims = check_codes(codes, ground_truth)
-    z, _ = sample_points(codes, ground_truth, num_train, rng)
+    if ground_truth is None:
+        dims = code_dim(codes)
+        if dims < 1 or int(codes.shape[0]) < 1:
+            raise UserError(f"codes have shape {tuple(codes.shape)}: no rows or no dimensions")
+        z = gather(codes, rng.integers(0, int(codes.shape[0]), size=int(num_train)))
+    else:
+        dims = check_codes(codes, ground_truth)
+        z, _ = sample_points(codes, ground_truth, num_train, rng)
     cov = np.atleast_2d(np.cov(z, rowvar=False))
     wasserstein = gaussian_wasserstein_correlation(cov)
     trace = float(np.trace(cov))
