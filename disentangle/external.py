@@ -138,7 +138,8 @@ class ExternalModel(torch.nn.Module):
 def _probe(model: ExternalModel, data, device) -> int:
     """Encode (and decode) two dataset images before any work: a wrong output shape is
     refused in one line naming the encoder or decoder; returns the latent dimension."""
-    x = torch.from_numpy(data.images(np.arange(2)).astype(np.float32)).unsqueeze(1).to(device)
+    images = np.asarray(data.images(np.arange(2)), dtype=np.float32)
+    x = torch.from_numpy(images[:, None] if images.ndim == 3 else images).to(device)   # (n, C, 64, 64)
     with torch.inference_mode():
         mean, _logvar = model.encode(x)
         if model.has_decoder:

@@ -199,11 +199,15 @@ def test_workers_die_with_a_sigkilled_sweep(tmp_path, tiny_data_path):
            "--device", "cpu", "--jobs", "2", "--threads-per-job", "1", "--no-report"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    logs = [results / name / sw.LOG_FILE for name in ("beta-h_b1_s0", "beta-h_b2_s0")]
+    logs = [results / name / sw.LOG_FILE for name in ("beta-vae_b1_s0", "beta-vae_b2_s0")]
     deadline = time.monotonic() + 120
-    while not all(p.is_file() and p.read_text().startswith("---") for p in logs):
-        assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
-        time.sleep(0.05)
+    try:
+        while not all(p.is_file() and p.read_text().startswith("---") for p in logs):
+            assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)   # never leave a million-step sweep behind
+        raise
     pids = [int(p.read_text().split()[3]) for p in logs]
     assert all(_alive(pid) for pid in pids)
     proc.kill()

@@ -37,7 +37,7 @@ def test_sweep_through_a_slurm_job_array(tmp_path, tiny_data_path):
                           echo=lines.append)
     assert result.submitted and not any("FAILED" in line for line in lines)
     jobs = json.loads((results / sw.SLURM_JOBS_FILE).read_text())
-    assert sorted(jobs) == ["beta-h_b1_s0", "beta-h_b4_s0"]
+    assert sorted(jobs) == ["beta-vae_b1_s0", "beta-vae_b4_s0"]
     assert len({job_id.split("_")[0] for job_id in jobs.values()}) == 1  # one job array
 
     # 2. `sweep status` follows them from squeue and the run directories (no sacct)
@@ -77,8 +77,8 @@ def test_sweep_through_a_slurm_job_array(tmp_path, tiny_data_path):
     result = sw.run_sweep(_study([1, 4, 16]), results, executor="slurm", slurm=options, data=str(tiny_data_path),
                           report=False, echo=lines.append)
     by_name = {o["name"]: o for o in result.outcomes}
-    assert by_name["beta-h_b1_s0"]["action"] == by_name["beta-h_b4_s0"]["action"] == "already done"
-    assert by_name["beta-h_b16_s0"]["result"] == "done", lines
-    assert by_name["beta-h_b16_s0"]["action"].startswith("trained")
+    assert by_name["beta-vae_b1_s0"]["action"] == by_name["beta-vae_b4_s0"]["action"] == "already done"
+    assert by_name["beta-vae_b16_s0"]["result"] == "done", lines
+    assert by_name["beta-vae_b16_s0"]["action"].startswith("trained")
     assert any("submitted job array" in line and "(1 task(s))" in line for line in lines)
     assert [r["state"] for r in sw.study_status(results)] == ["done"] * 3
