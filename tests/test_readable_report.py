@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from disentangle.config import METHOD_LABELS
+from disentangle.config import method_label
 from disentangle.evaluation.metrics import METRICS, metrics_of_kind
 from disentangle.results import collect
 from study_fixture import STUDY_RUNS, fake_study
@@ -44,7 +44,7 @@ def test_headline_table_uses_the_registry_labels(df):
     scored = [m for m in metrics_of_kind("disentanglement")]
     # one column per disentanglement metric, headed by its registry label, in display order
     assert header == ["method", "strength", "n"] + [METRICS[m].label(METRICS[m].headline) for m in scored]
-    assert [r[0] for r in rows] == [METHOD_LABELS["beta-vae"]] * 3 + [METHOD_LABELS["factor-vae"]] * 2
+    assert [r[0] for r in rows] == [method_label("beta-vae")] * 3 + [method_label("factor-vae")] * 2
     assert [r[1] for r in rows] == ["β = 1", "β = 4", "β = 16", "γ = 10", "γ = 40"]
     assert {r[2] for r in rows} == {"3"}
     # the cell is the mean ± sample std over the three seeds
