@@ -44,6 +44,8 @@ def fake_study(root: Path, runs=STUDY_RUNS, skip: tuple[str, ...] = ("info_poste
                 for k in spec.headline_keys:
                     scale = 300.0 if k.endswith("_nats") else 1.0
                     values[k] = float(scale * np.clip(base + 0.1 * rng.standard_normal(), 0.01, 0.99))
+                if "entropy_x_nats" in values:   # H(X) is the dataset's, the same for every run
+                    values["entropy_x_nats"] = 250.0 + 20.0 * sorted(DATASET_OFFSET).index(dataset or "dsprites")
                 values["extra_detail_key"] = float(rng.random())
                 entries[name] = {"values": values}
             run = root / f"{dataset + '_' if dataset else ''}{method}_{key}{value:g}_s{seed}"
