@@ -752,7 +752,8 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
     # one dataset: no dataset column (LaTeX: no data column either, the caption names it)
     constant = [c for c in ((DATASET,) if fmt == "markdown" else (DATASET, "data_label"))
                 if c in header and df[c].nunique(dropna=False) == 1]
-    if fmt == "latex" and DATASET in header and "data_label" in header and _one_source_per_dataset(df):
+    if (fmt == "latex" and DATASET in header and "data_label" in header and "data_label" not in constant
+            and _one_source_per_dataset(df)):
         constant.append("data_label")   # the caption names each dataset's file
     for col in constant:
         # one dataset: the caption names it; a column repeating it would only widen the table
