@@ -97,7 +97,7 @@ def test_metric_vs_strength_lines_and_bands_are_the_aggregated_table(df, tmp_pat
         hi = (agg[f"{col}.mean"] + agg[f"{col}.std"]).max()
         assert ys.min() == pytest.approx(lo) and ys.max() == pytest.approx(hi)
         dots = [d for d in line.axes.collections if d.get_gid() == "seeds:beta-vae"][0]
-        assert len(dots.get_offsets()) == (df["method"] == "beta-h").sum()
+        assert len(dots.get_offsets()) == (df["method"] == "beta-vae").sum()
     # the capacity runs have their own row, on their own hyper-parameter's axis
     capacity = fig.findobj(lambda a: a.get_gid() == "mean:annealed-vae")
     assert len(capacity) == 2 and all(list(ln.get_xdata()) == [5.0] for ln in capacity)
@@ -272,7 +272,8 @@ def six(tmp_path):
 
 
 def test_metric_vs_strength_has_a_row_per_method_on_its_own_axis(six, tmp_path):
-    from disentangle.config import METHOD_LABELS, METHODS, strength_label
+    from disentangle.config import method_label, strength_label
+    from disentangle.methods import METHODS
     fig = plots.metric_vs_strength(six, ["mig", "info.rate_nats"])
     # log where the values span a decade: β 1–16, β 1–10, γ 10–100, λ_od 1–10; C_max 5–25 not
     want_log = {"beta-vae": True, "annealed-vae": False, "beta-tcvae": True, "factor-vae": True,
@@ -285,7 +286,7 @@ def test_metric_vs_strength_has_a_row_per_method_on_its_own_axis(six, tmp_path):
             ax = line.axes
             spec = ax.get_subplotspec()
             rows.setdefault(method, set()).add(spec.rowspan.start)
-            assert ax.get_title() == METHOD_LABELS[method]
+            assert ax.get_title() == method_label(method)
             assert ax.get_xlabel() == strength_label(key) + (", log scale" if want_log[method] else "")
             assert ax.get_xscale() == ("log" if want_log[method] else "linear")
             assert list(line.get_xdata()) == values
@@ -305,7 +306,7 @@ def test_metric_vs_strength_has_a_row_per_method_on_its_own_axis(six, tmp_path):
 def test_rate_distortion_colours_by_method_and_sizes_by_strength(six, tmp_path):
     from matplotlib.colors import to_hex
 
-    from disentangle.config import METHOD_LABELS
+    from disentangle.config import method_label
     fig = plots.rate_distortion(six)
     colours = {}
     for method, (key, values) in SIX_METHODS.items():
@@ -322,7 +323,7 @@ def test_rate_distortion_colours_by_method_and_sizes_by_strength(six, tmp_path):
     assert len(set(colours.values())) == 6
     legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
     for method in SIX_METHODS:
-        assert METHOD_LABELS[method] in legend
+        assert method_label(method) in legend
     assert "$\\gamma$ ∈ {10, 100}" in legend and "smallest value" in legend
     assert len(fig.axes) == 1   # no colour bar: colour is the method
     # one method alone looks as before: coloured by its strength, with a colour bar
