@@ -708,13 +708,13 @@ def readable_markdown(df, group_by: Sequence[str] | None = None, detail: bool = 
     parts = []
     for dataset, sub in sections:
         if len(sections) > 1:
-            parts += [f"### {dataset_name(dataset)}", ""]
+            parts += ([""] if parts else []) + [f"### {dataset_name(dataset)}", ""]
             sub = _scored_here(sub)
         for title, header, rows in readable_tables(sub, group_by, detail):
             parts += [f"**{title}**", "", to_markdown(header, rows)]
         names = data_names(sub, with_dataset=len(sections) == 1)
         if len(sections) > 1:
-            parts += [f"Data: {'; '.join(names)}.", ""]
+            parts.append(f"Data: {'; '.join(names)}.")
         elif len(names) == 1:
             parts.append(f"Data: {names[0]}.")
     # the footnotes in the sections' order
