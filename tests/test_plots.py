@@ -58,9 +58,9 @@ def test_rate_distortion_plots_every_run_and_the_bound(df, tmp_path):
         want = runs[["info.rate_nats", "info.distortion_nats"]].to_numpy()
         assert np.allclose(sorted(map(tuple, np.asarray(points))), sorted(map(tuple, want)))
     # one method alone: its runs are coloured by its strength (β), as before methods
-    single = plots.rate_distortion(df[df["method"] == "beta-h"])
+    single = plots.rate_distortion(df[df["method"] == "beta-vae"])
     colours = _by_gid(single, "runs:beta-vae").get_array()
-    assert sorted(colours) == sorted(df.loc[df["method"] == "beta-h", "beta"])
+    assert sorted(colours) == sorted(df.loc[df["method"] == "beta-vae", "beta"])
     h = df["info.entropy_x_nats"].iloc[0]
     assert np.allclose(df["info.entropy_x_nats"], h)
     line = _by_gid(fig, f"bound:{round(h, 6)}")
