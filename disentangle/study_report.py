@@ -120,19 +120,28 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
 def _traversal_runs(finished, most: int = 8) -> list[Path]:
     """The runs whose traversals the study report draws: the first seed of each setting;
     with several methods, every method at evenly spaced strengths, its weakest and strongest
-    included (at least two each, about ``most`` in all), in the methods' order."""
+    included (at least two each, about ``most`` in all), in the methods' order. Several
+    datasets: every method on every dataset, at its middle strength when two each would
+    exceed ``most``."""
     import numpy as np
 
     from disentangle.config import sort_key
     from disentangle.config import METHOD_COLUMNS   # collect's columns: method, strength_name, strength
+    from disentangle.report import split_by_dataset
     keys = list(METHOD_COLUMNS)
-    firsts = finished.sort_values(keys + ["seed"], na_position="last", kind="stable",
+    groups = []
+    for _, runs in split_by_dataset(finished):
+        firsts = runs.sort_values(keys + ["seed"], na_position="last", kind="stable",
                                   key=sort_key).drop_duplicates(subset=keys)
-    groups = [g for _, g in firsts.groupby("method", sort=False)]
-    each = max(2, most // max(1, len(groups)))
+        groups += [g for _, g in firsts.groupby("method", sort=False)]
+    several = len(split_by_dataset(finished)) > 1
+    each = max(1 if several else 2, most // max(1, len(groups)))
     chosen = []
     for group in groups:
-        picks = np.unique(np.linspace(0, len(group) - 1, min(each, len(group))).round().astype(int))
+        if each == 1:
+            picks = np.array([(len(group) - 1) // 2])
+        else:
+            picks = np.unique(np.linspace(0, len(group) - 1, min(each, len(group))).round().astype(int))
         chosen += [Path(p) for p in group["path"].iloc[picks]]
     return chosen
 

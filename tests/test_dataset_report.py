@@ -207,3 +207,11 @@ def test_study_report_of_two_datasets(two, tmp_path):
     assert "Data: dSprites: rendered (t); Shapes3D: official, 480,000 images." in text
     assert text.count("### dSprites") == 2 and text.count("### Shapes3D") == 2   # over seeds, and per run
     assert "one panel per dataset" in text and "coloured by dataset" in text
+
+
+def test_traversals_cover_every_dataset(two):
+    from disentangle.study_report import _traversal_runs
+    picked = [p.name for p in _traversal_runs(two)]
+    # two datasets × two methods, each method's weakest and strongest setting (first seed)
+    assert picked == [f"{d}_{m}_s0" for d in ("dsprites", "shapes3d")
+                      for m in ("beta-vae_beta1", "beta-vae_beta16", "factor-vae_gamma10", "factor-vae_gamma40")]
