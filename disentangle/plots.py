@@ -80,9 +80,58 @@ def save_figure(fig, out: str | os.PathLike, dpi: int = PNG_DPI) -> list[Path]:
 
 
 def _data_caption(df_or_labels) -> str:
-    labels = (sorted(df_or_labels["data_label"].dropna().unique())
-              if hasattr(df_or_labels, "columns") else sorted(set(df_or_labels)))
+    if hasattr(df_or_labels, "columns"):
+        from disentangle.report import data_names
+        labels = data_names(df_or_labels)
+    else:
+        labels = sorted(set(df_or_labels))
     return "data: " + ("; ".join(labels) if labels else "unknown")
+
+
+# --------------------------------------------------------------------------- datasets: facets, colours
+# A study of several datasets (the configuration's ``dataset`` column): the rate–distortion
+# plane and the metric correlation get a panel per dataset (their scales and matrices are
+# the dataset's own), wrapped FACET_COLUMNS a row; metric against strength and the
+# distribution per method colour by dataset instead (a panel per dataset and metric
+# would multiply an already full grid by the number of datasets).
+_DATASET_PALETTE = ("Dark2", "Set1")   # not the methods' "colorblind": a colour means one thing a figure
+# the datasets studies compare most get the most distinct colours; the rest in the registry's order
+_DATASET_COLOUR_ORDER = ("dsprites", "shapes3d", "mpi3d-toy", "smallnorb", "cars3d", "color-dsprites",
+                         "noisy-dsprites", "scream-dsprites")
+
+
+def _datasets(df) -> list[str]:
+    from disentangle.report import datasets_of
+    return datasets_of(df)
+
+
+def _dataset_colours(sns) -> dict[str, tuple]:
+    """dataset -> colour, fixed per registered dataset (not per figure); other names
+    (imported image folders) take the colours after them."""
+    from disentangle.data.datasets import REGISTRY
+    palette = [c for name in _DATASET_PALETTE for c in sns.color_palette(name)]
+    order = [*_DATASET_COLOUR_ORDER, *(d for d in REGISTRY if d not in _DATASET_COLOUR_ORDER)]
+    return {d: palette[k % len(palette)] for k, d in enumerate(order)}
+
+
+def _dataset_colour(colours: dict, dataset: str, others: Sequence[str]) -> tuple:
+    if dataset in colours:
+        return colours[dataset]
+    palette = list(colours.values())
+    return palette[(len(colours) + list(others).index(dataset)) % len(palette)]
+
+
+def _facet_panels(runs) -> list[tuple[str, object]]:
+    """[(panel title, its runs)]: one panel per dataset and data source ("Shapes3D · data:
+    official"; without a dataset column "data: official"), datasets in the registry's order."""
+    from disentangle.report import dataset_name, split_by_dataset
+    panels = []
+    for dataset, sub in split_by_dataset(runs):
+        labels = sub["data_label"].fillna("unknown")
+        for label in sorted(labels.unique()):
+            title = f"data: {label}" if dataset is None else f"{dataset_name(dataset)}\ndata: {label}"
+            panels.append((title, sub[labels == label]))
+    return panels
 
 
 # --------------------------------------------------------------------------- methods: colours, markers
@@ -125,6 +174,7 @@ def _values_text(values) -> str:
 
 # --------------------------------------------------------------------------- rate–distortion
 RD_SIZES = (16.0, 110.0)   # marker areas (pt²) of a method's smallest and largest strength value
+RD_PANEL_WIDTH, RD_PANEL_HEIGHT = 2.5, 2.4   # inches, a panel of a several-dataset plane (3 a row: a page)
 
 
 def rate_distortion(df):
@@ -140,7 +190,9 @@ def rate_distortion(df):
     shaded: no model can go there, because H(X) − D is a lower bound on I_gen and R an
     upper bound on I_rep, and the line is where they meet (Alemi et al. 2018). Otherwise
     (a Gaussian decoder's density, a Bernoulli on 8-bit intensities) the line is no bound
-    and is not drawn. One panel per dataset."""
+    and is not drawn. One panel per dataset and data file (their R and D scales are the
+    dataset's own), :data:`FACET_COLUMNS` a row; with several panels and methods the
+    method legend is the figure's, once, and each panel's own legend names its bound."""
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.lines import Line2D
 
@@ -152,21 +204,33 @@ def rate_distortion(df):
     if runs.empty:
         raise UserError("no run has rate/distortion scores: run `disentangle evaluate RUN --metric info` first")
     runs = runs.assign(method=runs["method"].fillna("unknown"))
-    labels = sorted(runs["data_label"].fillna("unknown").unique())
+    facets = _facet_panels(runs)
     methods = _method_order(runs["method"].unique())
     several = len(methods) > 1
+    ncols = min(FACET_COLUMNS, len(facets))
+    nrows = math.ceil(len(facets) / ncols)
+    # one panel as before; a grid of smaller panels, the methods' legend once, beside it
+    shared_legend = several and len(facets) > 1
+    if len(facets) == 1:
+        size = (4.6 + (2.4 if several else 1.2), 3.8)
+    else:   # the methods' legend under the panels; a single method's colour bar beside them
+        size = (RD_PANEL_WIDTH * ncols + (0 if several else 0.7),
+                RD_PANEL_HEIGHT * nrows + 0.6 + (0.22 * math.ceil((len(methods) + 2) / 2) if several else 0))
     with _style() as sns:
         styles = _method_styles(sns, methods)
-        fig = _new_figure(4.6 * len(labels) + (2.4 if several else 1.2), 3.8)
-        axes = fig.subplots(1, len(labels), squeeze=False)[0]
+        fig = _new_figure(*size)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        axes = [grid[k // ncols][k % ncols] for k in range(len(facets))]
+        for k in range(len(facets), nrows * ncols):
+            grid[k // ncols][k % ncols].set_visible(False)
         colorbar = None
+        method_handles: dict[str, object] = {}
         if not several:
             values = runs["strength"].dropna().unique()
             key = runs["strength_name"].dropna().iloc[0] if runs["strength_name"].notna().any() else None
             norm = (LogNorm if _spans_decades(values) else Normalize)(
                 *((values.min(), values.max()) if len(values) > 1 else (0, 1)))
-        for ax, label in zip(axes, labels):
-            sub = runs[runs["data_label"].fillna("unknown") == label]
+        for ax, (title, sub) in zip(axes, facets):
             handles = []
             for method in methods:
                 group = sub[sub["method"] == method]
@@ -201,29 +265,47 @@ def rate_distortion(df):
                                           + (f", {symbol} = {all_values[0]:g}" if all_values else "")))
                 sc.set_gid(f"runs:{method}")
             _draw_rd_bound(ax, sub)
-            ax.set_xlabel("rate R = E KL(q(z|x) ‖ p(z)) (nats)")
-            ax.set_ylabel("distortion D = −E log p(x|z) (nats)")
-            ax.set_title(f"data: {label}")
+            if len(facets) == 1:
+                ax.set_xlabel("rate R = E KL(q(z|x) ‖ p(z)) (nats)")
+                ax.set_ylabel("distortion D = −E log p(x|z) (nats)")
+            else:   # the suptitle defines R and D once
+                ax.set_xlabel("rate R (nats)")
+                ax.set_ylabel("distortion D (nats)")
+            ax.set_title(title, fontsize=8 if len(facets) > 1 else None)
+            if shared_legend:
+                # the methods' entries go to the figure's legend; the panel keeps its bound
+                for h in handles:
+                    method_handles.setdefault(h.get_label(), h)
+                handles = []
             if several:
                 # the size key, in grey: size is the hyper-parameter's rank within each method
                 # (for AnnealedVAE a larger C_max regularises less, so "value", not "strength")
                 handles += [Line2D([], [], linestyle="", marker="o", markersize=math.sqrt(s), markerfacecolor="0.85",
                                    markeredgecolor="black", label=f"{which} value of its method's hyper-parameter")
                             for s, which in zip(RD_SIZES, ("smallest", "largest"))]
+            if shared_legend:
+                for h in handles:
+                    method_handles.setdefault(h.get_label(), h)
+                handles = []
             handles += ax.get_legend_handles_labels()[0]  # the bound line and the shaded region
-            if several:
+            if several and not shared_legend:
                 ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=True, fontsize=7)
-            else:
-                ax.legend(handles=handles, loc="best", frameon=True)
+            elif handles:
+                ax.legend(handles=handles, loc="best", frameon=True, fontsize=6 if len(facets) > 1 else None)
             sns.despine(ax=ax)
+        if shared_legend:
+            legend = fig.legend(handles=list(method_handles.values()), loc="outside lower center", frameon=True,
+                                fontsize=7, ncols=2)
+            legend.set_gid("methods")
         if colorbar is not None:
             sc, ticks, name = colorbar
-            cbar = fig.colorbar(sc, ax=list(axes), pad=0.01, fraction=0.05)
+            cbar = fig.colorbar(sc, ax=[ax for row in grid for ax in row], pad=0.01, fraction=0.05)
             cbar.set_label(name)
             cbar.set_ticks(ticks)
             cbar.set_ticklabels([f"{t:g}" for t in ticks])
             cbar.minorticks_off()
-        fig.suptitle("Rate–distortion plane of the trained models")
+        fig.suptitle("Rate–distortion plane of the trained models" + (
+            "" if len(facets) == 1 else "\nR = E KL(q(z|x) ‖ p(z)), D = −E log p(x|z); one panel per dataset"))
     return fig
 
 
@@ -288,9 +370,12 @@ def metric_vs_strength(df, metrics: Sequence[str]):
     values span decades), one panel column per metric (y shared down a column, so
     methods compare). Mean line and ±1 std band over seeds, each seed a faint dot. Runs
     on different datasets, or differing in another setting inside a method (say the
-    architecture), get lines of their own, never one line through both."""
+    architecture), get lines of their own, never one line through both. Several datasets
+    (the ``dataset`` column): a line per dataset in each panel, coloured by dataset (fixed
+    per dataset) with a legend; the grid stays methods × metrics however many datasets."""
     from disentangle.config import strength_label
-    from disentangle.report import aggregate, headline_column, settings_varying_within
+    from disentangle.report import (DATASET, aggregate, dataset_name, headline_column, settings_varying_within,
+                                    with_datasets)
 
     if not metrics:
         raise UserError("metric-vs-strength: name at least one --metric (e.g. --metric mig)")
@@ -298,7 +383,9 @@ def metric_vs_strength(df, metrics: Sequence[str]):
     runs = df.dropna(subset=["method", "strength"]) if "strength" in df.columns else df.iloc[0:0]
     if runs.empty:
         raise UserError("metric-vs-strength: no runs of a known method with a strength to plot")
-    runs = runs.assign(data_label=runs["data_label"].fillna("unknown"))
+    runs = with_datasets(runs.assign(data_label=runs["data_label"].fillna("unknown")))
+    datasets = _datasets(runs)
+    by_dataset = len(datasets) > 1
     methods = _method_order(runs["method"].unique())
     keys = ["method", "strength_name", "strength"]
     # wrapped facets: each method's metrics fill rows of at most FACET_COLUMNS panels, every
@@ -307,6 +394,7 @@ def metric_vs_strength(df, metrics: Sequence[str]):
     rows_per_method = math.ceil(len(columns) / ncols)
     with _style() as sns:
         styles = _method_styles(sns, methods)
+        dataset_colours = _dataset_colours(sns)
         nrows = rows_per_method * len(methods)
         fig = _new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.9)
         panels = fig.subplots(nrows, ncols, squeeze=False)
@@ -318,10 +406,14 @@ def metric_vs_strength(df, metrics: Sequence[str]):
         for i, method in enumerate(methods):
             sub = runs[runs["method"] == method]
             key = sub["strength_name"].iloc[0]
-            # lines: one per dataset and per other setting that varies inside this method
-            extra = settings_varying_within(sub, keys + ["data_label", "data_sha256"])
-            line_keys = ["data_label", *extra]
+            # lines: one per dataset, data file and other setting that varies inside this method
+            lead = [DATASET] if DATASET in sub.columns else []
+            extra = settings_varying_within(sub, keys + lead + ["data_label", "data_sha256"])
+            line_keys = [*lead, "data_label", *extra]
             lines = sub[line_keys].drop_duplicates().sort_values(line_keys).to_dict("records")
+            if by_dataset:
+                rank = {d: k for k, d in enumerate(datasets)}
+                lines.sort(key=lambda v: rank[v[DATASET]])
             ticks = sorted(sub["strength"].astype(float).unique())
             log = _spans_decades(ticks)
             colour, marker = styles[method]
@@ -329,7 +421,16 @@ def metric_vs_strength(df, metrics: Sequence[str]):
                 ax = grid[i][j]
                 agg = aggregate(sub, keys + extra, [col])
                 for k, line_key in enumerate(lines):
-                    name = _line_name(line_key, extra, several=len(lines) > 1)
+                    if by_dataset:
+                        # colour: the dataset; line style: its data files and other settings
+                        mine = [v for v in lines if v[DATASET] == line_key[DATASET]]
+                        name = ", ".join(filter(None, [dataset_name(line_key[DATASET]), _line_name(
+                            line_key, extra, several=len(mine) > 1)]))
+                        colour = _dataset_colour(dataset_colours, line_key[DATASET], datasets)
+                        style = _LINESTYLES[mine.index(line_key) % len(_LINESTYLES)]
+                    else:
+                        name = _line_name(line_key, extra, several=len(lines) > 1)
+                        style = _LINESTYLES[k % len(_LINESTYLES)]
                     gid = method + (f"|{name}" if name else "")
                     sel_agg = _select(agg, line_key).sort_values("strength")
                     sel_agg = sel_agg[sel_agg[f"{col}.count"] > 0]
@@ -338,7 +439,6 @@ def metric_vs_strength(df, metrics: Sequence[str]):
                     xs = sel_agg["strength"].to_numpy(dtype=float)
                     mean = sel_agg[f"{col}.mean"].to_numpy(dtype=float)
                     std = np.nan_to_num(sel_agg[f"{col}.std"].to_numpy(dtype=float))
-                    style = _LINESTYLES[k % len(_LINESTYLES)]
                     line, = ax.plot(xs, mean, marker=marker, color=colour, linestyle=style, zorder=3,
                                     label=name or method_label(method))
                     line.set_gid(f"mean:{gid}")
@@ -365,7 +465,7 @@ def metric_vs_strength(df, metrics: Sequence[str]):
             lows, highs = zip(*(grid[i][j].get_ylim() for i in range(len(methods))))
             for i in range(len(methods)):
                 grid[i][j].set_ylim(min(lows), max(highs))
-        n = runs.groupby(["data_label", *keys], dropna=False).size()
+        n = runs.groupby([*([DATASET] if DATASET in runs.columns else []), "data_label", *keys], dropna=False).size()
         n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
         what = ("one seed per setting" if n.max() == 1
                 else f"mean ± 1 std over {n_text} seeds (dots: single runs)")
@@ -667,15 +767,23 @@ def metric_correlation(df, columns: Sequence[str] | None = None):
     """Spearman rank correlation between the metrics over all runs of a study, one heatmap
     per dataset (Locatello et al. 2019, Fig. 3), as computed by
     :func:`disentangle.report.metric_rank_correlation`; each cell annotated, −1 blue to +1
-    red. ``fig.correlation`` holds the matrices."""
-    from disentangle.report import metric_rank_correlation, study_metric_columns
+    red. ``fig.correlation`` holds the matrices (keyed by dataset, or by data source for
+    runs without a dataset column). Several datasets: the heatmaps wrap, three a row (two
+    where a matrix of many metrics is large), in the registry's order of datasets."""
+    from disentangle.report import DATASET, dataset_name, metric_rank_correlation, study_metric_columns
     columns = list(columns or study_metric_columns(df))
     matrices = metric_rank_correlation(df, columns)
     k = max(len(m.columns) for m in matrices.values())
     side = max(3.2, 0.42 * k + 1.6)
+    ncols = min(len(matrices), FACET_COLUMNS if side <= 3.5 else 2)
+    nrows = math.ceil(len(matrices) / ncols)
+    named = DATASET in df.columns
     with _style() as sns:
-        fig = _new_figure(side * len(matrices) + 0.8, side + 0.5)
-        axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+        fig = _new_figure(side * ncols + 0.8, (side + 0.2) * nrows + 0.3)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        axes = [grid[j // ncols][j % ncols] for j in range(len(matrices))]
+        for j in range(len(matrices), nrows * ncols):
+            grid[j // ncols][j % ncols].set_visible(False)
         for ax, (dataset, matrix) in zip(axes, matrices.items()):
             labels = [_short_metric_label(c) for c in matrix.columns]
             sns.heatmap(matrix.to_numpy(), ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", center=0, square=True,
@@ -686,7 +794,7 @@ def metric_correlation(df, columns: Sequence[str] | None = None):
             ax.tick_params(axis="x", labelrotation=90, labelsize=7)
             ax.tick_params(axis="y", labelrotation=0, labelsize=7)
             ax.grid(False)
-            title = f"data: {dataset} ({matrix.attrs['n']} runs)"
+            title = f"{dataset_name(dataset) if named else 'data: ' + dataset} ({matrix.attrs['n']} runs)"
             if matrix.attrs.get("constant"):
                 # a metric with one value over the runs has no ranks to correlate
                 title += "\nconstant here, no rank correlation: " + ", ".join(
@@ -708,10 +816,13 @@ def metric_distribution(df, columns: Sequence[str] | None = None):
     """The distribution of each metric per method over all runs of a study (Locatello
     et al. 2019's violin plots): one panel per metric (wrapped, :data:`FACET_COLUMNS` a
     row), a violin per method (its runs over every strength and seed) with each run a
-    dot; methods in their fixed colours. ``fig.metrics_drawn`` lists the panels."""
-    from disentangle.report import study_metric_columns
+    dot; methods in their fixed colours. ``fig.metrics_drawn`` lists the panels. Several
+    datasets (the ``dataset`` column): under each method a violin per dataset, side by
+    side, coloured by dataset (fixed per dataset) with one legend; the panels stay one
+    per metric."""
+    from disentangle.report import dataset_name, study_metric_columns, with_datasets
     columns = list(columns or study_metric_columns(df))
-    runs = df.dropna(subset=["method"]) if "method" in df.columns else df.iloc[0:0]
+    runs = with_datasets(df.dropna(subset=["method"])) if "method" in df.columns else df.iloc[0:0]
     columns = [c for c in columns if c in runs.columns and runs[c].notna().any()]
     if runs.empty or not columns:
         raise UserError("metric-distribution: no run of a known method has scores")
@@ -721,19 +832,34 @@ def metric_distribution(df, columns: Sequence[str] | None = None):
     nrows = math.ceil(len(columns) / ncols)
     with _style() as sns:
         styles = _method_styles(sns, methods)
-        palette = {method_label(m): styles[m][0] for m in methods}
+        datasets = _datasets(runs)
+        by_dataset = len(datasets) > 1
+        data = runs.assign(method_name=runs["method"].map(method_label))
+        if by_dataset:
+            colours = _dataset_colours(sns)
+            hue, hue_order = "dataset_name", [dataset_name(d) for d in datasets]
+            palette = {dataset_name(d): _dataset_colour(colours, d, datasets) for d in datasets}
+            data = data.assign(dataset_name=data["dataset"].map(dataset_name))
+        else:
+            hue, hue_order = "method_name", names
+            palette = {method_label(m): styles[m][0] for m in methods}
         fig = _new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.8)
         panels = fig.subplots(nrows, ncols, squeeze=False)
-        data = runs.assign(method_name=runs["method"].map(method_label))
         for j, col in enumerate(columns):
             ax = panels[j // ncols][j % ncols]
             sub = data.dropna(subset=[col])
-            sns.violinplot(data=sub, x="method_name", y=col, hue="method_name", order=names, hue_order=names,
+            sns.violinplot(data=sub, x="method_name", y=col, hue=hue, order=names, hue_order=hue_order,
                            palette=palette, ax=ax, cut=0, inner=None, linewidth=0.6, density_norm="width",
-                           legend=False)
+                           legend=False, dodge=by_dataset)
             for collection in ax.collections:
                 collection.set_alpha(0.55)
-            sns.stripplot(data=sub, x="method_name", y=col, order=names, color="0.15", size=2.2, jitter=0.15, ax=ax)
+            if by_dataset:
+                sns.stripplot(data=sub, x="method_name", y=col, hue=hue, order=names, hue_order=hue_order,
+                              palette={k: "0.15" for k in hue_order}, dodge=True, size=2.2, jitter=0.1, ax=ax,
+                              legend=False)
+            else:
+                sns.stripplot(data=sub, x="method_name", y=col, order=names, color="0.15", size=2.2, jitter=0.15,
+                              ax=ax)
             ax.set_xlabel("")
             ax.set_ylabel(metric_label(col), fontsize=8)
             ax.tick_params(axis="x", labelrotation=30 if len(methods) > 3 else 0, labelsize=7)
@@ -741,6 +867,12 @@ def metric_distribution(df, columns: Sequence[str] | None = None):
             sns.despine(ax=ax)
         for j in range(len(columns), nrows * ncols):
             panels[j // ncols][j % ncols].set_visible(False)
+        if by_dataset:
+            from matplotlib.patches import Patch
+            # the colour key once, in the first panel
+            legend = panels[0][0].legend(handles=[Patch(facecolor=palette[h], alpha=0.55, label=h)
+                                                  for h in hue_order], loc="best", frameon=True, fontsize=6)
+            legend.set_gid("datasets")
         n = runs.groupby("method").size()
         fig.suptitle("Distribution of each metric per method over all runs (every strength and seed): "
                      + ", ".join(f"{method_label(m)} n = {n[m]}" for m in methods) + "\n" + _data_caption(runs),

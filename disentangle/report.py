@@ -2,8 +2,11 @@
 LaTeX.
 
 The input is the DataFrame of :func:`disentangle.results.collect` (one row per run).
-Aggregation always groups by the dataset as well (``data_label`` and ``data_sha256``):
-scores measured on different dataset files are never averaged together.
+Aggregation always groups by the dataset as well (the configuration's ``dataset`` where
+the table has it, ``data_label`` and ``data_sha256``): scores measured on different
+datasets, or on different files of one dataset, are never averaged together. A study of
+several datasets reads as one section per dataset (:func:`readable_markdown`); LaTeX and
+CSV tables put the dataset first, as row groups.
 """
 from __future__ import annotations
 
@@ -22,9 +25,73 @@ FORMATS = ("markdown", "csv", "latex")
 # Which score columns a table shows by default, in which order, and their LaTeX headers
 # come from the metric registry (disentangle.evaluation.metrics); the configuration
 # columns' names and LaTeX headers from the configuration's fields (disentangle.config).
-_LATEX_OTHER = {"data_label": "data", "n": r"$n$", "strength_name": "hyper-parameter", "strength": "strength"}
+DATASET = "dataset"   # the configuration's dataset field: collect()'s column of that name
+_LATEX_OTHER = {"data_label": "data", DATASET: "dataset", "n": r"$n$", "strength_name": "hyper-parameter", "strength": "strength"}
 
 _DATA_KEYS = ("data_label", "data_sha256")
+
+
+# --------------------------------------------------------------------------- datasets
+# How papers write the registry's datasets (disentangle.data.datasets.REGISTRY); an image
+# folder imported under a name of the user's keeps that name.
+DATASET_NAMES = {"dsprites": "dSprites", "color-dsprites": "Color-dSprites", "noisy-dsprites": "Noisy-dSprites",
+                 "scream-dsprites": "Scream-dSprites", "shapes3d": "Shapes3D", "mpi3d-toy": "MPI3D-toy",
+                 "mpi3d-realistic": "MPI3D-realistic", "mpi3d-real": "MPI3D-real", "smallnorb": "SmallNORB",
+                 "cars3d": "Cars3D", "celeba": "CelebA"}
+
+
+def dataset_name(name) -> str:
+    """A dataset as papers write it ("shapes3d" -> "Shapes3D"); other names as they are."""
+    return DATASET_NAMES.get(name, _fmt_setting(name)) if isinstance(name, str) else _fmt_setting(name)
+
+
+def with_datasets(df):
+    """``df`` with its dataset column complete: a run written before the configuration had
+    a dataset field trained on dSprites (the field's default). Unchanged without the column."""
+    if DATASET not in df.columns or not df[DATASET].isna().any():
+        return df
+    from disentangle.config import field_default
+    return df.assign(**{DATASET: df[DATASET].fillna(field_default(DATASET) or "dsprites")})
+
+
+def datasets_of(df) -> list[str]:
+    """The datasets of a collect() table in the registry's order (others after, by
+    name); [] for a table without a dataset column (today's dSprites-only runs)."""
+    if DATASET not in df.columns:
+        return []
+    from disentangle.data.datasets import REGISTRY
+    present = set(with_datasets(df)[DATASET].dropna())
+    return [d for d in REGISTRY if d in present] + sorted(d for d in present if d not in REGISTRY)
+
+
+def split_by_dataset(df) -> list[tuple[str | None, "object"]]:
+    """[(dataset, its runs)] in :func:`datasets_of`'s order; [(None, df)] for a table
+    without a dataset column. Each part keeps the rows' order."""
+    names = datasets_of(df)
+    if not names:
+        return [(None, df)]
+    filled = with_datasets(df)
+    return [(name, filled[filled[DATASET] == name]) for name in names]
+
+
+def _dataset_lead(df) -> list[str]:
+    # the dataset column leads every grouping when the table has one
+    return [DATASET] if DATASET in df.columns else []
+
+
+def _report_keys(df, group_by: Sequence[str]) -> list[str]:
+    """The keys a table groups by: the dataset, ``group_by``, the data file."""
+    return list(dict.fromkeys([*_dataset_lead(df), *group_by, *_DATA_KEYS]))
+
+
+def _sort_key(column):
+    # datasets in the registry's order, the rest as the configuration sorts them
+    from disentangle.config import sort_key
+    if column.name == DATASET:
+        from disentangle.data.datasets import REGISTRY
+        rank = {d: i for i, d in enumerate(REGISTRY)}
+        return column.map(lambda v: (rank.get(v, len(rank)), str(v)))
+    return sort_key(column)
 
 
 class ReportWarning(UserWarning):
@@ -162,15 +229,14 @@ def study_group_by(df, swept: Sequence[str] = ()) -> list[str]:
     if len(methods) <= 1:
         return list(dict.fromkeys(["method", *(k for k in swept if k not in replicate_keys())]))
     keys = ["method", "strength_name", "strength"]
-    return keys + _varying_settings(df, [*keys, *_DATA_KEYS])
+    return keys + _varying_settings(df, [*keys, *_DATA_KEYS, *_dataset_lead(df)])
 
 
 def _groups(df, keys: Sequence[str]):
     """``df`` grouped by ``keys`` in the report's row order: sorted by the keys, methods
     in the toolkit's method order (:func:`disentangle.config.sort_key`). Every grouping of
     a report goes through here, so the flags of a group and its numbers stay aligned."""
-    from disentangle.config import sort_key
-    ordered = df.sort_values(list(keys), na_position="last", kind="stable", key=sort_key)
+    ordered = df.sort_values(list(keys), na_position="last", kind="stable", key=_sort_key)
     # NaN keys (e.g. gamma of a beta-h run) would silently drop rows in groupby
     return ordered.groupby(list(keys), dropna=False, sort=False)
 
@@ -179,15 +245,17 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
     """Mean, sample standard deviation (ddof=1) and count of each column over the runs
     of each group; one row per (group, dataset). Groups are always split by dataset.
 
-    Returns a DataFrame with the group columns, data_label, data_sha256, ``n`` (runs in
-    the group) and, per score column C, "C.mean", "C.std", "C.count" (runs with a value)."""
+    Returns a DataFrame with the dataset (where the table has that column: first), the
+    group columns, data_label, data_sha256, ``n`` (runs in the group) and, per score
+    column C, "C.mean", "C.std", "C.count" (runs with a value)."""
     import pandas as pd
 
     unknown = [g for g in group_by if g not in df.columns]
     if unknown:
         raise ParameterError("group_by", f"unknown column(s) {', '.join(unknown)} "
                              f"(columns: {', '.join(c for c in df.columns if '.' not in c)})")
-    keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
+    df = with_datasets(df)
+    keys = _report_keys(df, group_by)
     varying = _varying_settings(df, keys)
     if varying:
         warnings.warn(f"groups mix runs with different {', '.join(varying)}; "
@@ -259,6 +327,8 @@ def _display_setting_columns(df, extra: Sequence[str] = ()) -> list[str]:
     status where some run is unfinished."""
     from disentangle.config import METHOD_COLUMNS, always_shown_keys, replicate_keys, setting_keys
     cols = ["run", "data_label"]
+    if DATASET in df.columns and df[DATASET].nunique(dropna=False) > 1:
+        cols.insert(0, DATASET)        # several datasets: each run's first, as row groups
     if "method" in df.columns and df["method"].nunique() > 1:
         cols += list(METHOD_COLUMNS)   # several methods: each run's strength, named
     cols += list(always_shown_keys())
@@ -279,6 +349,7 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
     "(k of n)" so a reader sees when a mean rests on fewer seeds. A score its metric
     warns about (:func:`score_flags`; in a group: of any of its runs) ends in
     :data:`FLAG_MARK`; :func:`flag_footnote` of :func:`run_flags` says why."""
+    df = with_datasets(df)
     columns = metric_columns(df, metrics)
     flags = score_flags(df)
 
@@ -287,11 +358,11 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
     if group_by:
         agg = aggregate(df, group_by, columns)
         # a group's score is flagged when any of its runs' is (same grouping as aggregate)
-        keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
+        keys = _report_keys(df, group_by)
         positions = {idx: pos for pos, idx in enumerate(df.index)}
         group_flags = [set().union(*(flags.get(positions[i], {}).keys() for i in sub.index))
                        for _, sub in _groups(df, keys)]
-        settings = list(dict.fromkeys([*group_by, "data_label"])) + ["n"]
+        settings = list(dict.fromkeys([*_dataset_lead(df), *group_by, "data_label"])) + ["n"]
         header = settings + columns
         rows = []
         decimals = {c: decimals_for(agg[f"{c}.mean"]) for c in columns}
@@ -425,6 +496,7 @@ def _latex_note(text: str) -> str:
 def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> str:
     """Machine-readable: full precision; all score columns unless ``metrics`` narrows them;
     aggregated tables have C.mean, C.std, C.count per score column."""
+    df = with_datasets(df)
     columns = metric_columns(df, metrics, headline_only=False)
     shown = {c.split(".", 1)[0] for c in columns}
     flags = score_flags(df)
@@ -433,7 +505,7 @@ def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | N
                for pos in range(len(df))]
     if group_by:
         out = aggregate(df, group_by, columns)
-        keys = list(dict.fromkeys([*group_by, *_DATA_KEYS]))
+        keys = _report_keys(df, group_by)
         positions = {idx: pos for pos, idx in enumerate(df.index)}
         flagged = ["; ".join(dict.fromkeys(w for i in sub.index for w in per_run[positions[i]].split("; ") if w))
                    for _, sub in _groups(df, keys)]
@@ -441,14 +513,33 @@ def to_csv(df, group_by: Sequence[str] | None = None, metrics: Sequence[str] | N
         out.insert(out.columns.get_loc("n"), "warnings", flagged)
     else:
         from disentangle.results import run_columns
-        described = [c for c in run_columns() if c in df.columns]
+        described = list(dict.fromkeys([*_dataset_lead(df), *(c for c in run_columns() if c in df.columns)]))
         out = df[described + columns].copy()
         out.insert(len(described), "warnings", per_run)
     return out.to_csv(index=False)
 
 
+def data_names(df, with_dataset: bool = True) -> list[str]:
+    """Each dataset and data source of the runs, as a caption names them ("Shapes3D:
+    official, 480,000 images"; without a dataset column, or ``with_dataset`` False, just
+    the source: "official")."""
+    if "data_label" not in df.columns:
+        return [dataset_name(d) for d in datasets_of(df)]
+    names = []
+    for dataset, sub in split_by_dataset(df):
+        for label in sorted(sub["data_label"].dropna().unique()):
+            names.append(f"{dataset_name(dataset)}: {label}" if dataset and with_dataset else str(label))
+    return names
+
+
+def _one_source_per_dataset(df) -> bool:
+    # each dataset's runs all on one data file: a data column would repeat the dataset's
+    return "data_label" in df.columns and all(sub["data_label"].nunique(dropna=False) <= 1
+                                              for _, sub in split_by_dataset(df))
+
+
 def caption_for(df, group_by: Sequence[str] | None, header: Sequence[str] = (), partial: bool = False) -> str:
-    labels = sorted(df["data_label"].dropna().unique()) if "data_label" in df.columns else []
+    labels = data_names(df)
     what = (f"Mean ± standard deviation over seeds, grouped by {', '.join(group_by)}"
             if group_by else "One row per run")
     text = f"{what}; data: {'; '.join(labels) or 'unknown'}."
@@ -474,11 +565,10 @@ def method_name(method) -> str:
 def setting_symbol(key: str) -> str:
     """A hyper-parameter's symbol in plain text, with its unit ("beta" -> "β",
     "capacity_max" -> "C_max (nats)"), from the configuration's LaTeX names."""
-    from disentangle import methods as method_registry
     from disentangle.config import latex_names
+    from disentangle.methods import HYPERPARAMETERS
     text = _plain(latex_names().get(key, key))
-    hyper = method_registry.HYPERPARAMETERS.get(key)
-    unit = hyper.unit if hyper is not None else None
+    unit = HYPERPARAMETERS[key].unit if key in HYPERPARAMETERS else None
     return f"{text} ({unit})" if unit else text
 
 
@@ -537,6 +627,8 @@ def _readable(df, header: list[str], rows: list[list[str]], grouped: bool):
                 r.pop(k)
     if "data_label" in df.columns and df["data_label"].nunique(dropna=False) <= 1:
         drop("data_label")
+    if DATASET in df.columns and df[DATASET].nunique(dropna=False) <= 1:
+        drop(DATASET)     # one dataset: the section's heading or the data line names it
     if "method" in header and "objective" in header:
         drop("objective")
     if "strength" in header and "strength_name" in header:
@@ -560,7 +652,7 @@ def _readable(df, header: list[str], rows: list[list[str]], grouped: bool):
             out.append("method")
         elif "." in col:
             out.append(score_heading(col))
-        elif col in ("run", "n", "strength", "seed", "data_label"):
+        elif col in ("run", "n", "strength", "seed", "data_label", DATASET):
             out.append({"data_label": "data"}.get(col, col))
         else:
             out.append(setting_symbol(col))
@@ -568,6 +660,8 @@ def _readable(df, header: list[str], rows: list[list[str]], grouped: bool):
         for k, col in enumerate(header):
             if col in ("method", "objective"):
                 r[k] = method_name(r[k])
+            elif col == DATASET:
+                r[k] = dataset_name(r[k])
     return out, rows
 
 
@@ -594,17 +688,37 @@ def readable_tables(df, group_by: Sequence[str] | None = None, detail: bool = Fa
     return tables
 
 
+def _scored_here(df):
+    # a dataset's section shows the metrics scored on it (CelebA has no factor metrics)
+    empty = [c for c in score_columns(df) if not df[c].notna().any()]
+    return df.drop(columns=empty)
+
+
 def readable_markdown(df, group_by: Sequence[str] | None = None, detail: bool = False) -> str:
     """The Markdown report a reader takes in: :func:`readable_tables` with their titles,
-    the data named once, the warning footnotes, and where the rest is."""
-    tables = readable_tables(df, group_by, detail)
-    labels = sorted(df["data_label"].dropna().unique()) if "data_label" in df.columns else []
+    the data named once, the warning footnotes, and where the rest is.
+
+    Several datasets: one section per dataset ("### Shapes3D", registry order), each with
+    its own tables and only the metrics scored on it. Rows are methods and strengths as
+    in a single-dataset report; datasets as column groups would multiply a headline
+    table's ~7 columns by the number of datasets, which no page or terminal holds, and
+    the scores of two datasets are never compared cell by cell anyway."""
+    import pandas as pd
+    sections = split_by_dataset(with_datasets(df))
     parts = []
-    for title, header, rows in tables:
-        parts += [f"**{title}**", "", to_markdown(header, rows)]
-    if len(labels) == 1:
-        parts.append(f"Data: {labels[0]}.")
-    notes = flag_footnote(run_flags(df))
+    for dataset, sub in sections:
+        if len(sections) > 1:
+            parts += ([""] if parts else []) + [f"### {dataset_name(dataset)}", ""]
+            sub = _scored_here(sub)
+        for title, header, rows in readable_tables(sub, group_by, detail):
+            parts += [f"**{title}**", "", to_markdown(header, rows)]
+        names = data_names(sub, with_dataset=len(sections) == 1)
+        if len(sections) > 1:
+            parts.append(f"Data: {'; '.join(names)}.")
+        elif len(names) == 1:
+            parts.append(f"Data: {names[0]}.")
+    # the footnotes in the sections' order
+    notes = flag_footnote(run_flags(pd.concat([sub for _, sub in sections])))
     if notes:
         parts += ["", *notes]
     if not detail:
@@ -628,16 +742,29 @@ def make_report(df, fmt: str = "markdown", group_by: Sequence[str] | str | None 
         return to_csv(df, group_by, metrics)
     if fmt == "markdown" and not metrics:
         return readable_markdown(df, group_by, detail)
+    df = with_datasets(df)
+    if DATASET in df.columns:
+        # several datasets: row groups, in the registry's order
+        df = df.sort_values(DATASET, kind="stable", key=_sort_key)
     header, rows = table_cells(df, group_by, metrics)
     shown = {h.split(".", 1)[0] for h in header if "." in h}
     notes = flag_footnote({k: v for k, v in run_flags(df).items() if k[1] in shown})
-    if fmt == "markdown":
-        return to_markdown(header, rows) + ("\n" + "\n".join(notes) + "\n" if notes else "")
-    if "data_label" in header and df["data_label"].nunique(dropna=False) == 1:
+    # one dataset: no dataset column (LaTeX: no data column either, the caption names it)
+    constant = [c for c in ((DATASET,) if fmt == "markdown" else (DATASET, "data_label"))
+                if c in header and df[c].nunique(dropna=False) == 1]
+    if (fmt == "latex" and DATASET in header and "data_label" in header and "data_label" not in constant
+            and _one_source_per_dataset(df)):
+        constant.append("data_label")   # the caption names each dataset's file
+    for col in constant:
         # one dataset: the caption names it; a column repeating it would only widen the table
-        k = header.index("data_label")
+        k = header.index(col)
         header = header[:k] + header[k + 1:]
         rows = [r[:k] + r[k + 1:] for r in rows]
+    if DATASET in header:
+        k = header.index(DATASET)
+        rows = [r[:k] + [dataset_name(r[k])] + r[k + 1:] for r in rows]
+    if fmt == "markdown":
+        return to_markdown(header, rows) + ("\n" + "\n".join(notes) + "\n" if notes else "")
     partial = any(re.search(r"\(\d+ of \d+\)", c) for r in rows for c in r)
     rows = [[latex_setting(h, c) for h, c in zip(header, r)] for r in rows]
     return to_latex(header, rows, caption_for(df, group_by, header, partial), notes=notes)
@@ -691,10 +818,12 @@ def metric_rank_correlation(df, columns: Sequence[str] | None = None) -> dict[st
     columns = list(columns or study_metric_columns(df))
     if len(columns) < 2:
         raise UserError("metric correlation: fewer than two metrics with scores in these runs")
-    facet = "dataset" if "dataset" in df.columns else "data_label"
+    if DATASET in df.columns:
+        groups = split_by_dataset(df)      # the registry's order
+    else:
+        labels = df["data_label"].fillna("unknown") if "data_label" in df.columns else None
+        groups = [("all", df)] if labels is None else [(str(k), g) for k, g in df.groupby(labels, sort=True)]
     out = {}
-    labels = df[facet].fillna("unknown") if facet in df.columns else None
-    groups = [("all", df)] if labels is None else [(str(k), g) for k, g in df.groupby(labels, sort=True)]
     for label, group in groups:
         complete = group[columns].dropna()
         if len(complete) < MIN_RUNS_CORRELATION:

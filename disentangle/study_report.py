@@ -1,6 +1,9 @@
 """A study's report (report.md: the runs' states, score tables over seeds and per run,
 every failed run with its reason) and its figures (figures/: rate–distortion, metrics
 against β, a traversal per β), written by the report layer for ``disentangle sweep``.
+A study of several datasets: the score tables in one section per dataset, the
+rate–distortion plane and the metric correlation a panel per dataset, metrics against
+strength and their distribution coloured by dataset.
 The sweep calls :func:`write_study_report` with the study's state (its study.json record
 and every run's status row); this module imports nothing of the sweep, which sits above
 it. Plots and tables come from :mod:`disentangle.plots` and :mod:`disentangle.report`."""
@@ -93,14 +96,15 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
     # the study's classic figures (Locatello et al. 2019), drawn when they mean something:
     # a rank correlation over >= MIN_RUNS_CORRELATION runs with every metric, a violin per
     # method over >= MIN_RUNS_DISTRIBUTION runs of some method
-    from disentangle.report import MIN_RUNS_CORRELATION, MIN_RUNS_DISTRIBUTION, study_metric_columns
+    from disentangle.report import MIN_RUNS_CORRELATION, MIN_RUNS_DISTRIBUTION, split_by_dataset, study_metric_columns
     columns = study_metric_columns(scored)
-    complete = scored[columns].dropna() if columns else scored.iloc[0:0]
-    if len(columns) >= 2 and len(complete) >= MIN_RUNS_CORRELATION:
+    # a matrix per dataset: the dataset with the most complete runs decides whether any is drawn
+    complete = max((len(sub[columns].dropna()) for _, sub in split_by_dataset(scored)), default=0) if columns else 0
+    if len(columns) >= 2 and complete >= MIN_RUNS_CORRELATION:
         attempt("metric correlation", lambda: plots.metric_correlation(scored, columns),
                 fig_dir / "metric_correlation.png")
     elif columns:
-        notes.append(f"metric correlation: not drawn ({len(complete)} run(s) with every metric; "
+        notes.append(f"metric correlation: not drawn ({complete} run(s) with every metric on any one dataset; "
                      f"a rank correlation needs at least {MIN_RUNS_CORRELATION})")
     per_method = scored.groupby("method").size() if "method" in scored.columns else []
     if columns and len(per_method) and per_method.max() >= MIN_RUNS_DISTRIBUTION:
@@ -116,19 +120,28 @@ def _study_figures(results_dir: Path, df, record: dict) -> tuple[list[Path], lis
 def _traversal_runs(finished, most: int = 8) -> list[Path]:
     """The runs whose traversals the study report draws: the first seed of each setting;
     with several methods, every method at evenly spaced strengths, its weakest and strongest
-    included (at least two each, about ``most`` in all), in the methods' order."""
+    included (at least two each, about ``most`` in all), in the methods' order. Several
+    datasets: every method on every dataset, at its middle strength when two each would
+    exceed ``most``."""
     import numpy as np
 
     from disentangle.config import sort_key
     from disentangle.config import METHOD_COLUMNS   # collect's columns: method, strength_name, strength
+    from disentangle.report import split_by_dataset
     keys = list(METHOD_COLUMNS)
-    firsts = finished.sort_values(keys + ["seed"], na_position="last", kind="stable",
+    groups = []
+    for _, runs in split_by_dataset(finished):
+        firsts = runs.sort_values(keys + ["seed"], na_position="last", kind="stable",
                                   key=sort_key).drop_duplicates(subset=keys)
-    groups = [g for _, g in firsts.groupby("method", sort=False)]
-    each = max(2, most // max(1, len(groups)))
+        groups += [g for _, g in firsts.groupby("method", sort=False)]
+    several = len(split_by_dataset(finished)) > 1
+    each = max(1 if several else 2, most // max(1, len(groups)))
     chosen = []
     for group in groups:
-        picks = np.unique(np.linspace(0, len(group) - 1, min(each, len(group))).round().astype(int))
+        if each == 1:
+            picks = np.array([(len(group) - 1) // 2])
+        else:
+            picks = np.unique(np.linspace(0, len(group) - 1, min(each, len(group))).round().astype(int))
         chosen += [Path(p) for p in group["path"].iloc[picks]]
     return chosen
 
@@ -149,7 +162,8 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
             f"{k} ∈ {{{', '.join(format_value(v) for v in value)}}}" if isinstance(value, list)
             else f"{k} = {format_value(value)}" for k, value in block.items()) + ".  ")
     if "data_label" in df.columns and df["data_label"].notna().any():
-        lines.append(f"Data: {'; '.join(sorted(df['data_label'].dropna().unique()))}.  ")
+        from disentangle.report import data_names
+        lines.append(f"Data: {'; '.join(data_names(df))}.  ")
     lines.append(f"Metrics: {', '.join(record.get('metrics') or ['all'])} (evaluation seed "
                  f"{record.get('eval_seed', 0)}). Written {_utc_now()} by `disentangle sweep`.")
     lines.append("")
@@ -172,11 +186,13 @@ def _report_markdown(results_dir: Path, df, record: dict, status_rows: list[dict
         lines.append(_safe(lambda: make_report(scored, "markdown")))
         lines.append("")
     if figures or notes:
+        from disentangle.report import datasets_of
+        several = len(datasets_of(df)) > 1
         lines += ["## Figures", ""]
         for path in figures:
             rel = path.relative_to(results_dir).as_posix()
             pdf = Path(rel).with_suffix(".pdf").as_posix()
-            lines += [f"![{path.stem}]({rel})", f"*{_caption(path.stem)}* ([PDF]({pdf}))", ""]
+            lines += [f"![{path.stem}]({rel})", f"*{_caption(path.stem, several)}* ([PDF]({pdf}))", ""]
         for note in notes:
             lines.append(f"- {note}")
         lines.append("")
@@ -187,20 +203,22 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _caption(stem: str) -> str:
+def _caption(stem: str, several_datasets: bool = False) -> str:
     if stem == "rate_distortion":
         return ("Rate–distortion plane: each run's rate R and distortion D (nats), coloured by its "
-                "regularisation strength (several methods: colour and marker by method, size by strength).")
+                "regularisation strength (several methods: colour and marker by method, size by strength)"
+                + ("; one panel per dataset." if several_datasets else "."))
     if stem in ("metric_vs_strength", "metric_vs_beta"):
         return ("Disentanglement scores against each method's regularisation strength (each method's "
-                "panels on rows of three, one per metric): mean ± std over seeds, each seed a dot; "
-                "registered metrics without scores are named under the figure.")
+                "panels on rows of three, one per metric): mean ± std over seeds, each seed a dot"
+                + ("; a line per dataset, coloured by dataset" if several_datasets else "")
+                + "; registered metrics without scores are named under the figure.")
     if stem == "metric_correlation":
         return ("Spearman rank correlation between the metrics (each metric's headline score) over all "
                 "runs of the study, one matrix per dataset (Locatello et al. 2019, Fig. 3).")
     if stem == "metric_distribution":
         return ("Distribution of each metric per method over all runs (every strength and seed): a violin per "
-                "method, each run a dot.")
+                "method" + (" and dataset, coloured by dataset" if several_datasets else "") + ", each run a dot.")
     if stem.startswith("traversal_"):
         return (f"Latent traversals of {stem[len('traversal_'):]}: each row one latent dimension "
                 f"swept over ±3 prior standard deviations, sorted by KL.")
