@@ -89,6 +89,7 @@ class ExternalModel(torch.nn.Module):
         self.likelihood = likelihood
         self.decoder_output = decoder_output
         self.latent_dim = int(latent_dim) if latent_dim is not None else None
+        self.channels = 1   # the dataset's; evaluate_external sets it before any image is seen
 
     def set_execution(self, mixed=None, channels_last: bool = False) -> "ExternalModel":
         if self.inner is not None and hasattr(self.inner, "set_execution"):
@@ -121,10 +122,11 @@ class ExternalModel(torch.nn.Module):
             raise UserError("decoder: none given; this needs the model's decoder")
         out = self.inner.decode(z) if self.inner is not None else self.decoder_fn(z)
         n = z.shape[0]
-        if not isinstance(out, torch.Tensor) or out.numel() != n * IMAGE_PIXELS:
+        c = self.channels
+        if not isinstance(out, torch.Tensor) or out.numel() != n * c * IMAGE_PIXELS:
             raise UserError(f"decoder: returned shape {tuple(getattr(out, 'shape', ()))}, expected {n} "
-                            f"images of 64x64 (n, 1, 64, 64)")
-        out = out.reshape(n, 1, 64, 64)
+                            f"images of 64x64 ({n}, {c}, 64, 64)")
+        out = out.reshape(n, c, 64, 64)
         if self.decoder_output == "probabilities":
             # the toolkit reads logits: sigmoid(logit(p)) = p, for Bernoulli probabilities
             # and for Gaussian means in [0, 1] alike
@@ -166,7 +168,8 @@ def _weights_record(weights) -> dict | None:
 
 def evaluate_external(out: str | os.PathLike, encoder: Callable | None = None, decoder: Callable | None = None, *,
                       model=None, likelihood: str = "bernoulli", decoder_output: str = "logits",
-                      data=None, metrics: Iterable[str] = ("all",), label: str = "external",
+                      data=None, dataset: str | None = None, metrics: Iterable[str] = ("all",),
+                      label: str = "external",
                       settings: Mapping[str, Any] | None = None, weights: str | os.PathLike | None = None,
                       seed: int = 0, params: Mapping[str, Mapping] | None = None, device: str = "cpu",
                       batch_size: int | None = None, figures: bool | None = None, traversal_images: int = 3,
@@ -175,12 +178,12 @@ def evaluate_external(out: str | os.PathLike, encoder: Callable | None = None, d
     """Evaluate a model made elsewhere into the run-like directory ``out`` (module
     docstring); returns ``{metric: entry}`` as scores.json holds them.
 
-    ``encoder``: image batch (n, 1, 64, 64) float32 in {0, 1} -> (mean, logvar) (n, D);
+    ``encoder``: image batch (n, C, 64, 64) float32 in [0, 1] -> (mean, logvar) (n, D);
     ``decoder``: z (n, D) -> ``decoder_output`` ("logits", or "probabilities": Bernoulli
     probabilities / Gaussian means in [0, 1]) of n images; or ``model``: one object with
     ``encode``/``decode`` (decode returning ``decoder_output``). ``likelihood``: the
-    decoder's, "bernoulli" or "gaussian". ``data``: a dataset path, a DSpritesData or None
-    (the dataset rule). ``label``: the report's method column; ``settings``: other identity
+    decoder's, "bernoulli" or "gaussian". ``dataset``: a registered dataset's name
+    (default dsprites); ``data``: its file (or a dataset object; None: the dataset's rule). ``label``: the report's method column; ``settings``: other identity
     columns (e.g. {"beta": 4, "seed": 2}); ``weights``: the weights file, whose sha256 is
     recorded. ``figures``: traversal.png and reconstructions.png (default: when there is a
     decoder). Everything is checked before the dataset is encoded.
@@ -214,7 +217,9 @@ def evaluate_external(out: str | os.PathLike, encoder: Callable | None = None, d
     run = RunDir(out)
     if run.model_path.exists():
         raise UserError(f"{run.path}: holds a trained model; score it with `disentangle evaluate`")
-    dataset = data if data is not None and not isinstance(data, (str, os.PathLike)) else DataCache().load(data)
+    dataset = (data if data is not None and not isinstance(data, (str, os.PathLike))
+               else DataCache().load(data, dataset))
+    wrapped.channels = int(getattr(dataset, "channels", 1))
     wrapped.to(device) if any(True for _ in wrapped.parameters()) else None
     latent_dim = _probe(wrapped, dataset, device)
     wrapped.latent_dim = latent_dim
