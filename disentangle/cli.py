@@ -30,10 +30,24 @@ def user_message(exc: UserError) -> str:
     return str(exc)
 
 
+# path-like options whose empty value would silently mean "here" or "the default"
+_NON_EMPTY_OPTIONS = ("--out", "--data", "--url", "--spec", "--file", "--factors", "--md5", "--sha256")
+
+
+def _refuse_empty_options(args) -> None:
+    for k, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in _NON_EMPTY_OPTIONS and ((eq and not value.strip())
+                                          or (not eq and k + 1 < len(args) and not args[k + 1].strip())):
+            raise click.ClickException(f"{name}: must not be empty")
+
+
 class _Group(click.Group):
     """Turns UserError into a one-line message and exit status 1 (no traceback)."""
 
     def invoke(self, ctx):
+        protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+        _refuse_empty_options([*protected, *ctx.args])
         try:
             return super().invoke(ctx)
         except UserError as exc:
@@ -72,6 +86,10 @@ def data_render(out, pos_y_bottom, keep):
     """Render all 737,280 dSprites images (or a sub-grid, --keep) into an HDF5 dataset file."""
     from disentangle.data.dsprites import render_dataset
     from disentangle.data.ground_truth import GroundTruth
+    from disentangle.io import refuse_non_regular
+    from disentangle.rundir import refuse_run_file
+    refuse_run_file(out)
+    refuse_non_regular(out)   # before the rendering, not after it
     gt = GroundTruth.dsprites()
     if keep:
         gt = gt.subgrid(_parse_keep(keep))
@@ -126,6 +144,11 @@ def data_fetch(name, url, md5, sha256, file, out, keep_npz, any_count):
     (--file img_align_celeba.zip or its folder, or --url: the official host needs a browser)."""
     if any_count and name != "celeba":
         raise click.UsageError("--any-count applies to celeba only")
+    if out:
+        from disentangle.io import refuse_non_regular
+        from disentangle.rundir import refuse_run_file
+        refuse_run_file(out)
+        refuse_non_regular(out)
     state = {}
 
     def dl_progress(got, total):
@@ -351,6 +374,9 @@ def report_cmd(results, fmt, out, group_by, metrics, detail):
     a headline table (one column per metric, the registry's labels) and an information
     table; --detail adds one table per metric; CSV has every column."""
     from disentangle.report import write_report
+    from disentangle.rundir import refuse_run_file
+    if out:
+        refuse_run_file(out)
     with _WarningsToStderr():
         text = write_report(results, fmt, out, group_by, list(metrics) or None, detail)
     if out:
@@ -366,8 +392,11 @@ def plot():
 
 
 def _save(fig, out, dpi):
-    from disentangle.plots import save_figure
-    for path in save_figure(fig, out, dpi=dpi):
+    from disentangle.plots import output_paths, save_figure
+    from disentangle.rundir import refuse_run_file
+    for path in output_paths(out):
+        refuse_run_file(path)
+    for path in save_figure(fig, out, dpi=dpi, echo=lambda msg: click.echo(msg, err=True)):
         click.echo(f"wrote {path}")
 
 

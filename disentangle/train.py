@@ -244,6 +244,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     if run_dir.exists() and not run_dir.is_dir():
         raise ParameterError("out", "exists and is not a directory", value=run_dir)
     run = RunDir(run_dir)
+    run.refuse_foreign("out")   # a user's own files are never overwritten
     saved = _check_existing(run, config)
     if saved is not None and run.training_finished():
         say(f"{run_dir}: already finished ({config.steps} steps); nothing to do")

@@ -185,7 +185,10 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     say = echo or (lambda msg: None)
     codes_path = Path(codes_path)
     run = RunDir(out)
+    if not str(out).strip():
+        raise ParameterError("out", "must not be empty", value=repr(str(out)))
     fields = parse_settings(settings, label)
+    run.refuse_foreign("out")   # a user's own files are never overwritten
     if run.model_path.exists():
         raise UserError(f"{run.path}: holds a trained model; score it with `disentangle evaluate`")
     if codes_path.resolve().parent == run.path.resolve() and codes_path.name in ("scores.json", "config.json"):
@@ -213,13 +216,35 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
               "shape": list(mean.shape), "has_logvar": has_logvar}
     config = {"method": str(label) if label is not None else codes_path.stem,
               "latent_dim": int(mean.shape[1]), **fields}
+    from disentangle.io import write_error
+    from disentangle.rundir import RunLock
+    lock = RunLock(run.path)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        locked = lock.acquire()
+    except OSError as exc:
+        raise (write_error(exc, run.path) or exc) from None
+    if not locked:
+        raise ParameterError("out", f"busy: another process is scoring into it ({lock.holder()}); "
+                             f"wait for it or choose another directory", value=run.path)
+    try:
+        return _score_locked(run, codes_path, config, record, sha, dataset, mean, logvar, plan, say)
+    finally:
+        lock.release()
+
+
+def _score_locked(run: RunDir, codes_path: Path, config: dict, record: dict, sha: str, dataset,
+                  mean, logvar, plan, say) -> dict:
+    """score_codes' writes, under the run lock: two scorings into one directory never mix."""
+    from disentangle.evaluation.evaluate import run_metrics
+    from disentangle.io import environment_info
+    run = RunDir(run.path)   # config.json afresh: another process may have written it
     if run.has_config():
         previous = run.saved().get("codes") or {}
         if previous.get("sha256") != sha or run.config() != config:
-            raise UserError(f"{run.config_path}: this directory holds scores of another codes file or "
-                            f"label/settings; choose another --out")
+            raise ParameterError("out", f"holds the scores of another codes file ({previous.get('path')}) "
+                                 f"or other label/settings; choose another directory", value=run.path)
     else:
-        run.path.mkdir(parents=True, exist_ok=True)
         run.write_config({"config": config, "data": dataset.provenance, "package": environment_info(),
                           "codes": record,
                           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})

@@ -1,0 +1,235 @@
+"""Issue 22: the second hostile-input round. Each test reproduces one item of the issue
+and asserts the one-line error AND that the user's files are byte-identical afterwards.
+
+Section 1 first (a user's files are never changed unless named, never through a link)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from disentangle.cli import main as cli
+from disentangle.errors import UserError
+from disentangle.io import CONFIG_FILE, LOCK_FILE, LOG_FILE, SCORES_FILE, STATUS_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _one_line(result) -> str:
+    """A CLI failure: exit 1, one "Error:" line, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    """sha256 of every regular file under ``root`` (links by their target text)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[str(p)] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _train_args(out, data):
+    return ["train", "--out", out, "--data", data, "--steps", "3", "--batch-size", "8", "--latent-dim", "3",
+            "--threads", "1"]
+
+
+@pytest.fixture
+def codes_npz(tmp_path, tiny_data):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "codes.npz"
+    np.savez(path, codes=rng.normal(size=(tiny_data.num_images, 4)).astype(np.float32))
+    return path
+
+
+# ----------------------------------------------------------------------------- 1. never a user's file
+def test_train_refuses_a_users_directory_and_leaves_no_lock(tmp_path, tiny_data_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, text in (("model.pt", "my weights"), ("train_log.csv", "a,b\n1,2\n"),
+                       (STATUS_FILE, '{"mine": true}')):
+        (mine / name).write_text(text)
+    before = _hashes(mine)
+    line = _one_line(_invoke(*_train_args(mine, tiny_data_path)))
+    assert "--out" in line and "not a disentangle run directory" in line and "nothing was written" in line
+    assert _hashes(mine) == before
+    assert not (mine / LOCK_FILE).exists()
+
+
+def test_score_refuses_a_users_directory(tmp_path, tiny_data_path, codes_npz):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (mine / SCORES_FILE).write_text('{"my": 1}')
+    before = _hashes(mine)
+    line = _one_line(_invoke("score", codes_npz, "--out", mine, "--data", tiny_data_path, "--metric", "mig"))
+    assert "not a disentangle run directory" in line
+    assert _hashes(mine) == before and not (mine / LOCK_FILE).exists()
+
+
+def test_an_empty_or_new_directory_still_trains(tmp_path, tiny_data_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _invoke(*_train_args(empty, tiny_data_path))
+    assert result.exit_code == 0, result.output
+    assert (empty / CONFIG_FILE).is_file()
+
+
+@pytest.mark.parametrize("name", [CONFIG_FILE, SCORES_FILE, STATUS_FILE])
+def test_report_out_never_replaces_a_runs_own_file(run_dir, name):
+    study = run_dir.parent
+    if not (run_dir / name).exists():
+        (run_dir / name).write_text("{}\n")
+    before = _hashes(study)
+    line = _one_line(_invoke("report", study, "--out", run_dir / name))
+    assert f"is the {name} of run" in line
+    assert _hashes(study) == before
+
+
+def test_atomic_write_never_renames_over_a_device_fifo_or_directory(tmp_path):
+    from disentangle.io import WriteError, write_text_atomic
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "inside").write_text("kept")
+    targets = [fifo, folder]
+    if os.geteuid() == 0:   # a character device like /dev/null (mknod needs root)
+        dev = tmp_path / "null"
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        targets.append(dev)
+    for target in targets:
+        mode = os.lstat(target).st_mode
+        with pytest.raises(WriteError, match="not a regular file"):
+            write_text_atomic(target, "x")
+        assert os.lstat(target).st_mode == mode
+    assert (folder / "inside").read_text() == "kept"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_render_out_a_device_or_fifo_is_refused_before_rendering(tmp_path):
+    fifo = tmp_path / "x"
+    os.mkfifo(fifo)
+    line = _one_line(_invoke("data", "render", "--out", fifo, "--keep", "scale=0:1", "--keep", "orientation=0:1"))
+    assert "a FIFO, not a regular file" in line
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_plot_out_pdf_leaves_a_users_png_alone(run_dir, tmp_path, tiny_data_path):
+    png = tmp_path / "fig1.png"
+    png.write_bytes(b"my own figure")
+    before = png.read_bytes()
+    result = _invoke("plot", "training", run_dir, "--out", tmp_path / "fig1.pdf")
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes() == before
+    assert (tmp_path / "fig1.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "left" in result.output and "fig1.png alone" in result.output
+    # a figure the toolkit wrote is its own: rewritten as before
+    result = _invoke("plot", "training", run_dir, "--out", tmp_path / "fig2.png")
+    assert result.exit_code == 0 and (tmp_path / "fig2.pdf").is_file()
+    pdf_before = (tmp_path / "fig2.pdf").stat().st_mtime_ns
+    result = _invoke("plot", "training", run_dir, "--out", tmp_path / "fig2.png")
+    assert result.exit_code == 0 and "alone" not in result.output
+    assert (tmp_path / "fig2.pdf").stat().st_mtime_ns >= pdf_before
+
+
+def test_fetch_never_touches_a_users_download_npz(tmp_path):
+    """The official download goes to a unique temporary name: a user's X.h5.download.npz
+    survives a failed fetch (here: nothing listens on the URL)."""
+    mine = tmp_path / "X.h5.download.npz"
+    mine.write_bytes(b"my archive")
+    result = _invoke("data", "fetch", "dsprites", "--out", tmp_path / "X.h5", "--url", "http://127.0.0.1:9/none")
+    _one_line(result)
+    assert mine.read_bytes() == b"my archive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.h5.download.npz"]
+    # --keep-npz would have to replace it: refused up front
+    line = _one_line(_invoke("data", "fetch", "dsprites", "--out", tmp_path / "X.h5", "--keep-npz",
+                             "--url", "http://127.0.0.1:9/none"))
+    assert "never replaces a file" in line and mine.read_bytes() == b"my archive"
+
+
+def test_a_linked_lock_is_never_written_through(run_dir, tmp_path, tiny_data_path, tiny_trained_run):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    os.symlink(notes, run_dir / LOCK_FILE)
+    (run_dir / "model.pt").unlink()   # interrupted: train resumes it, under the lock
+    for args in (["train", "--out", run_dir, "--data", tiny_data_path, "--steps", "20", "--batch-size", "16",
+                  "--latent-dim", "6", "--beta", "4", "--threads", "1", "--log-every", "10",
+                  "--checkpoint-every", "20"],):
+        line = _one_line(_invoke(*args))
+        assert "symbolic link" in line, line
+        assert notes.read_text() == "my notes\n"
+    # evaluate takes the same lock
+    import shutil
+    shutil.copy(Path(str(tiny_trained_run)) / "model.pt", run_dir / "model.pt")
+    line = _one_line(_invoke("evaluate", run_dir, "--metric", "mig", "--data", tiny_data_path))
+    assert "symbolic link" in line and notes.read_text() == "my notes\n"
+
+
+def test_a_linked_sweep_log_is_never_appended_to(run_dir, tmp_path):
+    from disentangle.rundir import RunDir
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    os.symlink(notes, run_dir / LOG_FILE)
+    RunDir(run_dir).append_log("a line")          # best effort: dropped, not written through
+    with pytest.raises(UserError, match="symbolic link"):
+        RunDir(run_dir).open_log_fd()
+    assert notes.read_text() == "my notes\n"
+
+
+def test_score_into_an_out_scored_from_another_file_is_refused(tmp_path, tiny_data, tiny_data_path, codes_npz):
+    out = tmp_path / "scored"
+    assert _invoke("score", codes_npz, "--out", out, "--data", tiny_data_path, "--metric", "mig").exit_code == 0
+    other = tmp_path / "other.npz"
+    np.savez(other, codes=np.random.default_rng(1).normal(size=(tiny_data.num_images, 4)).astype(np.float32))
+    before = _hashes(out)
+    line = _one_line(_invoke("score", other, "--out", out, "--data", tiny_data_path, "--metric", "mig"))
+    assert "holds the scores of another codes file" in line
+    assert _hashes(out) == before
+
+
+def test_score_takes_the_run_lock(tmp_path, tiny_data_path, codes_npz):
+    import subprocess
+    out = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import time; from disentangle.rundir import RunLock; "
+                               f"assert RunLock({str(out)!r}).acquire(); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = _one_line(_invoke("score", codes_npz, "--out", out, "--data", tiny_data_path, "--metric", "mig"))
+        assert "busy" in line
+        assert not (out / CONFIG_FILE).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ----------------------------------------------------------------------------- 2. empty options
+@pytest.mark.parametrize("args", [["train", "--out", ""], ["report", ".", "--out", ""],
+                                  ["evaluate", ".", "--data", ""], ["data", "fetch", "dsprites", "--url="]])
+def test_an_empty_option_value_is_an_error(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    line = _one_line(_invoke(*args))
+    assert "must not be empty" in line
+    assert list(tmp_path.iterdir()) == []
