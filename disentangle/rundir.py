@@ -160,6 +160,9 @@ class RunDir:
         import stat as _stat
         if not _stat.S_ISDIR(st.st_mode):
             raise ParameterError(parameter, "exists and is not a directory", value=self.path)
+        from disentangle.io import refuse_non_regular
+        for name in RUN_FILES:   # a directory or FIFO in a run file's place: refused before the work
+            refuse_non_regular(self.path / name, links=name not in (LOCK_FILE, LOG_FILE, SCORES_LOCK_FILE))
         if self.config_path.is_file() or self.config_path.is_symlink():
             self.saved()   # UserError when it is not one of ours
             return

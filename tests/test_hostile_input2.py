@@ -233,3 +233,59 @@ def test_an_empty_option_value_is_an_error(tmp_path, monkeypatch, args):
     line = _one_line(_invoke(*args))
     assert "must not be empty" in line
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- 2. checkpoints
+def _tampered_checkpoint(run_dir: Path, change) -> None:
+    import torch
+    path = run_dir / "checkpoint.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    change(state)
+    torch.save(state, path)
+    (run_dir / "model.pt").unlink()   # interrupted: the next train resumes from the checkpoint
+
+
+_RESUME = ["--steps", "20", "--batch-size", "16", "--latent-dim", "6", "--beta", "4", "--threads", "1",
+           "--log-every", "10", "--checkpoint-every", "20", "--seed", "0"]
+
+
+def _set(key, value):
+    return lambda state: state.__setitem__(key, value)
+
+
+def _drop(key):
+    return lambda state: state.pop(key)
+
+
+def _reshape_weight(state):
+    key = next(iter(state["model"]))
+    state["model"][key] = state["model"][key].flatten()[:3].clone()
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set("step", 1_000_000), "step 1000000, beyond the 20 steps asked"),
+    (_drop("optimizer"), "'optimizer' missing"),
+    (_drop("log_acc"), "log_acc is not a float tensor"),
+    (_set("step", "20"), "step '20' is not a non-negative integer"),
+    (_set("log_rows", "oops"), "log_rows is not a list"),
+    (_reshape_weight, "model weight"),
+    (_set("rng", {"batches": 1, "noise": 2}), "not a generator state"),
+])
+def test_a_damaged_checkpoint_is_one_line_before_any_training(run_dir, tiny_data_path, change, message):
+    _tampered_checkpoint(run_dir, change)
+    before = _hashes(run_dir)
+    line = _one_line(_invoke("train", "--out", run_dir, "--data", tiny_data_path, *_RESUME))
+    assert "checkpoint.pt" in line and message in line, line
+    after = _hashes(run_dir)
+    after.pop(str(run_dir / LOCK_FILE), None)
+    before.pop(str(run_dir / LOCK_FILE), None)
+    assert after == before
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "model.pt", SCORES_FILE])
+def test_a_run_file_that_is_a_directory_is_refused_before_training(tmp_path, tiny_data_path, name):
+    out = tmp_path / "run"
+    (out / name).mkdir(parents=True)
+    line = _one_line(_invoke(*_train_args(out, tiny_data_path)))
+    assert f"{name}: cannot write: it exists and is a directory" in line
+    assert sorted(p.name for p in out.iterdir()) == [name]
