@@ -289,3 +289,31 @@ def test_a_run_file_that_is_a_directory_is_refused_before_training(tmp_path, tin
     line = _one_line(_invoke(*_train_args(out, tiny_data_path)))
     assert f"{name}: cannot write: it exists and is a directory" in line
     assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+# ----------------------------------------------------------------------------- 2. codes.h5
+@pytest.mark.parametrize("damage, reason", [
+    ("int64 zeros", "dtype int64"),
+    ("nan", "checksum differs"),
+    ("edited", "checksum differs"),
+])
+def test_a_tampered_codes_table_is_rebuilt_not_reused(run_dir, tiny_data, damage, reason):
+    import h5py
+
+    from disentangle.evaluation.codes import codes_state, get_codes
+    first = get_codes(run_dir, tiny_data, progress=False)
+    assert codes_state(run_dir, tiny_data) == "fresh"
+    with h5py.File(run_dir / "codes.h5", "r+") as f:   # the attributes (stamps) stay intact
+        mean = f["mean"][...]
+        del f["mean"]
+        if damage == "int64 zeros":
+            f.create_dataset("mean", data=np.zeros(mean.shape, np.int64))
+        elif damage == "nan":
+            mean[3, 1] = np.nan
+            f.create_dataset("mean", data=mean)
+        else:
+            f.create_dataset("mean", data=np.zeros_like(mean))
+    assert reason in codes_state(run_dir, tiny_data)
+    again = get_codes(run_dir, tiny_data, progress=False)
+    assert again.built and np.array_equal(again.mean, first.mean)
+    assert codes_state(run_dir, tiny_data) == "fresh"
