@@ -334,3 +334,23 @@ def environment_info() -> dict:
         import sklearn
         info["scikit-learn"] = sklearn.__version__
     return info
+
+
+def available_memory_bytes() -> int | None:
+    """The memory a new allocation can have (Linux: MemAvailable of /proc/meminfo, and the
+    cgroup limit when lower); None where unknown. Used to refuse, before reading, a file
+    whose declared arrays could not fit."""
+    free = None
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            with open(limit_file, encoding="ascii") as fh:
+                text = fh.read().strip()
+            if text.isdigit() and int(text) < (1 << 60):
+                free = int(text) if free is None else min(free, int(text))
+    return free

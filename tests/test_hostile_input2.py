@@ -317,3 +317,42 @@ def test_a_tampered_codes_table_is_rebuilt_not_reused(run_dir, tiny_data, damage
     again = get_codes(run_dir, tiny_data, progress=False)
     assert again.built and np.array_equal(again.mean, first.mean)
     assert codes_state(run_dir, tiny_data) == "fresh"
+
+
+# ----------------------------------------------------------------------------- 2/4. score
+@pytest.mark.parametrize("setting, message", [
+    ("steps=-5", "--setting steps=-5: must be >= 1"),
+    ("architecture=resnet9000", "unknown architecture 'resnet9000'"),
+    ("latent_dim=5", "has 4 columns"),
+    ("beta=nan", "--setting beta=nan: must be a finite number"),
+])
+def test_score_settings_are_validated_as_the_configuration_is(tmp_path, tiny_data_path, codes_npz, setting, message):
+    out = tmp_path / "scored"
+    line = _one_line(_invoke("score", codes_npz, "--out", out, "--data", tiny_data_path, "--metric", "mig",
+                             "--setting", setting))
+    assert message in line, line
+    assert not out.exists()
+
+
+def _huge_npy(path: Path, shape) -> Path:
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        fh.write(b"\0" * 64)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d, n: _huge_npy(d / "c.npy", (n, 10 ** 9)), "declares 1,000,000,000 columns"),
+    (lambda d, n: _huge_npy(d / "c.npy", (10 ** 9, 4)), "has 1,000,000,000 rows"),
+    (lambda d, n: (np.save(d / "c.npy", np.full((n, 4), 1e300)), d / "c.npy")[1], "infinite values (as float32)"),
+    (lambda d, n: (np.savez(d / "c.npz", codes=np.zeros((n, 4), "f4"), logvar=np.full((n, 4), 800.0, "f4")),
+                   d / "c.npz")[1], "logvar reaches 800"),
+    (lambda d, n: ((d / "c.npy").write_bytes(b""), d / "c.npy")[1], "unreadable codes file"),
+])
+def test_a_codes_file_is_checked_before_it_is_read(tmp_path, tiny_data, tiny_data_path, make, message):
+    codes = make(tmp_path, tiny_data.num_images)
+    before = _hashes(tmp_path)
+    line = _one_line(_invoke("score", codes, "--out", tmp_path / "scored", "--data", tiny_data_path,
+                             "--metric", "mig"))
+    assert message in line, line
+    assert _hashes(tmp_path) == before and not (tmp_path / "scored").exists()
