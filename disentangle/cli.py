@@ -92,14 +92,16 @@ def data_render(out, pos_y_bottom, keep):
     refuse_non_regular(out)   # before the rendering, not after it
     gt = GroundTruth.dsprites()
     if keep:
-        gt = gt.subgrid(_parse_keep(keep))
+        gt = gt.subgrid(_parse_keep(keep, dict(zip(gt.factor_names, gt.factor_sizes))))
     with _progress_bar(gt.num_images, "render") as bar:
         path = render_dataset(out, gt, pos_y_top=not pos_y_bottom, progress=bar.update)
     click.echo(f"wrote {path} ({gt.num_images} images, rendered)")
 
 
-def _parse_keep(items) -> dict[str, list[int]]:
-    """--keep FACTOR=START:STOP:STEP or FACTOR=I,J,K -> {factor: [classes]}."""
+def _parse_keep(items, sizes: dict[str, int] | None = None) -> dict[str, list[int]]:
+    """--keep FACTOR=START:STOP:STEP or FACTOR=I,J,K -> {factor: [classes]}. With
+    ``sizes`` (factor -> class count) the factor and every bound are checked before any
+    list is built (a huge STOP never allocates)."""
     keep: dict[str, list[int]] = {}
     for item in items:
         name, sep, spec = item.partition("=")
@@ -110,12 +112,31 @@ def _parse_keep(items) -> dict[str, list[int]]:
                 parts = [int(p) if p else None for p in spec.split(":")]
                 if len(parts) > 3 or parts[1] is None:
                     raise ValueError
-                classes = list(range(parts[0] or 0, parts[1], parts[2] if len(parts) == 3 and parts[2] else 1))
+                start, stop = parts[0] or 0, parts[1]
+                step = parts[2] if len(parts) == 3 else 1
+                if step is None or step < 1:
+                    raise click.UsageError(f"--keep {item!r}: STEP must be a positive integer")
+                if sizes is not None and name in sizes and not 0 <= start < stop <= sizes[name]:
+                    raise click.UsageError(f"--keep {item!r}: {name} has classes 0 to {sizes[name] - 1}; "
+                                           f"need 0 <= START < STOP <= {sizes[name]}")
+                classes = list(range(start, stop, step)) if sizes is not None or stop - start < 10**6 else None
+                if classes is None:
+                    raise click.UsageError(f"--keep {item!r}: range too large")
             else:
-                classes = [int(p) for p in spec.split(",")]
+                texts = spec.split(",")
+                if sizes is not None and name in sizes and len(texts) > sizes[name]:
+                    raise click.UsageError(f"--keep {item!r}: {name} has only {sizes[name]} classes")
+                classes = [int(p) for p in texts]
+                if sizes is not None and name in sizes:
+                    bad = [c for c in classes if not 0 <= c < sizes[name]]
+                    if bad:
+                        raise click.UsageError(f"--keep {item!r}: {name} has classes 0 to {sizes[name] - 1}, "
+                                               f"not {bad[0]}")
         except ValueError:
             raise click.UsageError(f"--keep {item!r}: expected FACTOR=START:STOP[:STEP] or FACTOR=I,J,..., "
                                    f"e.g. orientation=0:40:4") from None
+        if sizes is not None and name not in sizes:
+            raise click.UsageError(f"--keep {item!r}: unknown factor {name!r} (factors: {', '.join(sizes)})")
         if name in keep:
             raise click.UsageError(f"--keep {item!r}: factor {name!r} given twice")
         keep[name] = classes

@@ -356,3 +356,60 @@ def test_a_codes_file_is_checked_before_it_is_read(tmp_path, tiny_data, tiny_dat
                              "--metric", "mig"))
     assert message in line, line
     assert _hashes(tmp_path) == before and not (tmp_path / "scored").exists()
+
+
+# ----------------------------------------------------------------------------- 4. sizes and ranges
+@pytest.mark.parametrize("param, message", [
+    ("mig.num_train=3000000000", "at most 10,000,000"),
+    ("beta_vae.num_train=10000000", "must be at most 200,000,000 images drawn"),
+    ("dci.num_test=99999999999", "at most 10,000,000"),
+])
+def test_sample_counts_are_bounded_and_say_by_what(tmp_path, tiny_data_path, codes_npz, param, message):
+    line = _one_line(_invoke("score", codes_npz, "--out", tmp_path / "s", "--data", tiny_data_path,
+                             "--param", param))
+    assert f"--param {param.split('=')[0]}" in line and message in line, line
+    assert not (tmp_path / "s").exists()
+
+
+def test_sample_bounds_keep_the_published_defaults():
+    from disentangle.evaluation.metrics import METRICS
+    for name, spec in METRICS.items():
+        spec.params()   # every default passes
+
+
+@pytest.mark.parametrize("keep, message", [
+    ("scale=0:10000000000", "need 0 <= START < STOP <= 6"),
+    ("orientation=0:40:0", "STEP must be a positive integer"),
+    ("scale=0,99", "not 99"),
+    ("colour=0:1", "unknown factor 'colour'"),
+])
+def test_render_keep_ranges_are_checked_before_building_lists(tmp_path, keep, message):
+    import time
+    t0 = time.perf_counter()
+    result = _invoke("data", "render", "--out", tmp_path / "x.h5", "--keep", keep)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output, result.output
+    assert time.perf_counter() - t0 < 5 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: Path("/dev/zero"), "not a regular file"),
+    (lambda d: (d / "big.toml").write_text("# x\n" * 300_000) and d / "big.toml", "larger than 1024 KiB"),
+    (lambda d: (d / "dt.toml").write_text("[grid]\nbeta = [1979-05-27]\n") and d / "dt.toml", "grid.beta[0]: a TOML date"),
+    (lambda d: (d / "deep.toml").write_text("[grid]\nbeta = " + "[" * 100_000 + "]" * 100_000 + "\n")
+     and d / "deep.toml", "nested too deeply"),
+])
+def test_a_sweep_spec_is_bounded_and_regular(tmp_path, tiny_data_path, make, message):
+    spec = make(tmp_path)
+    line = _one_line(_invoke("sweep", "--results", tmp_path / "r", "--spec", spec, "--data", tiny_data_path))
+    assert message in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_deeply_nested_json_is_one_line(run_dir, tiny_data_path):
+    (run_dir / SCORES_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    result = _invoke("report", run_dir.parent)   # the report warns about the run and goes on
+    assert "Traceback" not in result.output and result.exception is None, result.output
+    assert "scores.json: unreadable scores file (nested too deeply)" in result.output
+    (run_dir / CONFIG_FILE).write_text('{"config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    line = _one_line(_invoke("evaluate", run_dir, "--metric", "mig", "--data", tiny_data_path))
+    assert "config.json" in line and "nested too deeply" in line, line
