@@ -42,6 +42,11 @@ def _refuse_empty_options(args) -> None:
             raise click.ClickException(f"{name}: must not be empty")
 
 
+def _suppress_os_errors():
+    import contextlib
+    return contextlib.suppress(OSError, ValueError)
+
+
 class _Group(click.Group):
     """Turns UserError into a one-line message and exit status 1 (no traceback)."""
 
@@ -49,9 +54,19 @@ class _Group(click.Group):
         protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
         _refuse_empty_options([*protected, *ctx.args])
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if ctx.parent is None and sys.stdout is not None:
+                sys.stdout.flush()   # a full or closed stdout fails here, in one line below
+            return result
         except UserError as exc:
             raise click.ClickException(user_message(exc)) from None
+        except OSError as exc:
+            import errno
+            if exc.errno not in (errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO):
+                raise
+            with _suppress_os_errors():
+                sys.stdout = None   # nothing more goes to the broken stream at exit
+            raise click.ClickException(f"standard output: cannot write: {exc.strerror.lower()}") from None
 
 
 def _progress_bar(total: int, desc: str, unit: str = "img"):
@@ -398,6 +413,8 @@ def report_cmd(results, fmt, out, group_by, metrics, detail):
     from disentangle.rundir import refuse_run_file
     if out:
         refuse_run_file(out)
+    elif sys.stdout is None:
+        raise click.ClickException("standard output is closed; give --out FILE")
     with _WarningsToStderr():
         text = write_report(results, fmt, out, group_by, list(metrics) or None, detail)
     if out:
