@@ -99,6 +99,11 @@ def _torch_edit(path, fn):
     torch.save(state, path)
 
 
+def _link_lock(w: Path):
+    (w / "run" / "sweep.lock").unlink(missing_ok=True)
+    os.symlink("../notes.txt", w / "run" / "sweep.lock")
+
+
 def _interrupted(w: Path):
     (w / "run" / "model.pt").unlink()
 
@@ -139,9 +144,9 @@ def cases():
     add("fetch beside a user's X.h5.download.npz", ["data", "fetch", "dsprites", "--out", "X.h5",
                                                      "--url", "http://127.0.0.1:9/none"])
     add("evaluate with sweep.lock -> notes.txt", ["evaluate", "run", *mig, *data],
-        setup=lambda w: os.symlink("../notes.txt", w / "run" / "sweep.lock"))
+        setup=_link_lock)
     add("train (resume) with sweep.lock -> notes.txt", ["train", "--out", "run", *data, *RUN_ARGS],
-        setup=lambda w: (os.symlink("../notes.txt", w / "run" / "sweep.lock"), _interrupted(w)))
+        setup=lambda w: (_link_lock(w), _interrupted(w)))
     add("score a second codes file into one --out", ["score", "other.npz", "--out", "scored", *data, *mig],
         setup=lambda w: cli("score", "codes.npz", "--out", "scored", *data, *mig, cwd=w))
     # 2. trust nothing on disk

@@ -447,6 +447,13 @@ _device_option = click.option("--device", type=click.Choice(DEVICES), default="c
                               show_default=True, help="Where the decoder runs.")
 
 
+def _finite(value: float, flag: str) -> float:
+    import math
+    if not math.isfinite(value):   # click's FloatRange lets NaN through (every comparison is False)
+        raise click.BadParameter(f"must be a finite number, got {value}", param_hint=flag)
+    return value
+
+
 def _device(name: str) -> str:
     from disentangle.devices import resolve_device
     return resolve_device(name)
@@ -544,9 +551,10 @@ def plot_metric_distribution(results, metrics, out, dpi):
               help="Dataset file (default: the one the run recorded; its checksum must match).")
 @click.option("--images", "n_images", type=click.IntRange(1, 12), default=3, show_default=True, help="Base images.")
 @click.option("--steps", type=click.IntRange(2, 21), default=9, show_default=True, help="Values per sweep.")
-@click.option("--span", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+@click.option("--span", type=click.FloatRange(0, 100, min_open=True), default=3.0, show_default=True,
+              callback=lambda ctx, param, v: _finite(v, "--span"),
               help="Sweep z_d over [-span, span] prior standard deviations.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the base images.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Chooses the base images.")
 @_device_option
 @_out_option
 def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
@@ -563,7 +571,7 @@ def plot_traversal(run, data, n_images, steps, span, seed, device, out, dpi):
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dataset file (default: the one the run recorded; its checksum must match).")
 @click.option("--images", "n_images", type=click.IntRange(1, 32), default=10, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the images.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Chooses the images.")
 @_device_option
 @_out_option
 def plot_reconstructions(run, data, n_images, seed, device, out, dpi):

@@ -413,3 +413,33 @@ def test_deeply_nested_json_is_one_line(run_dir, tiny_data_path):
     (run_dir / CONFIG_FILE).write_text('{"config": ' + "[" * 100_000 + "]" * 100_000 + "}")
     line = _one_line(_invoke("evaluate", run_dir, "--metric", "mig", "--data", tiny_data_path))
     assert "config.json" in line and "nested too deeply" in line, line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "-1 is not in the range"),
+    (["--span", "nan"], "must be a finite number"),
+    (["--span", "inf"], "not in the range"),
+    (["--images", "100000"], "not in the range"),
+])
+def test_plot_option_ranges(run_dir, tiny_data_path, tmp_path, args, message):
+    result = _invoke("plot", "traversal", run_dir, "--data", tiny_data_path, "--out", tmp_path / "t.png", *args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_report_group_by_a_score_column_is_one_line(run_dir):
+    from disentangle.evaluation.score import score_codes  # noqa: F401  (import check only)
+    (run_dir / SCORES_FILE).write_text(json.dumps({"mig": {"values": {"discrete_mig": 0.1}}}))
+    line = _one_line(_invoke("report", run_dir.parent, "--format", "csv", "--group-by", "mig.discrete_mig"))
+    assert "--group-by" in line and "is a score column" in line, line
+
+
+def test_report_to_a_full_or_closed_stdout_is_one_line(run_dir, tmp_path):
+    import subprocess
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for redirect in (">/dev/full", ">&-"):
+        proc = subprocess.run(["bash", "-c", f'exec "$@" {redirect}', "_", sys.executable, "-m", "disentangle",
+                               "report", str(run_dir.parent), "--format", "csv"],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")]) == 1, proc.stderr
