@@ -384,7 +384,11 @@ class RunDir:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise UserError(f"{path}: not a model state dict")
         # runs from before the architecture field are burgess
-        model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")))
+        try:
+            model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")))
+        except (KeyError, ValueError, TypeError) as exc:   # a damaged config.json: its values
+            raise UserError(f"{self.config_path}: not a valid model configuration "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
