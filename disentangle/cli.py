@@ -30,14 +30,43 @@ def user_message(exc: UserError) -> str:
     return str(exc)
 
 
+# path-like options whose empty value would silently mean "here" or "the default"
+_NON_EMPTY_OPTIONS = ("--out", "--data", "--url", "--spec", "--file", "--factors", "--md5", "--sha256")
+
+
+def _refuse_empty_options(args) -> None:
+    for k, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in _NON_EMPTY_OPTIONS and ((eq and not value.strip())
+                                          or (not eq and k + 1 < len(args) and not args[k + 1].strip())):
+            raise click.ClickException(f"{name}: must not be empty")
+
+
+def _suppress_os_errors():
+    import contextlib
+    return contextlib.suppress(OSError, ValueError)
+
+
 class _Group(click.Group):
     """Turns UserError into a one-line message and exit status 1 (no traceback)."""
 
     def invoke(self, ctx):
+        protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+        _refuse_empty_options([*protected, *ctx.args])
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if ctx.parent is None and sys.stdout is not None:
+                sys.stdout.flush()   # a full or closed stdout fails here, in one line below
+            return result
         except UserError as exc:
             raise click.ClickException(user_message(exc)) from None
+        except OSError as exc:
+            import errno
+            if exc.errno not in (errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO):
+                raise
+            with _suppress_os_errors():
+                sys.stdout = None   # nothing more goes to the broken stream at exit
+            raise click.ClickException(f"standard output: cannot write: {exc.strerror.lower()}") from None
 
 
 def _progress_bar(total: int, desc: str, unit: str = "img"):
@@ -72,16 +101,22 @@ def data_render(out, pos_y_bottom, keep):
     """Render all 737,280 dSprites images (or a sub-grid, --keep) into an HDF5 dataset file."""
     from disentangle.data.dsprites import render_dataset
     from disentangle.data.ground_truth import GroundTruth
+    from disentangle.io import refuse_non_regular
+    from disentangle.rundir import refuse_run_file
+    refuse_run_file(out)
+    refuse_non_regular(out)   # before the rendering, not after it
     gt = GroundTruth.dsprites()
     if keep:
-        gt = gt.subgrid(_parse_keep(keep))
+        gt = gt.subgrid(_parse_keep(keep, dict(zip(gt.factor_names, gt.factor_sizes))))
     with _progress_bar(gt.num_images, "render") as bar:
         path = render_dataset(out, gt, pos_y_top=not pos_y_bottom, progress=bar.update)
     click.echo(f"wrote {path} ({gt.num_images} images, rendered)")
 
 
-def _parse_keep(items) -> dict[str, list[int]]:
-    """--keep FACTOR=START:STOP:STEP or FACTOR=I,J,K -> {factor: [classes]}."""
+def _parse_keep(items, sizes: dict[str, int] | None = None) -> dict[str, list[int]]:
+    """--keep FACTOR=START:STOP:STEP or FACTOR=I,J,K -> {factor: [classes]}. With
+    ``sizes`` (factor -> class count) the factor and every bound are checked before any
+    list is built (a huge STOP never allocates)."""
     keep: dict[str, list[int]] = {}
     for item in items:
         name, sep, spec = item.partition("=")
@@ -92,12 +127,31 @@ def _parse_keep(items) -> dict[str, list[int]]:
                 parts = [int(p) if p else None for p in spec.split(":")]
                 if len(parts) > 3 or parts[1] is None:
                     raise ValueError
-                classes = list(range(parts[0] or 0, parts[1], parts[2] if len(parts) == 3 and parts[2] else 1))
+                start, stop = parts[0] or 0, parts[1]
+                step = parts[2] if len(parts) == 3 else 1
+                if step is None or step < 1:
+                    raise click.UsageError(f"--keep {item!r}: STEP must be a positive integer")
+                if sizes is not None and name in sizes and not 0 <= start < stop <= sizes[name]:
+                    raise click.UsageError(f"--keep {item!r}: {name} has classes 0 to {sizes[name] - 1}; "
+                                           f"need 0 <= START < STOP <= {sizes[name]}")
+                classes = list(range(start, stop, step)) if sizes is not None or stop - start < 10**6 else None
+                if classes is None:
+                    raise click.UsageError(f"--keep {item!r}: range too large")
             else:
-                classes = [int(p) for p in spec.split(",")]
+                texts = spec.split(",")
+                if sizes is not None and name in sizes and len(texts) > sizes[name]:
+                    raise click.UsageError(f"--keep {item!r}: {name} has only {sizes[name]} classes")
+                classes = [int(p) for p in texts]
+                if sizes is not None and name in sizes:
+                    bad = [c for c in classes if not 0 <= c < sizes[name]]
+                    if bad:
+                        raise click.UsageError(f"--keep {item!r}: {name} has classes 0 to {sizes[name] - 1}, "
+                                               f"not {bad[0]}")
         except ValueError:
             raise click.UsageError(f"--keep {item!r}: expected FACTOR=START:STOP[:STEP] or FACTOR=I,J,..., "
                                    f"e.g. orientation=0:40:4") from None
+        if sizes is not None and name not in sizes:
+            raise click.UsageError(f"--keep {item!r}: unknown factor {name!r} (factors: {', '.join(sizes)})")
         if name in keep:
             raise click.UsageError(f"--keep {item!r}: factor {name!r} given twice")
         keep[name] = classes
@@ -126,6 +180,11 @@ def data_fetch(name, url, md5, sha256, file, out, keep_npz, any_count):
     (--file img_align_celeba.zip or its folder, or --url: the official host needs a browser)."""
     if any_count and name != "celeba":
         raise click.UsageError("--any-count applies to celeba only")
+    if out:
+        from disentangle.io import refuse_non_regular
+        from disentangle.rundir import refuse_run_file
+        refuse_run_file(out)
+        refuse_non_regular(out)
     state = {}
 
     def dl_progress(got, total):
@@ -351,6 +410,11 @@ def report_cmd(results, fmt, out, group_by, metrics, detail):
     a headline table (one column per metric, the registry's labels) and an information
     table; --detail adds one table per metric; CSV has every column."""
     from disentangle.report import write_report
+    from disentangle.rundir import refuse_run_file
+    if out:
+        refuse_run_file(out)
+    elif sys.stdout is None:
+        raise click.ClickException("standard output is closed; give --out FILE")
     with _WarningsToStderr():
         text = write_report(results, fmt, out, group_by, list(metrics) or None, detail)
     if out:
@@ -366,8 +430,11 @@ def plot():
 
 
 def _save(fig, out, dpi):
-    from disentangle.plots import save_figure
-    for path in save_figure(fig, out, dpi=dpi):
+    from disentangle.plots import output_paths, save_figure
+    from disentangle.rundir import refuse_run_file
+    for path in output_paths(out):
+        refuse_run_file(path)
+    for path in save_figure(fig, out, dpi=dpi, echo=lambda msg: click.echo(msg, err=True)):
         click.echo(f"wrote {path}")
 
 
@@ -378,6 +445,13 @@ def _out_option(fn):
                         help="Figure path; .png and .pdf are both written (default: DIR/figures/NAME.png).")(fn)
 _device_option = click.option("--device", type=click.Choice(DEVICES), default="cpu",
                               show_default=True, help="Where the decoder runs.")
+
+
+def _finite(value: float, flag: str) -> float:
+    import math
+    if not math.isfinite(value):   # click's FloatRange lets NaN through (every comparison is False)
+        raise click.BadParameter(f"must be a finite number, got {value}", param_hint=flag)
+    return value
 
 
 def _device(name: str) -> str:
@@ -477,9 +551,10 @@ def plot_metric_distribution(results, metrics, out, dpi):
               help="Dataset file (default: the one the run recorded; its checksum must match).")
 @click.option("--images", "n_images", type=click.IntRange(1, 12), default=3, show_default=True, help="Base images.")
 @click.option("--steps", type=click.IntRange(2, 21), default=9, show_default=True, help="Values per sweep.")
-@click.option("--span", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+@click.option("--span", type=click.FloatRange(0, 100, min_open=True), default=3.0, show_default=True,
+              callback=lambda ctx, param, v: _finite(v, "--span"),
               help="Sweep z_d over [-span, span] prior standard deviations.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the base images.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Chooses the base images.")
 @click.option("--dims", "max_dims", type=click.IntRange(min=1), default=10, show_default=True,
               help="Show the DIMS latent dimensions with the most KL.")
 @click.option("--gif", type=click.Path(dir_okay=False), default=None,
@@ -509,7 +584,7 @@ def plot_traversal(run, data, n_images, steps, span, seed, max_dims, gif, frame_
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Dataset file (default: the one the run recorded; its checksum must match).")
 @click.option("--images", "n_images", type=click.IntRange(1, 32), default=10, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the images.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Chooses the images.")
 @_device_option
 @_out_option
 def plot_reconstructions(run, data, n_images, seed, device, out, dpi):

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,7 +49,13 @@ SCORES_LOCK_FILE = ".scores.lock"
 
 
 # errno values that mean "this path cannot be written here", as opposed to a bug
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                 errno.ENOTDIR, errno.ENAMETOOLONG, errno.EISDIR, errno.EBUSY, errno.EXDEV, errno.ELOOP,
+                 errno.EEXIST}
+# the cause in words where strerror's is unhelpful for a path the user gave
+_WRITE_CAUSES = {errno.ENOTDIR: "a parent of the path is a file, not a directory",
+                 errno.ELOOP: "it is a symbolic link (refused: files are never written through a link)",
+                 errno.EEXIST: "a parent of the path exists and is not a directory"}
 
 
 class WriteError(UserError):
@@ -59,8 +66,50 @@ class WriteError(UserError):
 def write_error(exc: OSError, path: str | os.PathLike) -> WriteError | None:
     """The WriteError for ``exc`` when it is a disk/permission failure, else None."""
     if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
-        return WriteError(f"{path}: cannot write: {os.strerror(exc.errno).lower()}")
+        cause = _WRITE_CAUSES.get(exc.errno) or os.strerror(exc.errno).lower()
+        return WriteError(f"{path}: cannot write: {cause}")
     return None
+
+
+def _kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def refuse_non_regular(target: str | os.PathLike, *, links: bool = True) -> None:
+    """WriteError when ``target`` exists and is not a regular file (a device node such as
+    /dev/null, a directory, a FIFO, a socket): nothing is ever renamed over one.
+    ``links=False`` refuses a symbolic link too (files written in place)."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise (write_error(exc, target) or exc) from None
+    if stat.S_ISLNK(st.st_mode):
+        if not links:
+            raise WriteError(f"{target}: cannot write: it is a symbolic link (refused: files are "
+                             f"never written through a link)")
+        return  # the rename replaces the link itself, never the file it points to
+    if not stat.S_ISREG(st.st_mode):
+        raise WriteError(f"{target}: cannot write: it exists and is {_kind(st.st_mode)}, not a regular "
+                         f"file; choose another path")
+
+
+def open_in_place(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` for a file written in place (a lock, an appended log): never through a
+    symbolic link (O_NOFOLLOW), never a FIFO or device (O_NONBLOCK, then a regular-file
+    check). WriteError naming the path otherwise."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as exc:
+        raise (write_error(exc, path) or exc) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise WriteError(f"{path}: cannot write: it exists and is {_kind(st.st_mode)}, not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 @contextlib.contextmanager
@@ -70,6 +119,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     untouched. A full disk or read-only directory raises :class:`WriteError`."""
     target = Path(target)
     tmp_path = None
+    if not str(target) or str(target) in (".", "..") or target.name in ("", ".", ".."):
+        raise WriteError(f"{str(target)!r}: cannot write: not a file name")
+    refuse_non_regular(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -82,6 +134,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        refuse_non_regular(target)   # again: it may have been made meanwhile
         os.replace(tmp_path, target)
     except BaseException as exc:
         if tmp_path is not None:
@@ -97,6 +150,7 @@ def check_writable(target: str | os.PathLike, need_bytes: int = 0) -> None:
     """Before long work whose result goes to ``target``: refuse (WriteError) when its
     directory cannot be created or written, or has less than ``need_bytes`` free."""
     target = Path(target)
+    refuse_non_regular(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -211,9 +265,26 @@ def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(target, text + "\n")
 
 
+MAX_JSON_BYTES = 64 << 20   # a run's JSON files are kilobytes; more is not one of ours
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, "r", encoding="utf-8") as fh:
-        return json.load(fh)
+    """A JSON file's content. ValueError (as json's own errors) for one too deeply nested
+    (Python's parser recurses), larger than :data:`MAX_JSON_BYTES`, or not a regular file."""
+    # O_NONBLOCK: a FIFO in a file's place must not hang the open
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"not a regular file ({_kind(st.st_mode)})")
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"larger than {MAX_JSON_BYTES >> 20} MiB")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc.reason})") from None
 
 
 def package_version() -> str:
@@ -263,3 +334,23 @@ def environment_info() -> dict:
         import sklearn
         info["scikit-learn"] = sklearn.__version__
     return info
+
+
+def available_memory_bytes() -> int | None:
+    """The memory a new allocation can have (Linux: MemAvailable of /proc/meminfo, and the
+    cgroup limit when lower); None where unknown. Used to refuse, before reading, a file
+    whose declared arrays could not fit."""
+    free = None
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            with open(limit_file, encoding="ascii") as fh:
+                text = fh.read().strip()
+            if text.isdigit() and int(text) < (1 << 60):
+                free = int(text) if free is None else min(free, int(text))
+    return free

@@ -62,21 +62,46 @@ def output_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
 
 
-def save_figure(fig, out: str | os.PathLike, dpi: int = PNG_DPI) -> list[Path]:
-    """Write ``fig`` as PNG (``dpi``) and PDF next to each other, atomically; return both paths."""
+FIGURE_CREATOR = "disentangle"   # stamped in each figure's metadata (PNG tEXt, PDF /Creator)
+
+
+def _is_our_figure(path: Path) -> bool:
+    """Whether ``path`` is a figure this toolkit wrote (its Creator stamp)."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > (256 << 20):
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return (b"Creator\x00" + FIGURE_CREATOR.encode()) in data or (b"/Creator (" + FIGURE_CREATOR.encode()) in data
+
+
+def save_figure(fig, out: str | os.PathLike, dpi: int = PNG_DPI, echo=None) -> list[Path]:
+    """Write ``fig`` as PNG (``dpi``) and PDF next to each other, atomically; return the
+    paths written. When ``out`` names one of them (foo.pdf), the other (foo.png) is written
+    only where no file is there yet or one this toolkit wrote: a user's own file that was
+    not named is left alone (``echo`` says so)."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from disentangle.io import atomic_path
     png, pdf = output_paths(out)
+    named = Path(out).suffix.lower()
+    written = []
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     with matplotlib.rc_context({"pdf.fonttype": 42}):
-        with atomic_path(png) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-        with atomic_path(pdf) as tmp:
-            fig.savefig(tmp, format="pdf")
-    return [png, pdf]
+        for path, fmt in ((png, "png"), (pdf, "pdf")):
+            if named in (".png", ".pdf") and named != f".{fmt}" and os.path.lexists(path) \
+                    and not _is_our_figure(path):
+                if echo is not None:
+                    echo(f"left {path} alone: not named by --out and not a figure disentangle wrote")
+                continue
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, **({"dpi": dpi} if fmt == "png" else {}),
+                            metadata={"Creator": FIGURE_CREATOR})
+            written.append(path)
+    return written
 
 
 def _data_caption(df_or_labels) -> str:

@@ -254,6 +254,10 @@ def aggregate(df, group_by: Sequence[str], columns: Sequence[str]):
     if unknown:
         raise ParameterError("group_by", f"unknown column(s) {', '.join(unknown)} "
                              f"(columns: {', '.join(c for c in df.columns if '.' not in c)})")
+    scores = [g for g in group_by if g in columns]
+    if scores:   # a score is what is averaged, not what groups the runs
+        raise ParameterError("group_by", f"{', '.join(scores)} is a score column; group by settings "
+                             f"(e.g. method,beta)")
     df = with_datasets(df)
     keys = _report_keys(df, group_by)
     varying = _varying_settings(df, keys)

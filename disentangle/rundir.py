@@ -58,7 +58,8 @@ from disentangle.config import DEFAULT_DATASET
 from disentangle.errors import UserError
 from disentangle.io import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MODEL_FILE,
                             PROGRESS_FILE, SCORES_FILE, SCORES_LOCK_FILE, STATUS_FILE, TRAIN_LOG_FILE,
-                            WriteError, file_sha256, read_json, write_json_atomic, write_text_atomic)
+                            WriteError, file_sha256, open_in_place, read_json, write_json_atomic,
+                            write_text_atomic)
 
 # The states of a run, as RunDir.state() decides them (and `sweep status` shows them;
 # "queued" is the scheduler's word, added there).
@@ -169,6 +170,35 @@ class RunDir:
     @property
     def log_path(self) -> Path:
         return self.path / LOG_FILE
+
+    def refuse_foreign(self, parameter: str = "out") -> None:
+        """Before anything is written into this directory: a ParameterError naming it when
+        it exists and is neither empty nor a run directory of this toolkit (a config.json
+        that reads as a run configuration, or only what a run leaves before its
+        config.json: the lock, the sweep log, a status, progress, stale temporaries). A
+        user's own model.pt or train_log.csv is never overwritten by a new run."""
+        from disentangle.errors import ParameterError
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise (write_error_of(exc, self.path)) from None
+        import stat as _stat
+        if not _stat.S_ISDIR(st.st_mode):
+            raise ParameterError(parameter, "exists and is not a directory", value=self.path)
+        from disentangle.io import refuse_non_regular
+        for name in RUN_FILES:   # a directory or FIFO in a run file's place: refused before the work
+            refuse_non_regular(self.path / name, links=name not in (LOCK_FILE, LOG_FILE, SCORES_LOCK_FILE))
+        if self.config_path.is_file() or self.config_path.is_symlink():
+            self.saved()   # UserError when it is not one of ours
+            return
+        foreign = sorted(p.name for p in self.path.iterdir() if not _leftover(p))
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+            raise ParameterError(parameter, f"is not empty and not a disentangle run directory (no "
+                                 f"{CONFIG_FILE}; it holds {shown}); nothing was written: choose an empty "
+                                 f"or new directory", value=self.path)
 
     def require_dir(self) -> "RunDir":
         if not self.path.is_dir():
@@ -289,13 +319,14 @@ class RunDir:
     def open_log_fd(self) -> int:
         """sweep.log opened for appending (a file descriptor, for a worker's stdout/stderr)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        return os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return open_in_place(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
     def append_log(self, line: str) -> None:
         """Append one line to sweep.log (best effort: a log line must not fail a run)."""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, WriteError):
             self.path.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8") as fh:
+            fd = open_in_place(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            with open(fd, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
 
     # ----------------------------------------------------------------- train_log.csv
@@ -397,8 +428,12 @@ class RunDir:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise UserError(f"{path}: not a model state dict")
         # runs from before the architecture field are burgess; before the dataset field, dSprites (1 channel)
-        model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")),
-                    channels=self.channels())
+        try:
+            model = VAE(int(cfg["latent_dim"]), str(cfg["likelihood"]), str(cfg.get("architecture", "burgess")),
+                        channels=self.channels())
+        except (KeyError, ValueError, TypeError) as exc:   # a damaged config.json: its values
+            raise UserError(f"{self.config_path}: not a valid model configuration "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -416,7 +451,8 @@ class RunDir:
         except ImportError:  # not POSIX: atomic rename still protects the file itself
             yield
             return
-        with open(self.path / SCORES_LOCK_FILE, "a+") as fh:
+        fd = open_in_place(self.path / SCORES_LOCK_FILE, os.O_RDWR | os.O_CREAT)
+        with open(fd, "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -492,6 +528,45 @@ class RunDir:
         return record
 
 
+# what a run directory can hold before its config.json is written (a sweep worker's log
+# and lock, a failure status, progress; stale temporaries of a killed write)
+# (checkpoint.pt: training checks it is one of ours, of this configuration, before writing)
+_LEFTOVERS = (LOCK_FILE, LOG_FILE, SCORES_LOCK_FILE, PROGRESS_FILE, CHECKPOINT_FILE)
+
+
+def _leftover(path: Path) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    if path.name in _LEFTOVERS:
+        return True
+    if path.name.startswith(".") and path.name.endswith(".tmp"):
+        return True
+    if path.name == STATUS_FILE:
+        status = RunDir(path.parent).status() or {}
+        return not status.get("unreadable") and status.get("state") in ("failed", "running", "unknown")
+    return False
+
+
+# every file a run directory holds (rundir owns them): no --out ever names one of a run's
+RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, MODEL_FILE, TRAIN_LOG_FILE, CODES_FILE, SCORES_FILE, STATUS_FILE,
+             PROGRESS_FILE, LOG_FILE, LOCK_FILE, SCORES_LOCK_FILE)
+
+
+def refuse_run_file(target: str | os.PathLike, parameter: str = "out") -> None:
+    """ParameterError when ``target`` is one of a run directory's own files (report --out
+    run/scores.json would replace the run's scores)."""
+    from disentangle.errors import ParameterError
+    target = Path(target)
+    if target.name in RUN_FILES and (target.parent / CONFIG_FILE).is_file():
+        raise ParameterError(parameter, f"is the {target.name} of run {target.parent}; no command writes "
+                             f"over a run's own files: choose another path", value=target)
+
+
+def write_error_of(exc: OSError, path) -> Exception:
+    from disentangle.io import write_error
+    return write_error(exc, path) or UserError(f"{path}: {os.strerror(exc.errno or 0).lower()}")
+
+
 def load_model(run_dir: "RunDir | str | os.PathLike", device: str = "cpu"):
     """``RunDir(run_dir).load_model(device)``: (model in eval mode, its configuration)."""
     return RunDir.of(run_dir).require_dir().load_model(device)
@@ -524,7 +599,8 @@ class RunLock:
             self._nested = True
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link, never a FIFO or device: the holder's line is written into it
+        fd = open_in_place(self.path, os.O_RDWR | os.O_CREAT)
         for attempt in range(tries):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -555,7 +631,9 @@ class RunLock:
 
     def holder(self) -> str:
         try:
-            return self.path.read_text().strip() or "another process"
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with open(fd, "rb") as fh:
+                return fh.read(200).decode("utf-8", "replace").strip() or "another process"
         except OSError:
             return "another process"
 
@@ -570,8 +648,8 @@ def is_locked(run_dir: str | os.PathLike) -> bool:
     """Whether some process holds the run's lock (probed with a shared lock, for an instant)."""
     path = Path(run_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # none, or a link/FIFO that acquire() refuses: nobody holds it
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

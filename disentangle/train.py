@@ -263,24 +263,103 @@ def _load_checkpoint(run: RunDir, trainer: Trainer, batches: PackedBatches) -> d
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                         f"delete it to restart the run from step 0") from None
-    saved_identity = state.get("config") or {}
+    saved_identity = state.get("config")
+    if not isinstance(saved_identity, dict):
+        raise UserError(f"{path}: damaged checkpoint (no configuration record); delete it to restart the run "
+                        f"from step 0")
     diff = differing_keys(saved_identity, trainer.config.identity())
     if diff:
         raise UserError(f"{path}: belongs to a run with a different configuration "
                         f"(differing: {', '.join(diff)}); delete it or choose another run directory")
+    problem = _checkpoint_problem(state, trainer)
+    if problem:
+        raise UserError(f"{path}: damaged checkpoint ({problem}); delete it to restart the run from step 0")
+    if int(state["step"]) > trainer.config.steps:
+        raise ParameterError("steps", f"{path} is at step {int(state['step'])}, beyond the {trainer.config.steps} "
+                             f"steps asked; give at least that many steps or delete the checkpoint",
+                             value=trainer.config.steps)
     if state["device_type"] != trainer.device.type:
         raise ParameterError("device", f"{path} was written on {state['device_type']}, cannot resume "
                              f"exactly on {trainer.device.type}; resume with device {state['device_type']}",
                              value=trainer.device.type)
-    trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    batches.set_rng_state(state["rng"])
-    trainer.noise_generator.set_state(state["rng"]["noise"])
-    if trainer.state is not None:
-        trainer.state.load_state_dict(state)
+    try:
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        batches.set_rng_state(state["rng"])
+        trainer.noise_generator.set_state(state["rng"]["noise"])
+        if trainer.state is not None:
+            trainer.state.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise UserError(f"{path}: damaged checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it to restart the run "
+                        f"from step 0") from None
     return {"step": int(state["step"]), "log_rows": [list(r) for r in state["log_rows"]],
             "elapsed_s": float(state["elapsed_s"]), "log_acc": state["log_acc"],
             "log_acc_steps": int(state["log_acc_steps"])}
+
+
+def _checkpoint_problem(state: dict, trainer: Trainer) -> str | None:
+    """What is wrong with a checkpoint's entries (types, keys, shapes), or None: checked
+    before anything of it is loaded, so a damaged file is one line, never a traceback or
+    a silently wrong resume."""
+    import torch
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    step = state.get("step")
+    if not is_int(step) or step < 0:
+        return f"step {step!r} is not a non-negative integer"
+    if not isinstance(state.get("device_type"), str):
+        return "no device_type"
+    for key in ("model", "optimizer", "rng", "config"):
+        if not isinstance(state.get(key), dict):
+            return f"{key!r} missing or not a mapping"
+    rng = state["rng"]
+    for key in ("batches", "noise"):
+        if not isinstance(rng.get(key), torch.Tensor) or rng[key].dtype != torch.uint8:
+            return f"rng[{key!r}] missing or not a generator state"
+    own = trainer.model.state_dict()
+    theirs = state["model"]
+    if set(theirs) != set(own):
+        missing, extra = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+        return f"model weights {'missing ' + ', '.join(missing[:3]) if missing else ''}" \
+               f"{'; ' if missing and extra else ''}{'unexpected ' + ', '.join(extra[:3]) if extra else ''}"
+    for key, value in theirs.items():
+        if not isinstance(value, torch.Tensor) or value.shape != own[key].shape or value.dtype != own[key].dtype:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            return f"model weight {key} is {shape}, expected {tuple(own[key].shape)} {own[key].dtype}"
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            return f"model weight {key} has NaN or infinite values"
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    opt = state["optimizer"]
+    groups = opt.get("param_groups")
+    if not isinstance(groups, list) or not isinstance(opt.get("state"), dict):
+        return "optimizer state malformed"
+    ids = [i for g in groups if isinstance(g, dict) for i in (g.get("params") or [])]
+    if len(ids) != len(params):
+        return f"optimizer holds {len(ids)} parameters, the model {len(params)}"
+    shapes = dict(zip(ids, (p.shape for p in params)))
+    for pid, entry in opt["state"].items():
+        if pid not in shapes or not isinstance(entry, dict):
+            return f"optimizer state for unknown parameter {pid!r}"
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != shapes[pid]:
+                return f"optimizer {name} of parameter {pid} is {tuple(value.shape)}, expected {tuple(shapes[pid])}"
+    rows = state.get("log_rows")
+    if not isinstance(rows, list) or not all(isinstance(r, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in r) for r in rows):
+        return "log_rows is not a list of rows of numbers"
+    width = 3 + trainer.config.latent_dim + len(trainer.extra_terms)
+    acc = state.get("log_acc")
+    if not isinstance(acc, torch.Tensor) or tuple(acc.shape) != (width,) or not acc.is_floating_point():
+        return f"log_acc is not a float tensor of {width} values"
+    if not is_int(state.get("log_acc_steps")) or state["log_acc_steps"] < 0:
+        return "log_acc_steps is not a non-negative integer"
+    elapsed = state.get("elapsed_s")
+    if not isinstance(elapsed, (int, float)) or isinstance(elapsed, bool) or not math.isfinite(elapsed):
+        return "elapsed_s is not a finite number"
+    return None
 
 
 # --------------------------------------------------------------------------- train
@@ -316,6 +395,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     if run_dir.exists() and not run_dir.is_dir():
         raise ParameterError("out", "exists and is not a directory", value=run_dir)
     run = RunDir(run_dir)
+    run.refuse_foreign("out")   # a user's own files are never overwritten
     saved = _check_existing(run, config)
     if saved is not None and run.training_finished():
         say(f"{run_dir}: already finished ({config.steps} steps); nothing to do")

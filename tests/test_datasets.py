@@ -165,7 +165,7 @@ def test_fetch_refusals_write_nothing(server, tmp_path, kind):
     message = errors[0]
     assert {"checksum": "checksum mismatch", "truncated": "truncated", "layout": "missing key 'images'"}[kind] in message
     assert not out.exists()
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".part")]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".disentangle-download")]
 
 
 def test_truncated_download_resumes(server, tmp_path):
@@ -174,7 +174,7 @@ def test_truncated_download_resumes(server, tmp_path):
     src = SourceFile("3dshapes.h5", sha256=server["sha"]["3dshapes.h5"])
     with pytest.raises(DatasetError, match="truncated"):
         download(server["url"] + "/truncated/3dshapes.h5", out, src)
-    part = out.with_name(out.name + ".part")
+    part = out.with_name(f".{out.name}.disentangle-download")
     assert part.is_file() and 0 < part.stat().st_size < (server["root"] / "3dshapes.h5").stat().st_size
     record = download(server["url"] + "/3dshapes.h5", out, src)   # Range request continues the .part
     assert record["verified"] == ["sha256"] and not part.exists()

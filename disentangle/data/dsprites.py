@@ -26,6 +26,7 @@ import hashlib
 import http.client
 import json
 import os
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -38,7 +39,7 @@ from disentangle.data.ground_truth import DSPRITES_FACTOR_NAMES, GroundTruth
 from disentangle.data.render import (IMAGE_SIZE, PACKED_ROW_BYTES, RENDERER_VERSION, pack_images,
                                      render_packed, unpack_images)
 from disentangle.errors import UserError
-from disentangle.io import atomic_h5, atomic_path, check_writable, file_digest
+from disentangle.io import atomic_h5, atomic_path, check_writable, file_digest, refuse_non_regular
 
 FILE_FORMAT = "disentangle-dsprites-1"
 OFFICIAL_NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
@@ -366,17 +367,28 @@ def fetch_official(out: str | os.PathLike = DEFAULT_OFFICIAL_PATH, url: str = OF
                    download_progress=None, convert_progress=None) -> Path:
     """Download the official npz, verify its md5, convert it to the dataset file."""
     out = Path(out)
-    npz = out.with_name(out.name + ".download.npz")
-    download(url, npz, progress=download_progress)
+    refuse_non_regular(out)
+    # the download's own unique name (a user's "<out>.download.npz" is never replaced or
+    # deleted); --keep-npz renames it to that name only when no such file is there
+    kept = out.with_name(out.name + ".download.npz")
+    if keep_npz and os.path.lexists(kept):
+        raise DataError(f"{kept}: exists; --keep-npz never replaces a file: move it aside")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".download.npz", dir=out.parent)
+    os.close(fd)
+    npz = Path(name)
     try:
+        download(url, npz, progress=download_progress)
         digest = file_digest(npz, "md5")
         if digest != md5.lower():
             raise DataError(f"{url}: checksum mismatch (md5 {digest}, expected {md5}); "
                             f"nothing was written")
-        return convert_npz(npz, out, source_checksum=f"md5:{digest}", progress=convert_progress)
+        path = convert_npz(npz, out, source_checksum=f"md5:{digest}", progress=convert_progress)
+        if keep_npz and not os.path.lexists(kept):
+            os.replace(npz, kept)
+        return path
     finally:
-        if not keep_npz:
-            npz.unlink(missing_ok=True)
+        npz.unlink(missing_ok=True)
 
 
 def dataset_info(path: str | os.PathLike) -> dict:

@@ -1,10 +1,11 @@
 """Getting a dataset's source files: resumable download, size and checksum verification,
 and the record of what was verified (stored in the converted file's attributes).
 
-A download goes to ``<file>.part`` beside its destination and is renamed only once it is
+A download goes to ``.<file>.disentangle-download`` beside its destination and is renamed only once it is
 complete and its checksum matches; a run interrupted mid-transfer resumes from the
-``.part`` with an HTTP Range request (a server that ignores Range restarts it). A
-checksum mismatch deletes the ``.part``: nothing is written.
+partial file with an HTTP Range request (a server that ignores Range restarts it). A
+checksum mismatch deletes the partial file: nothing is written. (A hidden name of the
+toolkit's own: a user's ``<file>.part`` is never resumed into or deleted.)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from disentangle.data.datasets import DatasetError
+from disentangle.io import open_in_place, refuse_non_regular
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,10 @@ def download(url: str, out: str | os.PathLike, source: SourceFile,
     """Download ``url`` to ``out`` (resuming ``out``.part), verify it, rename it into place.
     Returns the verification record."""
     out = Path(out)
-    part = out.with_name(out.name + ".part")
+    # a hidden name of this toolkit's own (resumable, so not random): never a user's "<file>.part"
+    part = out.with_name(f".{out.name}.disentangle-download")
+    refuse_non_regular(out)
+    refuse_non_regular(part, links=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -86,7 +91,8 @@ def download(url: str, out: str | os.PathLike, source: SourceFile,
                 length = resp.headers.get("Content-Length")
                 total = have + int(length) if length is not None else None
                 got = have
-                with open(part, "ab" if have else "wb") as fh:
+                flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC)
+                with open(open_in_place(part, flags), "ab" if have else "wb") as fh:
                     while True:
                         block = resp.read(1 << 20)
                         if not block:
@@ -112,6 +118,7 @@ def download(url: str, out: str | os.PathLike, source: SourceFile,
     except DatasetError:
         part.unlink(missing_ok=True)
         raise
+    refuse_non_regular(out)
     os.replace(part, out)
     return {**record, "url": url}
 

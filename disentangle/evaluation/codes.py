@@ -20,11 +20,13 @@ observation per sample instead; :class:`ProtocolCodes` does that (``evaluate
     /logvar   (N, D) float32   encoder log-variance
     attrs: format, model_sha256 (of model.pt), data_content_sha256, dataset, data_identity
            (JSON: dataset, content_sha256, images_seed), data_provenance (JSON),
-           latent_dim, num_images, batch_size, device, torch, created, encode_seconds
+           table_sha256 (of the float32 mean then logvar bytes), latent_dim, num_images,
+           batch_size, device, torch, created, encode_seconds
 
 The table is reused while its stamps match the run's model.pt and the dataset's identity
-(name, content checksum, and a variant's images seed), and rebuilt (never silently
-reused) when either changed.
+(name, content checksum, and a variant's images seed) and its own numbers match
+table_sha256 (float32, finite, the right shape); it is rebuilt (never silently reused)
+otherwise.
 
 :class:`ProtocolCodes` is the same array seen the protocol's way: ``codes[idx]`` renders
 (unpacks) and encodes exactly the requested images on the fly. The metrics read codes
@@ -289,7 +291,29 @@ def codes_state(run_dir: "RunDir | str | os.PathLike", data) -> str:
     latent_dim = _run_latent_dim(run)
     if latent_dim is not None and shape[1] != latent_dim:
         return f"stale: {shape[1]} columns, the run has {latent_dim} latent dimensions"
+    # the stamps say which model and data; the table's own checksum says these are the
+    # numbers that were written for them (a table edited with its stamps intact is rebuilt)
+    try:
+        with h5py.File(path, "r") as f:
+            if f["mean"].dtype != np.float32 or f["logvar"].dtype != np.float32:
+                return f"stale: dtype {f['mean'].dtype}/{f['logvar'].dtype}, expected float32"
+            mean, logvar = f["mean"][...], f["logvar"][...]
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        return f"stale: unreadable ({exc})"
+    if attrs.get("table_sha256") != _table_sha(mean, logvar):
+        return "stale: the table's checksum differs (edited or damaged)"
+    if not (np.isfinite(mean).all() and np.isfinite(logvar).all()):
+        return "stale: NaN or infinite values"
     return "fresh"
+
+
+def _table_sha(mean: np.ndarray, logvar: np.ndarray) -> str:
+    """sha256 of the table's numbers (float32, C order, mean then logvar)."""
+    import hashlib
+    h = hashlib.sha256()
+    for array in (mean, logvar):
+        h.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def _encoder_dim(run: RunDir, model) -> int:
@@ -329,6 +353,7 @@ def write_codes(path: str | os.PathLike, mean: np.ndarray, logvar: np.ndarray, *
         f.create_dataset("logvar", data=np.asarray(logvar, dtype=np.float32))
         f.attrs.update({
             "format": CODES_FORMAT,
+            "table_sha256": _table_sha(mean, logvar),
             "model_sha256": model_sha256,
             "data_content_sha256": _data_sha(data),
             "dataset": data_identity(data)["dataset"],

@@ -40,20 +40,69 @@ LOGVAR_KEY = "logvar"
 CODES_FILE_INPUTS = {"codes", "ground_truth", "codes_table"}
 
 
-def _load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(codes, logvar or None) of a codes file; UserError naming it otherwise."""
+# the largest table a codes file may declare: a dataset row count times this many columns
+MAX_CODE_COLUMNS = 4096
+# |logvar| beyond this overflows exp() in float32 (e**88.7 > 3.4e38): the metrics' variances
+MAX_ABS_LOGVAR = 88.0
+
+
+def _check_declared(path: Path, name: str, shape, dtype, num_images: int, data_path) -> None:
+    """Before reading an array: its declared shape must be one row per dataset image and
+    a bounded number of columns, and it must fit in memory (a 200-byte file can declare
+    (1536, 10**9))."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 2:
+        raise UserError(f"{path}: {name} has shape {shape}, expected a 2-D array "
+                        f"(one row per image, one column per code dimension)")
+    if shape[0] != num_images:
+        raise UserError(f"{path}: {name} has {shape[0]:,} rows, the dataset {data_path} has "
+                        f"{num_images:,} images (one row per image, in index order)")
+    if not 1 <= shape[1] <= MAX_CODE_COLUMNS:
+        raise UserError(f"{path}: {name} declares {shape[1]:,} columns; a codes file has 1 to "
+                        f"{MAX_CODE_COLUMNS:,} (one per code dimension)")
+    from disentangle.io import available_memory_bytes
+    need = shape[0] * shape[1] * max(np.dtype(dtype).itemsize, 4) * 2
+    free = available_memory_bytes()
+    if free is not None and need > free:
+        raise UserError(f"{path}: {name} declares {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB "
+                        f"of memory available")
+
+
+def _npy_header(fh):
+    version = np.lib.format.read_magic(fh)
+    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if reader is None:
+        raise ValueError(f"npy format version {version} unsupported")
+    shape, _fortran, dtype = reader(fh)
+    return shape, dtype
+
+
+def _load_arrays(path: Path, num_images: int, data_path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(codes, logvar or None) of a codes file; UserError naming it otherwise. Every
+    array's declared shape is checked before it is read."""
+    import zipfile
     suffix = path.suffix.lower()
     if not path.is_file():
         raise UserError(f"{path}: no such codes file")
     try:
         if suffix == ".npy":
+            with open(path, "rb") as fh:
+                shape, dtype = _npy_header(fh)
+            _check_declared(path, "codes", shape, dtype, num_images, data_path)
             return np.load(path, allow_pickle=False), None
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                key = next((k for k in CODES_KEYS if k in z.files), None)
+            with zipfile.ZipFile(path) as zf:
+                members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
+                key = next((k for k in CODES_KEYS if k in members), None)
                 if key is None:
                     raise UserError(f"{path}: no array named {' or '.join(CODES_KEYS)} "
-                                    f"(it holds: {', '.join(z.files) or 'nothing'})")
+                                    f"(it holds: {', '.join(members) or 'nothing'})")
+                for name in (key, LOGVAR_KEY):
+                    if name in members:
+                        with zf.open(members[name]) as fh:
+                            shape, dtype = _npy_header(fh)
+                        _check_declared(path, name, shape, dtype, num_images, data_path)
+            with np.load(path, allow_pickle=False) as z:
                 return z[key], (z[LOGVAR_KEY] if LOGVAR_KEY in z.files else None)
         if suffix in (".h5", ".hdf5"):
             import h5py
@@ -62,10 +111,15 @@ def _load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 if key is None:
                     raise UserError(f"{path}: no dataset named {' or '.join(CODES_KEYS)} "
                                     f"(it holds: {', '.join(f.keys()) or 'nothing'})")
+                for name in (key, LOGVAR_KEY):
+                    if name in f:
+                        if not isinstance(f[name], h5py.Dataset):
+                            raise UserError(f"{path}: {name} is a group, not an array")
+                        _check_declared(path, name, f[name].shape, f[name].dtype, num_images, data_path)
                 return f[key][...], (f[LOGVAR_KEY][...] if LOGVAR_KEY in f else None)
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
         raise UserError(f"{path}: unreadable codes file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     raise UserError(f"{path}: unknown codes file type {suffix or '(none)'} (use .npy, .npz or .h5)")
 
@@ -81,24 +135,31 @@ def _check_array(path: Path, name: str, array: np.ndarray, num_images: int, data
                         f"{num_images:,} images (one row per image, in index order)")
     if array.shape[1] < 1:
         raise UserError(f"{path}: {name} has no columns")
-    bad = ~np.isfinite(array).all(axis=1) if array.dtype.kind == "f" else np.zeros(len(array), bool)
+    # checked after the float32 cast the metrics see: float64 1e300 is inf there
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.asarray(array, dtype=np.float32)
+    bad = ~np.isfinite(cast).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise UserError(f"{path}: {name} has NaN or infinite values in {len(rows):,} row(s), "
+        raise UserError(f"{path}: {name} has NaN or infinite values (as float32) in {len(rows):,} row(s), "
                         f"first row {int(rows[0])}")
-    return np.asarray(array, dtype=np.float32)
+    return cast
 
 
 def read_codes_file(path: str | os.PathLike, num_images: int, data_path="the dataset"):
     """The codes file's (mean (N, D) float32, logvar (N, D) float32 or None), checked
     against the dataset's image count; UserError naming the file at the first problem."""
     path = Path(path)
-    mean, logvar = _load_arrays(path)
+    mean, logvar = _load_arrays(path, num_images, data_path)
     mean = _check_array(path, "codes", mean, num_images, data_path)
     if logvar is not None:
         logvar = _check_array(path, LOGVAR_KEY, logvar, num_images, data_path)
         if logvar.shape != mean.shape:
             raise UserError(f"{path}: logvar has shape {logvar.shape}, the codes {mean.shape}")
+        worst = float(np.abs(logvar).max())
+        if worst > MAX_ABS_LOGVAR:
+            raise UserError(f"{path}: logvar reaches {worst:g} in absolute value; exp(logvar) overflows "
+                            f"float32 beyond {MAX_ABS_LOGVAR:g} (is it a variance, or a log of one?)")
     return mean, logvar
 
 
@@ -157,6 +218,27 @@ def parse_settings(texts: Iterable[str], label: str | None) -> dict:
     return out
 
 
+def check_settings(fields: Mapping, columns: int, codes_path) -> None:
+    """``--setting`` values checked as the training configuration checks them (steps >= 1,
+    a known architecture, a finite beta, ...); latent_dim, if given, must be the codes
+    file's column count. ParameterError naming the setting."""
+    import math
+
+    from disentangle.config import TrainConfig
+    for key, value in fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError("setting", "must be a finite number", value=f"{key}={value}")
+    if "latent_dim" in fields and fields["latent_dim"] != columns:
+        raise ParameterError("setting", f"{codes_path} has {columns} columns (one per code dimension)",
+                             value=f"latent_dim={fields['latent_dim']}")
+    try:
+        TrainConfig(**{**fields, "latent_dim": columns}).validate()
+    except ParameterError as exc:
+        raise ParameterError("setting", exc.message, value=f"{exc.parameter}={fields.get(exc.parameter)}") from None
+    except (TypeError, ValueError) as exc:
+        raise ParameterError("setting", str(exc).splitlines()[0]) from None
+
+
 def scorable_metrics(has_logvar: bool) -> list[str]:
     """The registered metrics a codes file can feed (``info_posterior`` only with logvar)."""
     have = CODES_FILE_INPUTS if has_logvar else CODES_FILE_INPUTS - {"codes_table"}
@@ -186,7 +268,10 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     say = echo or (lambda msg: None)
     codes_path = Path(codes_path)
     run = RunDir(out)
+    if not str(out).strip():
+        raise ParameterError("out", "must not be empty", value=repr(str(out)))
     fields = parse_settings(settings, label)
+    run.refuse_foreign("out")   # a user's own files are never overwritten
     if run.model_path.exists():
         raise UserError(f"{run.path}: holds a trained model; score it with `disentangle evaluate`")
     if codes_path.resolve().parent == run.path.resolve() and codes_path.name in ("scores.json", "config.json"):
@@ -218,18 +303,41 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
     sha = file_sha256(codes_path)
     record = {"kind": "codes", "path": str(codes_path.resolve()), "sha256": sha,
               "shape": list(mean.shape), "has_logvar": has_logvar}
+    check_settings(fields, int(mean.shape[1]), codes_path)
     config = {"method": str(label) if label is not None else codes_path.stem,
               "latent_dim": int(mean.shape[1]), **fields}
     name = str(dataset.provenance.get("dataset", "dsprites"))
     if name != "dsprites":      # dSprites rows keep the config they had before datasets were named
         config = {"dataset": name, **config}
+    from disentangle.io import write_error
+    from disentangle.rundir import RunLock
+    lock = RunLock(run.path)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        locked = lock.acquire()
+    except OSError as exc:
+        raise (write_error(exc, run.path) or exc) from None
+    if not locked:
+        raise ParameterError("out", f"busy: another process is scoring into it ({lock.holder()}); "
+                             f"wait for it or choose another directory", value=run.path)
+    try:
+        return _score_locked(run, codes_path, config, record, sha, dataset, mean, logvar, plan, say)
+    finally:
+        lock.release()
+
+
+def _score_locked(run: RunDir, codes_path: Path, config: dict, record: dict, sha: str, dataset,
+                  mean, logvar, plan, say) -> dict:
+    """score_codes' writes, under the run lock: two scorings into one directory never mix."""
+    from disentangle.evaluation.evaluate import run_metrics
+    from disentangle.io import environment_info
+    run = RunDir(run.path)   # config.json afresh: another process may have written it
     if run.has_config():
         previous = run.saved().get("codes") or {}
         if previous.get("sha256") != sha or run.config() != config:
-            raise UserError(f"{run.config_path}: this directory holds scores of another codes file or "
-                            f"label/settings; choose another --out")
+            raise ParameterError("out", f"holds the scores of another codes file ({previous.get('path')}) "
+                                 f"or other label/settings; choose another directory", value=run.path)
     else:
-        run.path.mkdir(parents=True, exist_ok=True)
         run.write_config({"config": config, "data": dataset.provenance, "package": environment_info(),
                           "codes": record,
                           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})

@@ -110,6 +110,28 @@ def parse_values(text: str, parameter: str, kind: type = float) -> list:
     return values
 
 
+MAX_SPEC_BYTES = 1 << 20   # a study spec is a few lines; more is not one
+
+
+def _first_datetime(value, where: str = "") -> str | None:
+    """The dotted key of the first TOML date/time in ``value`` (None when there is none)."""
+    import datetime
+    if isinstance(value, (datetime.date, datetime.time)):
+        return where or "(top level)"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((f"[{k}]", v) for k, v in enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        sub = f"{where}{key}" if str(key).startswith("[") else f"{where}.{key}" if where else str(key)
+        found = _first_datetime(item, sub)
+        if found:
+            return found
+    return None
+
+
 def load_spec(path: str | os.PathLike) -> Study:
     """Read a study spec (TOML)::
 
@@ -138,8 +160,18 @@ def load_spec(path: str | os.PathLike) -> Study:
         import tomli as tomllib
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            spec = tomllib.load(fh)
+        # O_NONBLOCK: a FIFO in the spec's place must not hang the open; /dev/zero is refused
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            import stat
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ParameterError("spec", "not a regular file", value=path)
+            text = fh.read(MAX_SPEC_BYTES + 1)
+        if len(text) > MAX_SPEC_BYTES:
+            raise ParameterError("spec", f"larger than {MAX_SPEC_BYTES // 1024} KiB; a study spec is a few lines",
+                                 value=path)
+        spec = tomllib.loads(text.decode("utf-8"))
+    except RecursionError:
+        raise ParameterError("spec", "not a readable TOML file (nested too deeply)", value=path) from None
     except FileNotFoundError:
         raise ParameterError("spec", "no such file", value=path) from None
     except UnicodeDecodeError as exc:
@@ -147,6 +179,9 @@ def load_spec(path: str | os.PathLike) -> Study:
                              value=path) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ParameterError("spec", f"not a readable TOML file ({exc})", value=path) from None
+    where = _first_datetime(spec)
+    if where:
+        raise UserError(f"{path}: {where}: a TOML date/time is not a setting value (quote it if it is a name)")
     unknown = sorted(set(spec) - {"name", "description", "fixed", "grid", "blocks", "evaluate"})
     if unknown:
         raise UserError(f"{path}: unknown top-level key(s) {', '.join(unknown)} "

@@ -122,6 +122,8 @@ class MetricSpec:
                             f"known: {sorted(self.defaults)}")
         params = {**self.defaults, **overrides}
         self.check(params)
+        from disentangle.evaluation.metrics.utils import check_sample_bounds
+        check_sample_bounds(self.name, params)
         return params
 
     def record_params(self, overrides: Mapping[str, Any] | None = None) -> dict:

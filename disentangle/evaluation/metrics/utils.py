@@ -222,6 +222,35 @@ def require_number(metric: str, params: dict, key: str, low: float, strict: bool
         raise param_error(metric, key, value, f"a finite number {'>' if strict else '>='} {low:g}")
 
 
+# Bounds on a protocol's sample counts, so a typo (num_train=3000000000) is one line before
+# any work instead of a MemoryError after the codes are built. The published protocols
+# draw 10,000 points (batches of 64 at most); 1,000 times that is the most a count may be,
+# and a count times its batch size (the images drawn) at most MAX_DRAWN: their index
+# arrays alone then take up to 1.6 GB.
+MAX_SAMPLE_COUNT = 10_000_000
+MAX_DRAWN = 200_000_000
+
+
+def _is_sample_count(key: str) -> bool:
+    return key.startswith("num_") or key.endswith("_samples") or key == "batch_size"
+
+
+def check_sample_bounds(metric: str, params: dict) -> None:
+    """ParameterError naming ``metric.key`` for a sample count above MAX_SAMPLE_COUNT, or a
+    count whose draws (times batch_size) exceed MAX_DRAWN."""
+    for key, value in params.items():
+        if _is_sample_count(key) and _is_int(value) and value > MAX_SAMPLE_COUNT:
+            raise ParameterError(f"{metric}.{key}", f"at most {MAX_SAMPLE_COUNT:,} (bounds the memory and time "
+                                 f"of the sampling; the published protocols use 10,000)", value=repr(value))
+    batch = params.get("batch_size")
+    if _is_int(batch):
+        for key, value in params.items():
+            if key.startswith("num_") and _is_int(value) and value * batch > MAX_DRAWN:
+                raise ParameterError(f"{metric}.{key}", f"{key} × batch_size ({value:,} × {batch:,}) must be at "
+                                     f"most {MAX_DRAWN:,} images drawn (bounds the memory of the sampling)",
+                                     value=repr(value))
+
+
 def require_choice(metric: str, params: dict, key: str, choices) -> None:
     value = params[key]
     if not (isinstance(value, str) and value in choices):
