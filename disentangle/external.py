@@ -191,7 +191,7 @@ def evaluate_external(out: str | os.PathLike, encoder: Callable | None = None, d
     from disentangle.devices import resolve_device
     from disentangle.evaluation.codes import encode_dataset, write_codes, Codes
     from disentangle.evaluation.evaluate import check_evaluation, metric_names, run_metrics
-    from disentangle.evaluation.metrics import METRICS
+    from disentangle.evaluation.metrics import run_level
     from disentangle.evaluation.score import parse_settings, scorable_metrics, _refusal
     from disentangle.io import environment_info
 
@@ -204,11 +204,13 @@ def evaluate_external(out: str | os.PathLike, encoder: Callable | None = None, d
     figures = has_decoder if figures is None else bool(figures)
     fields = parse_settings([f"{k}={v}" for k, v in (settings or {}).items()], label)
     requested = list(metrics)
-    allowed = list(METRICS) if has_decoder else scorable_metrics(True)
+    allowed = run_level() if has_decoder else scorable_metrics(True)
     for name in requested:
-        if name != "all" and name in METRICS and name not in allowed:
-            raise UserError(_refusal(name, True).replace("a codes file lacks", "no decoder was given")
-                            .replace(" use --metric", " use metric"))
+        if name != "all" and name in run_level() and name not in allowed:
+            refusal = _refusal(name, True)
+            raise ParameterError(refusal.parameter, refusal.message.replace(
+                "and the images, which a codes file lacks", "and none was given"),
+                                 value=refusal.value)
     names = metric_names(requested, available=allowed)
     plan = check_evaluation(names, seed, params, batch_size)
     weights_record = _weights_record(weights)

@@ -221,7 +221,8 @@ def test_cli_import_evaluate_plot_report(tmp_path, tiny_data_path):
     from click.testing import CliRunner
 
     from disentangle.cli import main
-    from disentangle.results import collect, file_sha256
+    from disentangle.io import file_sha256
+    from disentangle.results import collect
     theirs = _write_theirs(tmp_path / "theirs" / "betaB_dsprites", loss="betaB")
     runner = CliRunner()
     out = tmp_path / "results" / "disvae-betaB"

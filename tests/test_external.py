@@ -81,7 +81,7 @@ def test_callables_row_in_report_and_figures(run_dir, tiny_data_path, tmp_path):
 
 def test_without_decoder(run_dir, tiny_data_path, tmp_path):
     model = _exported(run_dir)
-    with pytest.raises(UserError, match=r"^--metric info: needs the model's decoder") as err:
+    with pytest.raises(UserError, match=r"^metric info: needs the model's decoder and none was given") as err:
         evaluate_external(tmp_path / "a", encoder=model.encode, data=tiny_data_path, metrics=["info"])
     assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="figures.*need the model's decoder"):

@@ -55,7 +55,7 @@ def test_scoring_a_runs_codes_table_gives_the_evaluate_scores(run_dir, tiny_data
     df = collect(out.parent)
     assert list(df["method"]) == ["mine"] and float(df["beta"].iloc[0]) == 4.0
     assert df["mig.discrete_mig"].iloc[0] == evaluated["mig"]["values"]["discrete_mig"]
-    report = CliRunner().invoke(main, ["report", str(out.parent)])
+    report = CliRunner().invoke(main, ["report", str(out.parent), "--format", "csv"])
     assert report.exit_code == 0 and "mine" in report.output and "info_posterior.rate_nats" in report.output
 
 
@@ -67,7 +67,7 @@ def _perfect_codes(gt, scale=1.0):
 
 @pytest.mark.parametrize("case, message", [
     ("rows", "has 10 rows, the dataset"),
-    ("nan", "NaN or infinite values in 1 row(s), first row 5"),
+    ("nan", "NaN or infinite values (as float32) in 1 row(s), first row 5"),
     ("3d", "expected a 2-D array"),
     ("npz_key", "no array named codes or mean (it holds: z)"),
     ("factors", "rows are not in the dataset's index order"),

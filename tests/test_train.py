@@ -290,9 +290,9 @@ def test_cli_rejects_a_hyperparameter_the_method_does_not_use(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "Error: --beta: not a hyper-parameter of method dip-vae-ii (it uses --lambda-od)"]
+    # the choices come from the configuration's field: click refuses them (usage error, status 2)
     result = CliRunner().invoke(main, ["train", "--architecture", "vgg", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 1 and result.output.strip().splitlines() == [
-        "Error: --architecture: unknown architecture 'vgg' (choose from burgess, dlib, fc)"]
+    assert result.exit_code == 2 and "'vgg' is not one of 'burgess', 'dlib', 'fc'" in result.output
     assert not (tmp_path / "r").exists()
 
 
@@ -324,8 +324,9 @@ def test_foreign_checkpoint_is_refused(tmp_path, finished_run, tiny_data_path):
 
 
 def test_bad_options_are_one_line_user_errors(tmp_path, tiny_data_path):
-    for kw, pattern in (({"beta": -1.0}, "--beta"), ({"steps": 0}, "--steps"),
-                        ({"method": "beta-z"}, "--method: unknown method .beta-z. \\(choose from beta-vae, annealed-vae"),
+    # the library names parameters (the CLI shows them as flags)
+    for kw, pattern in (({"beta": -1.0}, "^beta"), ({"steps": 0}, "^steps"),
+                        ({"method": "beta-z"}, "^method: unknown method .beta-z. \\(choose from beta-vae, annealed-vae"),
                         ({"data": str(tmp_path / "missing.h5")}, "missing.h5: no such dataset file")):
         with pytest.raises(UserError, match=pattern) as info:
             train(small(tiny_data_path, **kw), tmp_path / "bad")
