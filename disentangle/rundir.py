@@ -92,7 +92,7 @@ class DataCache:
                 self._loaded[key] = open_file(resolved)
             return self._loaded[key]
         name = name or DEFAULT_DATASET
-        cls = dataset_class(name)
+        cls = dataset_class(name, path)
         if getattr(cls, "named_by_file", False):
             key = (name, Path(path).resolve() if path else None)
         else:

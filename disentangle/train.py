@@ -145,7 +145,7 @@ def open_training_data(config: TrainConfig):
     """The run's dataset through the registry: ``config.dataset`` from ``config.data``
     (else the dataset's path rule)."""
     from disentangle.data.datasets import dataset_class, open_dataset
-    dataset_class(config.dataset)       # an unknown name: one line naming --dataset
+    dataset_class(config.dataset, config.data)       # an unknown name: one line naming --dataset
     return open_dataset(config.dataset, config.data)
 
 

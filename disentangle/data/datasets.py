@@ -83,12 +83,13 @@ def data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV_VAR) or DEFAULT_DATA_DIR)
 
 
-def dataset_class(name: str) -> type["Dataset"]:
+def dataset_class(name: str, path: str | os.PathLike | None = None) -> type["Dataset"]:
     """The class of dataset ``name``: a registry entry, or the image-folder class for a
-    name the user gave an imported image set (`disentangle data import-folder`)."""
+    name the user gave an imported image set (`disentangle data import-folder`), found in
+    ``path`` or the data directory."""
     if name not in REGISTRY:
         from disentangle.data.image_folder import ImageFolder, imported_path
-        if imported_path(name) is not None:
+        if imported_path(name, path) is not None:
             return ImageFolder
         raise ParameterError("dataset", f"unknown dataset; known: {', '.join(REGISTRY)} "
                                         f"(or a name given to `data import-folder`)", name)
@@ -98,7 +99,7 @@ def dataset_class(name: str) -> type["Dataset"]:
 
 def open_dataset(name: str, path: str | os.PathLike | None = None, **options) -> "Dataset":
     """Open dataset ``name`` from ``path`` or, without one, by its path rule."""
-    cls = dataset_class(name)
+    cls = dataset_class(name, path)
     if getattr(cls, "named_by_file", False):
         return cls.open_named(name, path, **options)
     return cls.open(cls.resolve_path(path), **options)
@@ -109,7 +110,7 @@ def locate(name: str, path: str | os.PathLike | None = None) -> tuple[Path, str 
     images: ``path`` or the dataset's path rule. The dSprites variants read the dSprites
     file and share its checksum (their identity adds the variant and its seed)."""
     import h5py
-    cls = dataset_class(name)
+    cls = dataset_class(name, path)
     if getattr(cls, "named_by_file", False):
         ds = cls.open_named(name, path)
         try:

@@ -65,20 +65,23 @@ def check_name(name: str) -> str:
     return name
 
 
-def imported_path(name: str) -> Path | None:
-    """``<data dir>/<name>.h5`` if it is an imported image set called ``name``, else None."""
+def imported_path(name: str, path=None) -> Path | None:
+    """The file of the imported image set called ``name``: ``path`` when given and it holds
+    that set, else ``<data dir>/<name>.h5`` when it does; None otherwise."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in REGISTRY:
         return None
-    path = data_dir() / f"{name}.h5"
+    path = Path(path) if path else data_dir() / f"{name}.h5"
     if not path.is_file():
         return None
     import h5py
     try:
         with h5py.File(path, "r") as f:
             ok = f.attrs.get("format") == IMAGES_FORMAT and f.attrs.get("dataset") == KIND
+            named = f.attrs.get("name")
     except OSError:
         return None
-    return path if ok else None
+    named = named.decode() if isinstance(named, bytes) else named
+    return path if ok and (named is None or named == name) else None
 
 
 # --------------------------------------------------------------------------- preprocessing

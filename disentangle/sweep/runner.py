@@ -41,7 +41,7 @@ def _pin_data(runs: list[RunSpec], data: str | None) -> tuple[list[RunSpec], dic
     from disentangle.config import DEFAULT_DATASET
     from disentangle.data.datasets import DSprites, dataset_class, locate
     names = list(dict.fromkeys(run.config.get("dataset", DEFAULT_DATASET) for run in runs))
-    if data is not None and len({issubclass(dataset_class(n), DSprites) or n for n in names}) > 1:
+    if data is not None and len({issubclass(dataset_class(n, data), DSprites) or n for n in names}) > 1:
         raise ParameterError("data", f"names one file, but the study covers the datasets {', '.join(names)}; "
                              f"leave it out (each dataset's file is found by its rule) or sweep one dataset",
                              value=data)
