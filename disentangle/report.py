@@ -79,6 +79,12 @@ def _dataset_lead(df) -> list[str]:
     return [DATASET] if DATASET in df.columns else []
 
 
+def _shown_dataset(df) -> list[str]:
+    # the dataset column a table shows: only when its runs span several datasets (one
+    # dataset is named once, under the table)
+    return [DATASET] if DATASET in df.columns and df[DATASET].nunique(dropna=False) > 1 else []
+
+
 def _report_keys(df, group_by: Sequence[str]) -> list[str]:
     """The keys a table groups by: the dataset, ``group_by``, the data file."""
     return list(dict.fromkeys([*_dataset_lead(df), *group_by, *_DATA_KEYS]))
@@ -366,7 +372,8 @@ def table_cells(df, group_by: Sequence[str] | None = None, metrics: Sequence[str
         positions = {idx: pos for pos, idx in enumerate(df.index)}
         group_flags = [set().union(*(flags.get(positions[i], {}).keys() for i in sub.index))
                        for _, sub in _groups(df, keys)]
-        settings = list(dict.fromkeys([*_dataset_lead(df), *group_by, "data_label"])) + ["n"]
+        settings = list(dict.fromkeys([*_shown_dataset(df), *(g for g in group_by if g != DATASET or _shown_dataset(df)),
+                                       "data_label"])) + ["n"]
         header = settings + columns
         rows = []
         decimals = {c: decimals_for(agg[f"{c}.mean"]) for c in columns}

@@ -146,7 +146,9 @@ iq_max_samples = 24
     report = _cli("report", results, "--format", "csv", env=env, cwd=root)
     import csv
     import io
-    rows = list(csv.DictReader(io.StringIO(report[report.index("run,"):])))
+    lines = report.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith(("run,", "dataset,")))
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines[header:]))))
     assert sorted(r["dataset"] for r in rows) == ["mpi3d-toy", "mpi3d-toy", "shapes3d", "shapes3d"]
     assert {r["run"].split("_")[0] for r in rows} == {"mpi3d-toy", "shapes3d"}
 

@@ -250,7 +250,8 @@ def test_mixed_data_sources_get_their_own_panels(tree, tmp_path):
     write_json_atomic(moved / "config.json", cfg)
     df = collect(copy)
     fig = plots.rate_distortion(df)
-    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title().startswith("data: ")}
+    # one dataset (dSprites) on two files: a panel per file, titled by dataset and file
+    panels = {ax.get_title().split("\n")[-1]: ax for ax in fig.axes if "data: " in ax.get_title()}
     assert set(panels) == {"data: official", "data: rendered (dsprites-render-1), 1,536 images"}
     official = [c for c in panels["data: official"].collections if str(c.get_gid()).startswith("runs:")]
     assert len(official) == 1 and len(official[0].get_offsets()) == 1

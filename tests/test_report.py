@@ -220,7 +220,7 @@ def test_latex_is_balanced_escaped_and_pm_in_math(df):
     outside_math = re.sub(r"\$[^$]*\$", "", text.split("\n", 1)[1])  # after the "% requires" comment
     assert not re.search(r"(?<!\\)[_%#^~]", outside_math)
     assert text.count("$") % 2 == 0
-    assert r"\caption{" in text and "data: rendered (dsprites-render-1), 1,536 images" in text
+    assert r"\caption{" in text and "data: dSprites: rendered (dsprites-render-1), 1,536 images" in text
     body = text.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(body) == 3
     ncols = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", text).group(1))
