@@ -66,8 +66,8 @@ def check_name(name: str) -> str:
 
 
 def imported_path(name: str, path=None) -> Path | None:
-    """The file of the imported image set called ``name``: ``path`` when given and it holds
-    that set, else ``<data dir>/<name>.h5`` when it does; None otherwise."""
+    """The file of the imported image set called ``name``: ``path`` when given and it is an
+    imported image set, else ``<data dir>/<name>.h5`` when it is; None otherwise."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in REGISTRY:
         return None
     path = Path(path) if path else data_dir() / f"{name}.h5"
@@ -77,11 +77,10 @@ def imported_path(name: str, path=None) -> Path | None:
     try:
         with h5py.File(path, "r") as f:
             ok = f.attrs.get("format") == IMAGES_FORMAT and f.attrs.get("dataset") == KIND
-            named = f.attrs.get("name")
     except OSError:
         return None
-    named = named.decode() if isinstance(named, bytes) else named
-    return path if ok and (named is None or named == name) else None
+    # (the name it holds is checked when it is opened: a copied file is refused, naming both)
+    return path if ok else None
 
 
 # --------------------------------------------------------------------------- preprocessing
