@@ -75,6 +75,23 @@ def _progress_bar(total: int, desc: str, unit: str = "img"):
     return bar(total, desc, unit)
 
 
+class _LazyBar:
+    """A progress bar made at the first update (a conversion's total is unknown up front);
+    ``update(n)`` is the converters' progress callback."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def update(self, n: int) -> None:
+        if self.bar is None:
+            self.bar = _progress_bar(None, self.desc)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="disentangle")
 def main():
@@ -212,21 +229,15 @@ def data_fetch(name, url, md5, sha256, file, out, keep_npz, any_count):
     from disentangle.data.convert import fetch_dataset
     from disentangle.data.datasets import dataset_class
     dataset_class(name)  # unknown name: one line before any work
-    bar = {}
-
-    def conv_progress(n):
-        if "bar" not in bar:
-            bar["bar"] = _progress_bar(None, "convert")
-        bar["bar"].update(n)
-
+    converting = _LazyBar("convert")
     try:
         options = {"expected_count": None} if any_count else {}
         path = fetch_dataset(name, out=out, url=url, md5=md5, sha256=sha256, file=file,
-                             download_progress=dl_progress, convert_progress=conv_progress, **options)
+                             download_progress=dl_progress, convert_progress=converting.update, **options)
     finally:
-        for b in (state.get("bar"), bar.get("bar")):
-            if b is not None:
-                b.close()
+        if state.get("bar") is not None:
+            state["bar"].close()
+        converting.close()
     click.echo(f"wrote {path} ({name})")
 
 
@@ -247,19 +258,12 @@ def data_import_folder(path, name, crop, grey, out, overwrite):
     order of their relative paths, cropped and resized to 64x64, no ground-truth factors.
     Files without an image suffix are skipped and counted; an unreadable image is refused."""
     from disentangle.data.image_folder import import_folder
-    bar = {}
-
-    def conv_progress(n):
-        if "bar" not in bar:
-            bar["bar"] = _progress_bar(None, "convert")
-        bar["bar"].update(n)
-
+    converting = _LazyBar("convert")
     try:
         written, source = import_folder(path, name, out=out, crop=crop, channels=1 if grey else 3,
-                                        overwrite=overwrite, progress=conv_progress)
+                                        overwrite=overwrite, progress=converting.update)
     finally:
-        if "bar" in bar:
-            bar["bar"].close()
+        converting.close()
     skipped = f", {source.ignored} other files skipped" if source.ignored else ""
     click.echo(f"wrote {written} ({len(source.names)} images from {path}{skipped}); dataset name: {name}")
 

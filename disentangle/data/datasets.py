@@ -38,6 +38,7 @@ cache is bounded), see benchmarks/bench_data_stream.py and docs/datasets.md.
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import importlib
 import json
@@ -148,8 +149,9 @@ def open_file(path: str | os.PathLike) -> "Dataset":
 
 
 # --------------------------------------------------------------------------- the interface
-class Dataset:
-    """Base class; see the module docstring for the contract."""
+class Dataset(abc.ABC):
+    """Base class; see the module docstring for the contract. A dataset module implements
+    ``num_images``, ``images`` and ``provenance``."""
 
     name: str = ""
     channels: int = 1
@@ -181,8 +183,8 @@ class Dataset:
         return (self.channels, IMAGE_SIZE, IMAGE_SIZE)
 
     @property
-    def num_images(self) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def num_images(self) -> int: ...
 
     @property
     def binary(self) -> bool:
@@ -201,8 +203,8 @@ class Dataset:
         return False
 
     # ------------------------------------------------------------ pixels
-    def images(self, indices) -> np.ndarray:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def images(self, indices) -> np.ndarray: ...
 
     def observations(self, indices, rng: np.random.Generator) -> np.ndarray:
         """Images with their random nuisance drawn from ``rng``: float32 (n, C, 64, 64)."""
@@ -222,8 +224,8 @@ class Dataset:
 
     # ------------------------------------------------------------ identity
     @property
-    def provenance(self) -> dict:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def provenance(self) -> dict: ...
 
     @property
     def source_label(self) -> str:

@@ -220,21 +220,14 @@ def render_dataset(out: str | os.PathLike = DEFAULT_RENDERED_PATH,
 def download(url: str, out: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None,
              timeout: float = 60.0) -> Path:
     """Download ``url`` to ``out`` atomically; a short or failed transfer leaves nothing."""
+    from disentangle.data.sources import copy_response
     out = Path(out)
     try:
         with atomic_path(out) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
                 total = resp.headers.get("Content-Length")
                 total = int(total) if total is not None else None
-                got = 0
-                while True:
-                    block = resp.read(1 << 20)
-                    if not block:
-                        break
-                    fh.write(block)
-                    got += len(block)
-                    if progress is not None:
-                        progress(got, total)
+                got = copy_response(resp, fh, 0, total, progress)
                 if total is not None and got != total:
                     raise DataError(f"{url}: download truncated ({got} of {total} bytes); nothing was written")
     except DataError:

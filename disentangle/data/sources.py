@@ -22,6 +22,19 @@ from disentangle.data.datasets import DatasetError
 from disentangle.io import open_in_place, refuse_non_regular
 
 
+def copy_response(resp, fh, got: int, total: int | None, progress=None) -> int:
+    """Copy an HTTP response into ``fh`` in 1 MiB blocks, reporting (bytes so far, total);
+    returns the byte count (``got`` plus what was read)."""
+    while True:
+        block = resp.read(1 << 20)
+        if not block:
+            return got
+        fh.write(block)
+        got += len(block)
+        if progress is not None:
+            progress(got, total)
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One file a dataset is built from: where it lives and what pins it (any may be None)."""
@@ -93,14 +106,7 @@ def download(url: str, out: str | os.PathLike, source: SourceFile,
                 got = have
                 flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if have else os.O_TRUNC)
                 with open(open_in_place(part, flags), "ab" if have else "wb") as fh:
-                    while True:
-                        block = resp.read(1 << 20)
-                        if not block:
-                            break
-                        fh.write(block)
-                        got += len(block)
-                        if progress is not None:
-                            progress(got, total)
+                    got = copy_response(resp, fh, got, total, progress)
                 if total is not None and got != total:
                     raise DatasetError(f"{url}: download truncated ({got} of {total} bytes); kept {part} "
                                        f"to resume, nothing else was written")

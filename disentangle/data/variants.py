@@ -24,6 +24,8 @@ protocol's fresh draw. All three build on the dSprites file the dSprites rule pi
 """
 from __future__ import annotations
 
+import abc
+
 import json
 import os
 from pathlib import Path
@@ -62,9 +64,9 @@ class DSpritesVariant(DSprites):
         m = self.data.images(self.check_indices(indices)).astype(np.float64)[..., None]
         return np.repeat(m, 3, axis=3)
 
+    @abc.abstractmethod
     def transform(self, masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(n, 64, 64, 3) float64 {0,1} -> observations (n, 64, 64, 3) float64."""
-        raise NotImplementedError
 
     def observations(self, indices, rng: np.random.Generator) -> np.ndarray:
         if rng is None:
