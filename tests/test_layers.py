@@ -1,5 +1,5 @@
-"""The layers contract of pyproject.toml ([tool.importlinter]): modules import only from
-their own layer and the layers below (imports inside functions count). The check runs
+"""The layers contracts of pyproject.toml ([tool.importlinter]: the package's, and the
+report package's inside it): modules import only from their own layer and the layers below (imports inside functions count). The check runs
 import-linter on the package as it is, and on a copy with one upward import added, which
 must break it: a contract that nothing can break would prove nothing."""
 from __future__ import annotations
@@ -34,24 +34,31 @@ def _copy_project(dest: Path) -> Path:
     return dest
 
 
+PACKAGE_LAYERS = "Layers look only down"
+REPORT_LAYERS = "Report modules look only down"   # inside disentangle/report/
+
+
 def test_the_package_keeps_its_layers():
     result = _lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Layers look only down KEPT" in result.stdout
+    assert f"{PACKAGE_LAYERS} KEPT" in result.stdout
+    assert f"{REPORT_LAYERS} KEPT" in result.stdout
 
 
-@pytest.mark.parametrize("module, upward", [
+@pytest.mark.parametrize("module, upward, contract", [
     # the bottom layer reaching for the results table (the old results <-> rundir cycle)
-    ("io.py", "disentangle.results"),
+    ("io.py", "disentangle.results", PACKAGE_LAYERS),
     # a library module reaching for the executor, inside a function (train -> sweep)
-    ("train.py", "disentangle.sweep"),
+    ("train.py", "disentangle.sweep", PACKAGE_LAYERS),
+    # the report's table text reaching for the tables it writes (a cycle inside the package)
+    ("report/formats.py", "disentangle.report.tables", REPORT_LAYERS),
 ])
-def test_an_upward_import_breaks_the_contract(tmp_path, module, upward):
+def test_an_upward_import_breaks_the_contract(tmp_path, module, upward, contract):
     project = _copy_project(tmp_path)
     path = project / "disentangle" / module
     path.write_text(path.read_text() + f"\n\ndef _upward():\n    import {upward}  # noqa: F401\n")
     result = _lint(project)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Layers look only down BROKEN" in result.stdout
-    importer = "disentangle." + module.removesuffix(".py")
+    assert f"{contract} BROKEN" in result.stdout
+    importer = "disentangle." + module.removesuffix(".py").replace("/", ".")
     assert f"{importer} -> {upward}" in result.stdout
