@@ -1,7 +1,8 @@
 """The layers contracts of pyproject.toml ([tool.importlinter]: the package's, and the
-report package's inside it): modules import only from their own layer and the layers below (imports inside functions count). The check runs
-import-linter on the package as it is, and on a copy with one upward import added, which
-must break it: a contract that nothing can break would prove nothing."""
+report package's inside it): modules import only from their own layer and the layers
+below (imports inside functions count). The check runs import-linter on the package as
+it is, and on a copy with one upward import added, which must break it: a contract that
+nothing can break would prove nothing."""
 from __future__ import annotations
 
 import os
