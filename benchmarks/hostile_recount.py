@@ -225,6 +225,15 @@ def cases():
     add("evaluate: .scores.lock a directory", ["evaluate", "run", *mig, *data],
         setup=lambda w: (w / "run" / ".scores.lock").mkdir())
     add("evaluate --param udr.x=1", ["evaluate", "run", *data, "--param", "udr.x=1"])
+    add("render --out /proc/x", ["data", "render", "--out", "/proc/x", *KEEP])
+
+    def damaged_entry(w):
+        cli("evaluate", "run", *mig, *data, cwd=w)
+        scores = json.loads((w / "run" / "scores.json").read_text())
+        scores["mig"]["values"] = "0.5"
+        (w / "run" / "scores.json").write_text(json.dumps(scores))
+    add("report: a scores entry's values a string (warned)", ["report", ".", "--format", "csv"], expect="ok",
+        setup=damaged_entry)
     return C
 
 

@@ -42,6 +42,17 @@ def _refuse_empty_options(args) -> None:
             raise click.ClickException(f"{name}: must not be empty")
 
 
+def _require_working_directory() -> None:
+    # a deleted working directory makes relative paths meaningless and torch's MKL abort
+    # with a fatal error while loading: refuse before anything is imported or written
+    import os
+    try:
+        os.getcwd()
+    except OSError:
+        raise click.ClickException("the working directory no longer exists (deleted?); "
+                                   "cd to an existing directory and run again") from None
+
+
 def _suppress_os_errors():
     import contextlib
     return contextlib.suppress(OSError, ValueError)
@@ -53,6 +64,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
         _refuse_empty_options([*protected, *ctx.args])
+        if ctx.parent is None:
+            _require_working_directory()
         try:
             result = super().invoke(ctx)
             if ctx.parent is None and sys.stdout is not None:
