@@ -127,7 +127,7 @@ def _tiny_edit(fn):
 def _replace_array(key, data=None, **create):
     def edit(f):
         del f[key]
-        if data == "group":
+        if isinstance(data, str) and data == "group":
             f.create_group(key)
         else:
             f.create_dataset(key, data=data, **create)
