@@ -61,6 +61,8 @@ def data_label(provenance: dict | None) -> str:
     full = 737_280  # the complete dSprites grid; anything else is a sub-grid
     if isinstance(n, int) and n != full:
         label += f", {n:,} images"
+    if provenance.get("content_check") == "unverified":   # accepted with --unverified-data
+        label += ", unverified"
     return label
 
 
