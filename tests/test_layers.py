@@ -1,8 +1,8 @@
-"""The layers contracts of pyproject.toml ([tool.importlinter]: the package's, and the
-report package's inside it): modules import only from their own layer and the layers
-below (imports inside functions count). The check runs import-linter on the package as
-it is, and on a copy with one upward import added, which must break it: a contract that
-nothing can break would prove nothing."""
+"""The layers contracts of pyproject.toml ([tool.importlinter]: the package's, and those
+inside the plots and report packages): modules import only from their own layer and the
+layers below (imports inside functions count). The check runs import-linter on the
+package as it is, and on a copy with one upward import added, which must break it: a
+contract that nothing can break would prove nothing."""
 from __future__ import annotations
 
 import os
@@ -36,6 +36,7 @@ def _copy_project(dest: Path) -> Path:
 
 
 PACKAGE_LAYERS = "Layers look only down"
+FIGURE_LAYERS = "Figure modules share only the figure plumbing"   # inside disentangle/plots/
 REPORT_LAYERS = "Report modules look only down"   # inside disentangle/report/
 
 
@@ -43,6 +44,7 @@ def test_the_package_keeps_its_layers():
     result = _lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{PACKAGE_LAYERS} KEPT" in result.stdout
+    assert f"{FIGURE_LAYERS} KEPT" in result.stdout
     assert f"{REPORT_LAYERS} KEPT" in result.stdout
 
 
@@ -51,6 +53,9 @@ def test_the_package_keeps_its_layers():
     ("io.py", "disentangle.results", PACKAGE_LAYERS),
     # a library module reaching for the executor, inside a function (train -> sweep)
     ("train.py", "disentangle.sweep", PACKAGE_LAYERS),
+    # figure modules: the plumbing reaching up, and one kind of figure reaching for another
+    ("plots/figure.py", "disentangle.plots.training", FIGURE_LAYERS),
+    ("plots/images.py", "disentangle.plots.study", FIGURE_LAYERS),
     # the report's table text reaching for the tables it writes (a cycle inside the package)
     ("report/formats.py", "disentangle.report.tables", REPORT_LAYERS),
 ])
