@@ -672,6 +672,10 @@ def sweep_cmd(ctx, results, spec, objective, seeds, preset, metrics, eval_seed, 
         for run in sw.expand(study):
             click.echo(run.name)
         return
+    # an option left at its default never replaces what the spec fixes (and one given
+    # explicitly must agree with it: run_sweep refuses a conflict in one line)
+    if ctx.get_parameter_source("device") == click.core.ParameterSource.DEFAULT:
+        device = None
     slurm = sw.SlurmOptions(partition=partition, time_min=sw.parse_time(time_limit), cpus_per_task=cpus_per_task,
                             mem=mem or None, gpus_per_task=gpus_per_task or None, wait=not no_wait)
     result = sw.run_sweep(study, results, executor=executor, jobs=jobs, threads_per_job=threads_per_job,
