@@ -116,12 +116,11 @@ def check_distinct_seeds(group: list, root: Path) -> None:
     for run in group:
         seed = run.config().get("seed")
         sha = run.model_sha256()
-        other, why = None, ""
-        if sha in seen_sha:
-            other, why = seen_sha[sha], "identical model.pt (sha256 " + sha[:12] + "...)"
-        elif json.dumps(seed) in seen_seed:
-            other, why = seen_seed[json.dumps(seed)], f"the same seed ({seed})"
+        same_seed, same_model = seen_seed.get(json.dumps(seed)), seen_sha.get(sha)
+        other = same_seed or same_model
         if other is not None:
+            why = " and ".join(([f"the same seed ({seed})"] if same_seed is other else [])
+                               + ([f"identical model.pt (sha256 {sha[:12]}...)"] if same_model is other else []))
             raise UserError(f"{other.path} and {run.path}: one configuration with {why}, a copied run counted "
                             f"as a second seed; UDR needs distinct seeds: move one of them out of {root} "
                             f"(nothing was written)")
