@@ -82,7 +82,9 @@ def _preflight(runs: list[RunSpec], results_dir: Path, data_shas: dict[str, str 
         try:
             run_dir.refuse_foreign("results")
         except ParameterError as exc:
-            problems.append(f"{run_dir.path}: {exc.message} (the run {run.name} of this study goes there)")
+            # (its own "nothing was written" is said once, at the end)
+            what = exc.message.split("; nothing was written")[0]
+            problems.append(f"{run_dir.path}: {what} (the run {run.name} of this study goes there)")
             continue
         except UserError as exc:
             problems.append(str(exc))
