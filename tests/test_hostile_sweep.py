@@ -91,6 +91,9 @@ def test_a_spec_and_an_explicit_option_that_disagree_are_one_line(tmp_path, tiny
                              flag, given.format(other=other)))
     assert f"[fixed] {key} = " in line and flag in line and str(spec) in line
     assert _hashes(tmp_path) == before and not (tmp_path / "r").exists()
+    dry = _one_line(_invoke("sweep", "--results", tmp_path / "r", "--spec", spec, "--dry-run",
+                            flag, given.format(other=other)))
+    assert dry == line
 
 
 def test_a_spec_and_an_option_that_agree_are_one_setting(tmp_path, tiny_data_path, monkeypatch):

@@ -54,7 +54,7 @@ from disentangle.rundir import RUN_STATES as STATES
 from disentangle.rundir import RunLock, is_locked
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
 from disentangle.sweep.grid import (MAX_RUNS, RunSpec, Study, check_eval_seed, check_evaluation_options,
-                                    expand, load_spec, parse_values, swept_axes)
+                                    check_execution_settings, expand, load_spec, parse_values, swept_axes)
 from disentangle.sweep.local import cpu_count, run_local
 from disentangle.sweep.runner import SweepResult, run_sweep
 from disentangle.sweep.slurm import SlurmOptions, SlurmRun, parse_time, run_slurm, slurm_available, squeue_states
@@ -82,6 +82,7 @@ __all__ = [
     "SweepResult",
     "check_eval_seed",
     "check_evaluation_options",
+    "check_execution_settings",
     "cpu_count",
     "exception_reason",
     "execute_run",
