@@ -124,6 +124,44 @@ def _no_checksum(w):
         del f.attrs["content_sha256"]
 
 
+def _tiny_edit(fn):
+    return lambda w: _h5_edit(w / "tiny.h5", fn)
+
+
+def _replace_array(key, data=None, **create):
+    def edit(f):
+        del f[key]
+        if isinstance(data, str) and data == "group":
+            f.create_group(key)
+        else:
+            f.create_dataset(key, data=data, **create)
+    return edit
+
+
+def _flip_nan(key, row, col):
+    def edit(f):
+        a = f[key][...]
+        a[row, col] = np.nan
+        del f[key]
+        f.create_dataset(key, data=a)
+    return edit
+
+
+def _forged_image_set(w):
+    """An image set (shapes3d) whose grid and /images declare 73,728,000 images, in a few kB."""
+    from disentangle.data.datasets import write_image_file
+    from disentangle.data.ground_truth import GroundTruth
+    gt = GroundTruth(("floor_hue", "wall_hue", "object_hue"), tuple(np.linspace(0, 1, s) for s in (2, 2, 2)))
+    write_image_file(w / "forged.h5", "shapes3d", gt, 3, [np.zeros((8, 64, 64, 3), np.uint8)], {"source": "official"})
+
+    def forge(f):
+        f.attrs["ground_truth"] = json.dumps({"factor_names": ["floor_hue", "wall_hue", "object_hue"],
+                                              "factor_values": [list(range(96)), list(range(96)), list(range(8000))]})
+        del f["images"]
+        f.create_dataset("images", shape=(73_728_000, 64, 64, 3), dtype=np.uint8, chunks=(1, 64, 64, 3))
+    _h5_edit(w / "forged.h5", forge)
+
+
 def cases():
     """(name, setup(workspace) or None, argv, expect, allowed-to-change paths, stdout mode)."""
     data = ["--data", "tiny.h5"]
@@ -175,6 +213,26 @@ def cases():
     add("codes.h5 mean int64 zeros (rebuilt)", ["evaluate", "run", *mig, *data], expect="ok", setup=int_codes,
         allowed=["run/codes.h5", "run/scores.json", "run/sweep.lock", "run/.scores.lock"])
     add("dataset without content_sha256", ["train", "--out", "new", *data, "--steps", "3"], setup=_no_checksum)
+    add("score: dataset without content_sha256", ["score", "codes.npz", "--out", "s", *data, *mig], setup=_no_checksum)
+    add("evaluate: dataset without content_sha256", ["evaluate", "run", *mig, *data], setup=_no_checksum)
+    add("data info: dataset without content_sha256", ["data", "info", "tiny.h5"], setup=_no_checksum)
+    add("train --unverified-data: dataset without content_sha256",
+        ["train", "--out", "new", *data, "--steps", "3", "--unverified-data"], expect="ok", setup=_no_checksum,
+        allowed=["new"])
+    for key, value in (("factor_names", 5), ("factor_names", "null"), ("source", 3),
+                       ("factor_values", "[[1, 2, 3], [0.5, NaN], [0, 1, 2, 3], [0], [0]]")):
+        add(f"dataset attribute {key} = {value}", ["train", "--out", "new", *data, "--steps", "3"],
+            setup=_tiny_edit(lambda f, key=key, value=value: f.attrs.__setitem__(key, value)))
+    add("dataset images_packed a group", ["train", "--out", "new", *data, "--steps", "3"],
+        setup=_tiny_edit(_replace_array("images_packed", "group")))
+    add("dataset images_packed strings", ["train", "--out", "new", *data, "--steps", "3"],
+        setup=_tiny_edit(_replace_array("images_packed", np.array([b"x" * 512] * N_IMAGES))))
+    add("dataset images_packed declared, never stored", ["train", "--out", "new", *data, "--steps", "3"],
+        setup=_tiny_edit(_replace_array("images_packed", shape=(N_IMAGES, 512), dtype=np.uint8, chunks=(512, 512))))
+    add("dataset latents_values NaN", ["train", "--out", "new", *data, "--steps", "3"],
+        setup=_tiny_edit(_flip_nan("latents_values", 7, 2)))
+    add("image set declaring 73.7 M images", ["train", "--out", "new", "--dataset", "shapes3d", "--data",
+                                              "forged.h5", "--steps", "3"], setup=_forged_image_set)
     for s in ("steps=-5", "architecture=resnet9000", "latent_dim=5", "beta=nan"):
         add(f"score --setting {s}", ["score", "codes.npz", "--out", "s", *data, *mig, "--setting", s])
     add("train --out ''", ["train", "--out", "", *data, "--steps", "3"])
@@ -229,6 +287,15 @@ def cases():
     add("evaluate: .scores.lock a directory", ["evaluate", "run", *mig, *data],
         setup=lambda w: (w / "run" / ".scores.lock").mkdir())
     add("evaluate --param udr.x=1", ["evaluate", "run", *data, "--param", "udr.x=1"])
+    add("render --out /proc/x", ["data", "render", "--out", "/proc/x", *KEEP])
+
+    def damaged_entry(w):
+        cli("evaluate", "run", *mig, *data, cwd=w)
+        scores = json.loads((w / "run" / "scores.json").read_text())
+        scores["mig"]["values"] = "0.5"
+        (w / "run" / "scores.json").write_text(json.dumps(scores))
+    add("report: a scores entry's values a string (warned)", ["report", ".", "--format", "csv"], expect="ok",
+        setup=damaged_entry)
     # sweeps and studies (issue 22, sections 2, 3 and 5)
     small = 'steps = 2\nbatch_size = 8\nlatent_dim = 3\n'
 

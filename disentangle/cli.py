@@ -42,6 +42,17 @@ def _refuse_empty_options(args) -> None:
             raise click.ClickException(f"{name}: must not be empty")
 
 
+def _require_working_directory() -> None:
+    # a deleted working directory makes relative paths meaningless and torch's MKL abort
+    # with a fatal error while loading: refuse before anything is imported or written
+    import os
+    try:
+        os.getcwd()
+    except OSError:
+        raise click.ClickException("the working directory no longer exists (deleted?); "
+                                   "cd to an existing directory and run again") from None
+
+
 def _suppress_os_errors():
     import contextlib
     return contextlib.suppress(OSError, ValueError)
@@ -53,6 +64,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
         _refuse_empty_options([*protected, *ctx.args])
+        if ctx.parent is None:
+            _require_working_directory()
         try:
             result = super().invoke(ctx)
             if ctx.parent is None and sys.stdout is not None:
@@ -90,6 +103,23 @@ class _LazyBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+UNVERIFIED_DATA_HELP = ("Use a dataset file without a recorded content checksum (refused otherwise): its images "
+                        "are hashed as read and every record says content_check: unverified.")
+
+
+def _unverified_data_option(fn):
+    """--unverified-data: the one explicit way to use a dataset file without content_sha256
+    (disentangle.data.trust.accept_unverified around the command)."""
+    import functools
+
+    @functools.wraps(fn)
+    def command(*args, unverified_data: bool = False, **kwargs):
+        from disentangle.data.trust import accept_unverified
+        with accept_unverified(unverified_data):
+            return fn(*args, **kwargs)
+    return click.option("--unverified-data", "unverified_data", is_flag=True, help=UNVERIFIED_DATA_HELP)(command)
 
 
 @click.group(cls=_Group)
@@ -270,6 +300,7 @@ def data_import_folder(path, name, crop, grey, out, overwrite):
 
 @data.command("info")
 @click.argument("target", required=False)
+@_unverified_data_option
 def data_info(target):
     """Print source, checksums, image count and factors of a dataset: a NAME (found by its
     path rule) or a FILE (default: the dSprites rule). The images are read once to verify
@@ -290,7 +321,10 @@ def data_info(target):
         if hasattr(ds, "verify"):
             ds.verify()
         info = ds.info()
-        info["content_check"] = "verified" if hasattr(ds, "verify") else "the dSprites file's, at load"
+        unverified = info.pop("content_check", None)
+        info["content_check"] = ((f"{unverified} (no content_sha256 recorded in the file; the checksum shown "
+                                  f"is of the images as read)") if unverified
+                                 else "verified" if hasattr(ds, "verify") else "the dSprites file's, at load")
     for key, value in info.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
@@ -365,6 +399,7 @@ class _SweepGroup(_FieldOptions, _Group):
               help="Run directory (default: results/<run name>, e.g. results/beta-vae_b4_s0).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="cpu-short: 10k steps (the defaults); dlib: the disentanglement_lib study, 300k steps.")
+@_unverified_data_option
 def train_cmd(out, preset, **options):
     """Train one run of one method (resumes an interrupted run; a finished one is skipped).
     Defaults shown are the cpu-short preset's; a preset changes several."""
@@ -567,6 +602,7 @@ def plot_metric_distribution(results, metrics, out, dpi):
               help="GIF frame duration (milliseconds).")
 @_device_option
 @_out_option
+@_unverified_data_option
 def plot_traversal(run, data, n_images, steps, span, seed, max_dims, gif, frame_ms, device, out, dpi):
     """Latent traversals of RUN around real images, dimensions sorted by KL, each row
     labelled with its KL; --out x.gif writes only the animated GIF."""
@@ -591,6 +627,7 @@ def plot_traversal(run, data, n_images, steps, span, seed, max_dims, gif, frame_
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Chooses the images.")
 @_device_option
 @_out_option
+@_unverified_data_option
 def plot_reconstructions(run, data, n_images, seed, device, out, dpi):
     """Originals over reconstructions of RUN, each labelled with its distortion (nats)."""
     from disentangle import plots
@@ -642,6 +679,7 @@ def plot_training(runs, out, dpi):
 @click.option("--no-report", is_flag=True, help="Skip writing report.md and figures/ at the end.")
 @click.option("--dry-run", is_flag=True, help="Print the runs the grid expands to, and stop.")
 @click.pass_context
+@_unverified_data_option
 def sweep_cmd(ctx, results, spec, objective, seeds, preset, metrics, eval_seed, data, device, executor, jobs,
               threads_per_job, retry_failed, partition, time_limit, cpus_per_task, mem, gpus_per_task,
               no_wait, no_report, dry_run, **axes):
@@ -712,6 +750,7 @@ def sweep_status_cmd(results):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch/BLAS threads.")
 @click.option("--param", "param_texts", multiple=True, metavar="METRIC.KEY=VALUE",
               help="Override a protocol parameter, e.g. mig.num_train=1000; repeatable.")
+@_unverified_data_option
 def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, param_texts):
     """Score RUN directories (paths or globs) and merge the scores into their scores.json."""
     from disentangle.evaluation.evaluate import (echo_stderr, evaluate_runs, expand_runs, parse_param,
@@ -754,6 +793,7 @@ def evaluate_cmd(runs, metrics, seed, data, device, protocol_encode, threads, pa
               help="Seed of each metric's numpy Generator.")
 @click.option("--param", "param_texts", multiple=True, metavar="METRIC.KEY=VALUE",
               help="Override a protocol parameter, e.g. mig.num_train=1000; repeatable.")
+@_unverified_data_option
 def score_cmd(codes, out, metrics, data, dataset_name, label, settings, factors, seed, param_texts):
     """Score CODES (.npy, .npz with codes|mean [+ logvar], .h5): one row per dataset image
     in index order, from any model (docs/score.md)."""
@@ -788,6 +828,7 @@ def _study_metrics() -> list[str]:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch/BLAS threads.")
 @click.option("--param", "param_texts", multiple=True, metavar="udr.KEY=VALUE",
               help="Override a protocol parameter, e.g. udr.num_data_points=2000; repeatable.")
+@_unverified_data_option
 def evaluate_study_cmd(results, metric, seed, data, device, threads, param_texts):
     """Score every run under RESULTS against the other seeds of its configuration (UDR) and
     merge the scores into each run's scores.json."""

@@ -306,6 +306,25 @@ def column_dtype(key: str, cls=None) -> str | None:
     return None
 
 
+def fits_field(key: str, value: Any, cls=None) -> bool:
+    """Whether ``value`` has the type of the configuration field ``key`` (an int for an
+    int field, a number for a float field, a string for a string field; None where the
+    field allows it). Unknown keys fit: a reader of old files judges only what it knows."""
+    for f in _fields(cls):
+        if f.name == key:
+            kinds = [k.strip() for k in (f.type if isinstance(f.type, str) else str(f.type)).split("|")]
+            if value is None:
+                return "None" in kinds
+            if isinstance(value, bool):
+                return "bool" in kinds
+            if isinstance(value, int):
+                return "int" in kinds or "float" in kinds
+            if isinstance(value, float):
+                return "float" in kinds
+            return isinstance(value, str) and "str" in kinds
+    return True
+
+
 def grid_axis_order(cls=None) -> tuple[str, ...]:
     """The order in which a sweep nests its axes, outermost first: replicates (a study
     that stops early has covered its other axes for the first seeds), the settings, the

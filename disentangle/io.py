@@ -112,21 +112,32 @@ def open_in_place(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int
     return fd
 
 
+def _temp_beside(target: Path) -> Path:
+    """A new empty temporary file in ``target``'s directory (made if missing). Any failure
+    to make it is a WriteError: the directory cannot take files (read-only, /proc, ...)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        cause = _WRITE_CAUSES.get(exc.errno) or os.strerror(exc.errno or 0).lower()
+        if exc.errno == errno.ENOENT:
+            cause = f"cannot create files in {target.parent}"
+        raise WriteError(f"{target}: cannot write: {cause}") from None
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success, fsync and rename it over
     ``target``. On any exception the temporary file is removed and ``target`` is
     untouched. A full disk or read-only directory raises :class:`WriteError`."""
     target = Path(target)
-    tmp_path = None
     if not str(target) or str(target) in (".", "..") or target.name in ("", ".", ".."):
         raise WriteError(f"{str(target)!r}: cannot write: not a file name")
     refuse_non_regular(target)
+    tmp_path = _temp_beside(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
         # mkstemp makes 0600 files; give the result the permissions a plain open() would
         umask = os.umask(0)
         os.umask(umask)
@@ -137,9 +148,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         refuse_non_regular(target)   # again: it may have been made meanwhile
         os.replace(tmp_path, target)
     except BaseException as exc:
-        if tmp_path is not None:
-            with contextlib.suppress(OSError):
-                tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
         converted = write_error(exc, target) if isinstance(exc, OSError) else None
         if converted is not None:
             raise converted from None
@@ -151,11 +161,8 @@ def check_writable(target: str | os.PathLike, need_bytes: int = 0) -> None:
     directory cannot be created or written, or has less than ``need_bytes`` free."""
     target = Path(target)
     refuse_non_regular(target)
+    os.unlink(_temp_beside(target))
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        os.unlink(probe)
         if need_bytes:
             st = os.statvfs(target.parent)
             free = st.f_bavail * st.f_frsize

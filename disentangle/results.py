@@ -61,6 +61,8 @@ def data_label(provenance: dict | None) -> str:
     full = 737_280  # the complete dSprites grid; anything else is a sub-grid
     if isinstance(n, int) and n != full:
         label += f", {n:,} images"
+    if provenance.get("content_check") == "unverified":   # accepted with --unverified-data
+        label += ", unverified"
     return label
 
 
@@ -75,14 +77,18 @@ def _scalar_or_none(value: Any):
 _NOT_SCALAR = object()
 
 
-def score_columns(scores: dict) -> dict:
-    """Flatten a scores.json dict into {"<metric>.<key>": value} (scalars only)."""
+def score_columns(scores: dict, problems: list[str] | None = None) -> dict:
+    """Flatten a scores.json dict into {"<metric>.<key>": value} (scalars only). An entry
+    that is not {"values": {...}, ...} is skipped and, when ``problems`` is given, named
+    there (a damaged file must not look like a metric that was never run)."""
     flat = {}
     for metric, entry in scores.items():
-        if not isinstance(entry, dict):
-            continue
-        values = entry.get("values", {})
+        values = entry.get("values", {}) if isinstance(entry, dict) else None
         if not isinstance(values, dict):
+            if problems is not None:
+                what = "entry" if not isinstance(entry, dict) else "entry's values"
+                problems.append(f"scores.json: {metric!r} {what} is a {type(entry if what == 'entry' else values).__name__},"
+                                f" not an object (damaged file; the metric shows as missing)")
             continue
         for key, value in values.items():
             value = _scalar_or_none(value)
@@ -90,6 +96,15 @@ def score_columns(scores: dict) -> dict:
                 continue
             flat[f"{metric}.{key}"] = float("nan") if value is None else value
     return flat
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
@@ -105,6 +120,11 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
     config = cfg_file.get("config") or {}
     provenance = cfg_file.get("data") or {}
     package = cfg_file.get("package") or {}
+    from disentangle.config import fits_field
+    bad = [key for key in config_columns() if key in config and not fits_field(key, config[key])]
+    for key in bad:
+        problems.append(f"config.json: {key} = {_short(config[key])} is not a valid value (shown as missing)")
+    config = {k: v for k, v in config.items() if k not in bad}
     for key in config_columns():
         row[key] = config.get(key)
     from disentangle.config import method_columns
@@ -124,7 +144,7 @@ def _read_run(run_dir: Path, root: Path) -> tuple[dict, list[str]]:
         problems.append(f"{run.scores_path}: missing (run not evaluated yet?)")
     else:
         try:
-            row.update(score_columns(run.read_scores()))
+            row.update(score_columns(run.read_scores(), problems))
         except UserError as exc:
             problems.append(str(exc))
     return row, problems
@@ -151,10 +171,10 @@ def collect(results_dir: str | os.PathLike):
     if not root.is_dir():
         raise UserError(f"results directory not found: {root}")
     rows = []
+    problems_by_run: dict[str, list[str]] = {}
     for run_dir in find_runs(root):
         row, problems = _read_run(run_dir, root)
-        if problems:
-            warnings.warn(f"run {row['run']}: " + "; ".join(problems), ResultsWarning, stacklevel=2)
+        problems_by_run[row["run"]] = problems
         rows.append(row)
     from disentangle.config import column_dtype, replicate_keys, setting_keys, sort_key
     columns = list(run_columns())
@@ -169,9 +189,20 @@ def collect(results_dir: str | os.PathLike):
         present = df[col].dropna()
         if len(present) and all(isinstance(v, bool) for v in present):
             continue
+        numbers = sum(_is_number(v) for v in present)
+        if numbers * 2 > len(present):
+            # a numeric score with a few values of another type: a damaged file, not a label
+            for run, value in zip(df["run"], df[col]):
+                if value is not None and value == value and not _is_number(value):
+                    problems_by_run[run].append(f"scores.json: {col} = {_short(value)} is not a number (shown as missing)")
+            df[col] = pd.to_numeric(df[col].map(lambda v: v if _is_number(v) else None)).astype(float)
+            continue
         converted = pd.to_numeric(df[col], errors="coerce")
         if converted.notna().sum() == df[col].notna().sum():
             df[col] = converted.astype(float)
+    for run, problems in problems_by_run.items():
+        if problems:
+            warnings.warn(f"run {run}: " + "; ".join(problems), ResultsWarning, stacklevel=2)
     # configuration columns typed by their fields (a run without a key -> NaN / <NA>)
     for col in config_columns():
         dtype = column_dtype(col)

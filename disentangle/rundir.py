@@ -67,8 +67,9 @@ from disentangle.io import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, LOCK_FILE,
 # "queued" is the scheduler's word, added there).
 RUN_STATES = ("done", "failed", "running", "queued", "interrupted", "trained", "not started")
 # provenance keys copied from the dataset's provenance into each score entry
-DATA_RECORD_KEYS = ("dataset", "source", "content_sha256", "renderer_version", "source_checksum", "path",
-                    "num_images", "factor_sizes", "images_seed", "scream_sha256")
+# (content_check: "unverified" for a file without a recorded checksum, accepted with --unverified-data)
+DATA_RECORD_KEYS = ("dataset", "source", "content_sha256", "content_check", "renderer_version", "source_checksum",
+                    "path", "num_images", "factor_sizes", "images_seed", "scream_sha256")
 
 
 def _now() -> str:

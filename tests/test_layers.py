@@ -38,20 +38,24 @@ def test_the_package_keeps_its_layers():
     result = _lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Layers look only down KEPT" in result.stdout
+    assert "Figure modules share only the figure plumbing KEPT" in result.stdout
 
 
-@pytest.mark.parametrize("module, upward", [
+@pytest.mark.parametrize("module, upward, contract", [
     # the bottom layer reaching for the results table (the old results <-> rundir cycle)
-    ("io.py", "disentangle.results"),
+    ("io.py", "disentangle.results", "Layers look only down"),
     # a library module reaching for the executor, inside a function (train -> sweep)
-    ("train.py", "disentangle.sweep"),
+    ("train.py", "disentangle.sweep", "Layers look only down"),
+    # figure modules: the plumbing reaching up, and one kind of figure reaching for another
+    ("plots/figure.py", "disentangle.plots.training", "Figure modules share only the figure plumbing"),
+    ("plots/images.py", "disentangle.plots.study", "Figure modules share only the figure plumbing"),
 ])
-def test_an_upward_import_breaks_the_contract(tmp_path, module, upward):
+def test_an_upward_import_breaks_the_contract(tmp_path, module, upward, contract):
     project = _copy_project(tmp_path)
     path = project / "disentangle" / module
     path.write_text(path.read_text() + f"\n\ndef _upward():\n    import {upward}  # noqa: F401\n")
     result = _lint(project)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Layers look only down BROKEN" in result.stdout
-    importer = "disentangle." + module.removesuffix(".py")
+    assert f"{contract} BROKEN" in result.stdout
+    importer = "disentangle." + module.removesuffix(".py").replace("/", ".")
     assert f"{importer} -> {upward}" in result.stdout

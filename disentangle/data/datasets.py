@@ -48,7 +48,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from disentangle.data.ground_truth import GroundTruth
+from disentangle.data import trust
+from disentangle.data.ground_truth import GroundTruth, Nuisance
 from disentangle.errors import ParameterError, UserError
 from disentangle.io import atomic_path, check_writable
 
@@ -108,7 +109,8 @@ def open_dataset(name: str, path: str | os.PathLike | None = None, **options) ->
 
 def locate(name: str, path: str | os.PathLike | None = None) -> tuple[Path, str | None]:
     """(the file dataset ``name`` is read from, its content_sha256) without loading its
-    images: ``path`` or the dataset's path rule. The dSprites variants read the dSprites
+    images: ``path`` or the dataset's path rule. A file without a recorded checksum is
+    refused unless accepted unverified (:func:`disentangle.data.trust.accept_unverified`). The dSprites variants read the dSprites
     file and share its checksum (their identity adds the variant and its seed)."""
     import h5py
     cls = dataset_class(name, path)
@@ -123,10 +125,11 @@ def locate(name: str, path: str | os.PathLike | None = None) -> tuple[Path, str 
         raise DatasetError(f"{resolved}: no such {name} dataset file")
     try:
         with h5py.File(resolved, "r") as f:
-            sha = f.attrs.get("content_sha256")
+            attrs = trust.plain_attrs(resolved, f.attrs, DatasetError)
     except OSError as exc:
         raise DatasetError(f"{resolved}: not an HDF5 dataset file ({exc})") from None
-    return resolved, (str(sha) if sha is not None else None)
+    # None only for a file the caller accepted unverified (each run then hashes what it reads)
+    return resolved, trust.recorded_checksum(resolved, attrs, DatasetError)
 
 
 def open_file(path: str | os.PathLike) -> "Dataset":
@@ -324,28 +327,43 @@ class ImageFile(Dataset):
             raise DatasetError(f"{self.path}: no such dataset file (run `disentangle data fetch {self.name}`)")
         try:
             self._file = h5py.File(self.path, "r")
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in self._file.attrs.items()}
+            attrs = trust.plain_attrs(self.path, self._file.attrs, DatasetError)
             if attrs.get("format") != IMAGES_FORMAT or attrs.get("dataset") != self.name:
                 raise DatasetError(f"{self.path}: not a {self.name} dataset file (format "
                                    f"{attrs.get('format')!r}, dataset {attrs.get('dataset')!r})")
-            gt_json = json.loads(attrs["ground_truth"])
-            self.ground_truth = GroundTruth.from_json(gt_json) if gt_json is not None else None
-            self._images = self._file["images"]
+            self.ground_truth = _ground_truth_of(self.path, attrs)
+            _check_provenance_attrs(self.path, attrs)
+            recorded = trust.recorded_checksum(self.path, attrs, DatasetError)
+            self._images = trust.array(self.path, self._file, "images", DatasetError, dtype=np.uint8, ndim=4)
             shape = self._images.shape
             self._configure(attrs)
+            count = self.ground_truth.num_images if self.ground_truth is not None else shape[0]
+            expected = (count, IMAGE_SIZE, IMAGE_SIZE, self.channels)
+            if shape != expected or count == 0:
+                raise DatasetError(f"{self.path}: images has shape {shape} {self._images.dtype}, "
+                                   f"expected {expected} uint8")
+            # a forged shape (millions of images in a small file) is refused before any read
+            trust.stored(self.path, self._images, "images", DatasetError)
+            if self.ground_truth is not None:
+                _check_factor_arrays(self.path, self._file, self.ground_truth)
+            if "source_names" in self._file:
+                names = self._file["source_names"]
+                if (not isinstance(names, h5py.Dataset) or h5py.check_string_dtype(names.dtype) is None
+                        or names.shape != (count,)):
+                    raise DatasetError(f"{self.path}: source_names must be an array of {count} strings, found "
+                                       f"{getattr(names, 'shape', 'a group')} {getattr(names, 'dtype', '')}")
         except DatasetError:
             self.close()
             raise
         except (OSError, KeyError, ValueError) as exc:
             self.close()
             raise DatasetError(f"{self.path}: unreadable dataset file ({exc})") from None
-        count = self.ground_truth.num_images if self.ground_truth is not None else shape[0]
-        expected = (count, IMAGE_SIZE, IMAGE_SIZE, self.channels)
-        if shape != expected or self._images.dtype != np.uint8 or count == 0:
-            self.close()
-            raise DatasetError(f"{self.path}: images has shape {shape} {self._images.dtype}, expected {expected} uint8")
         self.attrs = attrs
         self._raw = self._images.chunks == (1,) + expected[1:] and not self._images.compression
+        # a file without a recorded checksum (accepted with --unverified-data) is identified
+        # by its images as read, and every record says nobody vouched for them
+        self.content_check = None if recorded else trust.UNVERIFIED
+        self.content_sha256 = recorded or trust.computed_checksum(self.path, self._image_blocks)
         if verify:
             self.verify()
 
@@ -398,12 +416,19 @@ class ImageFile(Dataset):
             return None
         return [s.decode() if isinstance(s, bytes) else str(s) for s in self._file["source_names"][...]]
 
-    def verify(self) -> None:
-        """Hash /images in index order against content_sha256 (reads the whole file)."""
-        sha = hashlib.sha256()
+    def _image_blocks(self):
         step = 4096
         for i in range(0, self.num_images, step):
-            sha.update(np.ascontiguousarray(self._images[i:i + step]).tobytes())
+            yield self._images[i:i + step]
+
+    def verify(self) -> None:
+        """Hash /images in index order against content_sha256 (reads the whole file). A
+        file accepted unverified has no recorded checksum to compare with."""
+        if self.content_check == trust.UNVERIFIED:
+            return
+        sha = hashlib.sha256()
+        for block in self._image_blocks():
+            sha.update(np.ascontiguousarray(block).tobytes())
         if sha.hexdigest() != self.attrs.get("content_sha256"):
             raise DatasetError(f"{self.path}: images do not match the file's content_sha256; the file is "
                                f"damaged or was edited: fetch it again")
@@ -411,12 +436,68 @@ class ImageFile(Dataset):
     @property
     def provenance(self) -> dict:
         return {"dataset": self.name, "source": str(self.attrs.get("source")), "path": str(self.path),
-                "content_sha256": self.attrs.get("content_sha256"),
+                "content_sha256": self.content_sha256,
+                **({"content_check": self.content_check} if self.content_check else {}),
                 "source_files": json.loads(self.attrs.get("source_files", "[]")),
                 "verified": json.loads(self.attrs.get("verified", "{}")),
                 "num_images": self.num_images,
                 "factor_sizes": list(self.ground_truth.factor_sizes) if self.ground_truth is not None else None,
                 **({"preprocessing": json.loads(self.attrs["preprocessing"])} if "preprocessing" in self.attrs else {})}
+
+
+def _ground_truth_of(path: Path, attrs: dict) -> GroundTruth | None:
+    """The grid the ``ground_truth`` attribute declares (null: a set without factors),
+    each part checked, one line naming it."""
+    d = trust.json_attr(path, attrs, "ground_truth", DatasetError, (dict, type(None)))
+    if d is None:
+        return None
+    values = trust.factor_values(path, d.get("factor_values"), "ground_truth.factor_values", DatasetError)
+    names = trust.factor_names(path, d.get("factor_names"), "ground_truth.factor_names", len(values), DatasetError)
+    official = None
+    if d.get("official_classes") is not None:
+        official = trust.factor_classes(path, d["official_classes"], "ground_truth.official_classes",
+                                        [len(v) for v in values], DatasetError)
+    nuisance = d.get("nuisance", [])
+    if not isinstance(nuisance, list):
+        raise DatasetError(f"{path}: ground_truth.nuisance is {nuisance!r:.40}, expected a list")
+    entries = []
+    for k, n in enumerate(nuisance):
+        size = n.get("size") if isinstance(n, dict) else None
+        if (not isinstance(n, dict) or not isinstance(n.get("name"), str) or not isinstance(n.get("distribution"), str)
+                or not (size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1))):
+            raise DatasetError(f"{path}: ground_truth.nuisance[{k}] is {n!r:.60}, expected "
+                               f"{{name: string, distribution: string, size: a positive integer or null}}")
+        entries.append(Nuisance(n["name"], n["distribution"], size))
+    try:
+        return GroundTruth(names, values, official, tuple(entries))
+    except ParameterError as exc:
+        raise DatasetError(f"{path}: ground_truth: {exc}") from None
+
+
+def _check_provenance_attrs(path: Path, attrs: dict) -> None:
+    """What a run records about the file: strings, and JSON of the right kind."""
+    trust.string_attrs(path, attrs, ("source", "converter", "name", "kind", "source_path", "object_files"),
+                       DatasetError, required=("source",))
+    trust.json_attr(path, attrs, "source_files", DatasetError, list, required=False)
+    trust.json_attr(path, attrs, "verified", DatasetError, dict, required=False)
+    trust.json_attr(path, attrs, "preprocessing", DatasetError, required=False)
+    ignored = attrs.get("ignored_files", 0)
+    if not isinstance(ignored, int) or isinstance(ignored, bool) or ignored < 0:
+        raise DatasetError(f"{path}: attribute ignored_files is {ignored!r:.40}, expected a count")
+
+
+def _check_factor_arrays(path: Path, f, gt: GroundTruth) -> None:
+    """/factor_classes (N, K + M) and /factor_values (N, K) hold the grid the
+    ``ground_truth`` attribute declares, row for row, and finite values."""
+    k = gt.num_factors
+    m = len(gt.discrete_nuisance)
+
+    def classes(idx):
+        return np.concatenate([gt.classes_of(idx), gt.nuisance_classes_of(idx)], axis=1)
+
+    trust.rows_match_grid(path, f, [("factor_classes", k + m, classes, "i"),
+                                    ("factor_values", k, lambda idx: gt.values_of(gt.classes_of(idx)), "f")],
+                          gt.num_images, DatasetError)
 
 
 def write_image_file(out, name: str, ground_truth: GroundTruth | None, channels: int,

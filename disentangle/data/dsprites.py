@@ -35,7 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-from disentangle.data.ground_truth import DSPRITES_FACTOR_NAMES, GroundTruth
+from disentangle.data import trust
+from disentangle.data.ground_truth import DSPRITES_FACTOR_NAMES, DSPRITES_FACTOR_SIZES, GroundTruth
 from disentangle.data.render import (IMAGE_SIZE, PACKED_ROW_BYTES, RENDERER_VERSION, pack_images,
                                      render_packed, unpack_images)
 from disentangle.errors import UserError
@@ -73,27 +74,36 @@ class DSpritesData:
                             f"or `disentangle data fetch`)")
         try:
             with h5py.File(self.path, "r") as f:
-                attrs = dict(f.attrs)
+                attrs = trust.plain_attrs(self.path, f.attrs, DataError)
                 if attrs.get("format") != FILE_FORMAT:
                     raise DataError(f"{self.path}: not a disentangle dSprites file "
                                     f"(format {attrs.get('format')!r}, expected {FILE_FORMAT!r})")
-                names = tuple(json.loads(attrs["factor_names"]))
-                values = tuple(np.array(v) for v in json.loads(attrs["factor_values"]))
-                official = tuple(np.array(v) for v in json.loads(attrs["official_classes"]))
-                self.ground_truth = GroundTruth(names, values, official)
-                n = f["images_packed"].shape[0]
-                if n != self.ground_truth.num_images or f["images_packed"].shape[1] != PACKED_BYTES:
-                    raise DataError(f"{self.path}: images_packed has shape {f['images_packed'].shape}, "
-                                    f"expected ({self.ground_truth.num_images}, {PACKED_BYTES})")
-                self.packed = f["images_packed"][...] if load_images else None
-                if self.packed is not None:
-                    _verify_content(self.path, self.packed, attrs.get("content_sha256"))
+                self.ground_truth = _ground_truth_of(self.path, attrs)
+                _check_provenance_attrs(self.path, attrs)
+                recorded = trust.recorded_checksum(self.path, attrs, DataError)
+                n = self.ground_truth.num_images
+                images = trust.array(self.path, f, "images_packed", DataError, dtype=np.uint8, ndim=2)
+                if images.shape != (n, PACKED_BYTES):
+                    raise DataError(f"{self.path}: images_packed has shape {images.shape}, "
+                                    f"expected ({n}, {PACKED_BYTES}) for the grid its attributes declare")
+                trust.stored(self.path, images, "images_packed", DataError)
+                _check_latents(self.path, f, self.ground_truth)
+                if load_images:
+                    trust.fits_memory(self.path, "images_packed", n * PACKED_BYTES, n, DataError)
+                self.packed = images[...] if load_images else None
+                if self.packed is not None and recorded:
+                    _verify_content(self.path, self.packed, recorded)
         except DataError:
             raise
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{self.path}: unreadable dataset file ({exc})") from None
-        self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
-        self.source = str(self.attrs["source"])
+        self.attrs = attrs
+        self.source = attrs["source"]
+        # a file without a recorded checksum (accepted with --unverified-data): its images
+        # as read, hashed, are its identity, and every record says nobody vouched for them
+        self.content_check = None if recorded else trust.UNVERIFIED
+        self.content_sha256 = recorded if recorded or self.packed is None else \
+            trust.computed_checksum(self.path, lambda: iter((self.packed,)))
 
     @property
     def num_images(self) -> int:
@@ -103,13 +113,15 @@ class DSpritesData:
     def provenance(self) -> dict:
         """What a run records: source, checksums, renderer version, path, grid."""
         p = {"source": self.source, "path": str(self.path),
-             "content_sha256": self.attrs.get("content_sha256"),
+             "content_sha256": self.content_sha256,
              "num_images": self.num_images,
              "factor_sizes": list(self.ground_truth.factor_sizes)}
         if self.source == "official":
             p["source_checksum"] = self.attrs.get("source_checksum")
         else:
             p["renderer_version"] = self.attrs.get("renderer_version")
+        if self.content_check:
+            p["content_check"] = self.content_check
         return p
 
     @property
@@ -127,6 +139,48 @@ class DSpritesData:
         return unpack_images(self.packed_images(indices))
 
 
+def _ground_truth_of(path: Path, attrs: dict) -> GroundTruth:
+    """The grid the file's attributes declare, each attribute checked (one line naming it)."""
+    values = trust.factor_values(path, trust.json_attr(path, attrs, "factor_values", DataError),
+                                 "factor_values", DataError)
+    names = trust.factor_names(path, trust.json_attr(path, attrs, "factor_names", DataError),
+                               "factor_names", len(values), DataError)
+    if names != DSPRITES_FACTOR_NAMES:
+        raise DataError(f"{path}: factor_names are {list(names)}, expected dSprites' {list(DSPRITES_FACTOR_NAMES)}")
+    official = trust.factor_classes(path, trust.json_attr(path, attrs, "official_classes", DataError),
+                                    "official_classes", [len(v) for v in values], DataError,
+                                    bounds=DSPRITES_FACTOR_SIZES)
+    return GroundTruth(names, values, official)
+
+
+def _check_provenance_attrs(path: Path, attrs: dict) -> None:
+    """What a run records about the file: strings (and pos_y_top a boolean)."""
+    trust.string_attrs(path, attrs, ("source", "source_checksum", "renderer_version"), DataError,
+                       required=("source",))
+    if attrs["source"] not in ("official", "rendered"):
+        raise DataError(f"{path}: attribute source is {attrs['source']!r}, expected 'official' or 'rendered'")
+    if "pos_y_top" in attrs and not isinstance(attrs["pos_y_top"], bool):
+        raise DataError(f"{path}: attribute pos_y_top is {attrs['pos_y_top']!r}, expected a boolean")
+    row = attrs.get("pos_y_class0_mean_row")
+    if row is not None and not (isinstance(row, (int, float)) and np.isfinite(row)):
+        raise DataError(f"{path}: attribute pos_y_class0_mean_row is {row!r}, expected a finite number")
+
+
+def _check_latents(path: Path, f, gt: GroundTruth) -> None:
+    """latents_classes / latents_values (N, 6, the official color column first) hold the
+    grid the attributes declare, row for row, and finite values."""
+    def classes(idx):
+        c = gt.classes_of(idx)
+        return np.concatenate([np.zeros((len(idx), 1), np.int64)]
+                              + [gt.official_classes[k][c[:, k:k + 1]] for k in range(gt.num_factors)], axis=1)
+
+    def values(idx):
+        return np.concatenate([np.ones((len(idx), 1)), gt.values_of(gt.classes_of(idx))], axis=1)
+
+    trust.rows_match_grid(path, f, [("latents_classes", 6, classes, "i"), ("latents_values", 6, values, "f")],
+                          gt.num_images, DataError)
+
+
 # verdicts of content checks, by (path, size, mtime): one hash per file and process
 _VERIFIED: dict[tuple, str] = {}
 
@@ -135,7 +189,7 @@ def _verify_content(path: Path, packed: np.ndarray, expected) -> None:
     """Refuse a file whose images do not hash to its recorded content_sha256 (a flipped
     bit, a foreign edit): runs record that checksum as the data they used."""
     if not expected:
-        return  # files without the attribute are refused where the checksum is needed
+        return  # a file without one was refused at open, or accepted unverified (trust.py)
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if _VERIFIED.get(key) == expected:
@@ -386,12 +440,14 @@ def fetch_official(out: str | os.PathLike = DEFAULT_OFFICIAL_PATH, url: str = OF
 
 def dataset_info(path: str | os.PathLike) -> dict:
     """Summary of a dataset file; its images are read once to verify content_sha256
-    (a damaged file is refused in one line, as train and evaluate refuse it)."""
+    (a damaged file is refused in one line, as train and evaluate refuse it; a file without
+    one is shown as unverified where the caller accepted that, see :mod:`~disentangle.data.trust`)."""
     d = DSpritesData(path)
     info = {"path": str(d.path), "source": d.source_label, "num_images": d.num_images,
             "factors": dict(zip(d.ground_truth.factor_names, d.ground_truth.factor_sizes)),
-            "content_sha256": d.attrs.get("content_sha256"),
-            "content_check": "verified" if d.attrs.get("content_sha256") else "no checksum recorded",
+            "content_sha256": d.content_sha256,
+            "content_check": "verified" if not d.content_check else
+            f"{d.content_check} (no content_sha256 recorded in the file; the checksum shown is of the images as read)",
             "file_bytes": d.path.stat().st_size}
     if d.source == "official":
         info["source_checksum"] = d.attrs.get("source_checksum")

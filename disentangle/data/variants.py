@@ -95,7 +95,8 @@ class DSpritesVariant(DSprites):
         return {"dataset": self.name, "variant_of": "dsprites", "images_seed": self.seed,
                 "source": base["source"], "path": base["path"], "content_sha256": base.get("content_sha256"),
                 "source_checksum": base.get("source_checksum"), "renderer_version": base.get("renderer_version"),
-                "num_images": base["num_images"], "factor_sizes": base["factor_sizes"]}
+                "num_images": base["num_images"], "factor_sizes": base["factor_sizes"],
+                **({"content_check": base["content_check"]} if base.get("content_check") else {})}
 
     @property
     def source_label(self) -> str:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from disentangle.data.trust import accept_unverified
 from disentangle.devices import resolve_device
 from disentangle.errors import exception_reason
 from disentangle.progress import RunProgress, report, reporting
@@ -73,7 +74,8 @@ def execute_run(job: dict, echo: Callable[[str], None] = print) -> dict:
     if not lock.acquire():
         return finish("busy", "running elsewhere", lock.holder())
     try:
-        with reporting(RunProgress(run, echo)):
+        # the sweep's --unverified-data, as the job carries it (a worker is a fresh process)
+        with accept_unverified(bool(job.get("unverified_data"))), reporting(RunProgress(run, echo)):
             report("starting", 0)
             return _train_and_evaluate(job, run, finish)
     finally:

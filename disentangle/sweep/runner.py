@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
+from disentangle.data.trust import unverified_accepted
 from disentangle.devices import resolve_device
 from disentangle.errors import ParameterError, UserError
 from disentangle.io import write_json_atomic
@@ -203,7 +204,8 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     _record_study(results_dir, study, runs,
                   {"executor": executor, "jobs": jobs, "threads_per_job": threads,
                    "retry_failed": retry_failed,
-                   "data": next(iter(shown.values())) if len(shown) == 1 else shown})
+                   "data": next(iter(shown.values())) if len(shown) == 1 else shown,
+                   **({"unverified_data": True} if unverified_accepted() else {})})
 
     outcomes, todo = _plan(runs, results_dir, study, retry_failed, run_shas)
     echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "
@@ -260,7 +262,9 @@ def _plan(runs: list[RunSpec], results_dir: Path, study: Study, retry_failed: bo
         run_dir = RunDir(results_dir / run.name)
         job = {"name": run.name, "run_dir": str(run_dir.path.resolve()), "config": run.config,
                "data_sha256": run_shas.get(run.name), "metrics": list(study.metrics),
-               "eval_seed": study.eval_seed, "eval_params": study.eval_params, "retry_failed": retry_failed}
+               "eval_seed": study.eval_seed, "eval_params": study.eval_params, "retry_failed": retry_failed,
+               # --unverified-data travels with each job (spawned workers, Slurm tasks)
+               "unverified_data": unverified_accepted()}
         status = run_dir.status()
         state = run_dir.state(names, status=status, check_lock=False)
         if state == "done":

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from disentangle.evaluation.information.units import bits
-from disentangle.models.likelihoods import PIXEL_KINDS
 
 ENTROPY_CACHE_FORMAT = "disentangle-entropy-1"
 CACHE_ENV_VAR = "DISENTANGLE_CACHE"
@@ -192,6 +191,7 @@ def dataset_entropy(data, cache: bool = True) -> dict:
                     and saved.get("num_images") == int(data.num_images)):
                 # caches from before the pixel kind held only bit-packed (binary) datasets
                 pixels = saved.get("pixels", "binary" if getattr(data, "packed", None) is not None else None)
+                from disentangle.models.likelihoods import PIXEL_KINDS   # torch: only when a cache is read
                 if pixels not in PIXEL_KINDS:
                     raise KeyError("pixels")
                 return {**{k: saved[k] for k in ("entropy_nats", "entropy_bits", "num_images",

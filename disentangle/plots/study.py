@@ -1,116 +1,17 @@
-"""Figures for papers: rate–distortion plane, metric against regularisation strength,
-latent traversals, reconstructions, training curves.
-
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (so no
-global figure registry, no interactive backend, nothing to close), styled with seaborn,
-and :func:`save_figure` writes it as PNG (raster, for slides and the README) and PDF
-(vector, for the paper) through the Agg/PDF canvases. matplotlib and seaborn are
-imported inside the functions: ``import disentangle.plots`` is cheap.
-
-Titles name the data source of the runs shown; axes carry units (nats). Figures draw the
-arrays and DataFrames they are given: what a run's figures need computed (traversal grids,
-reconstructions, KL per dimension) comes from :mod:`disentangle.evaluation.figure_data`.
+"""Figures of a study (one point, line or violin per run, from :func:`disentangle.results.collect`'s
+table): the rate–distortion plane, metric against regularisation strength, and Locatello et
+al. 2019's metric correlation and distribution; methods and datasets keep one colour and marker
+in every figure.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from disentangle.errors import UserError
-
-PNG_DPI = 200
-
-
-def metric_label(column: str) -> str:
-    """Axis label of a score column: the metric registry's label for the key; anything
-    else shows its column name."""
-    from disentangle.evaluation.metrics import METRICS
-    metric, _, key = column.partition(".")
-    spec = METRICS.get(metric)
-    if spec is not None and key in spec.labels:
-        return spec.labels[key]
-    return column + (" (nats)" if column.endswith("_nats") and "(nats)" not in column else "")
-
-
-# --------------------------------------------------------------------------- style and saving
-@contextlib.contextmanager
-def _style():
-    """Seaborn's paper style for the figure being built, without touching global rcParams."""
-    import matplotlib
-    import seaborn as sns
-    rc = {"pdf.fonttype": 42, "ps.fonttype": 42,  # embed TrueType: editable text in the PDF
-          "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-          "legend.fontsize": 8, "figure.titlesize": 11}
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper"), matplotlib.rc_context(rc):
-        yield sns
-
-
-def _new_figure(width: float, height: float, **kwargs):
-    from matplotlib.figure import Figure
-    return Figure(figsize=(width, height), layout="constrained", **kwargs)
-
-
-def output_paths(out: str | os.PathLike) -> tuple[Path, Path]:
-    """``out`` names the figure; PNG and PDF are written side by side (foo.png, foo.pdf)."""
-    out = Path(out)
-    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf") else out
-    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
-
-
-FIGURE_CREATOR = "disentangle"   # stamped in each figure's metadata (PNG tEXt, PDF /Creator)
-
-
-def _is_our_figure(path: Path) -> bool:
-    """Whether ``path`` is a figure this toolkit wrote (its Creator stamp)."""
-    try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > (256 << 20):
-            return False
-        data = path.read_bytes()
-    except OSError:
-        return False
-    return (b"Creator\x00" + FIGURE_CREATOR.encode()) in data or (b"/Creator (" + FIGURE_CREATOR.encode()) in data
-
-
-def save_figure(fig, out: str | os.PathLike, dpi: int = PNG_DPI, echo=None) -> list[Path]:
-    """Write ``fig`` as PNG (``dpi``) and PDF next to each other, atomically; return the
-    paths written. When ``out`` names one of them (foo.pdf), the other (foo.png) is written
-    only where no file is there yet or one this toolkit wrote: a user's own file that was
-    not named is left alone (``echo`` says so)."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from disentangle.io import atomic_path
-    png, pdf = output_paths(out)
-    named = Path(out).suffix.lower()
-    written = []
-    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(fig)
-    with matplotlib.rc_context({"pdf.fonttype": 42}):
-        for path, fmt in ((png, "png"), (pdf, "pdf")):
-            if named in (".png", ".pdf") and named != f".{fmt}" and os.path.lexists(path) \
-                    and not _is_our_figure(path):
-                if echo is not None:
-                    echo(f"left {path} alone: not named by --out and not a figure disentangle wrote")
-                continue
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, **({"dpi": dpi} if fmt == "png" else {}),
-                            metadata={"Creator": FIGURE_CREATOR})
-            written.append(path)
-    return written
-
-
-def _data_caption(df_or_labels) -> str:
-    if hasattr(df_or_labels, "columns"):
-        from disentangle.report import data_names
-        labels = data_names(df_or_labels)
-    else:
-        labels = sorted(set(df_or_labels))
-    return "data: " + ("; ".join(labels) if labels else "unknown")
+from disentangle.plots.figure import data_caption, figure_style, metric_label, new_figure
 
 
 # --------------------------------------------------------------------------- datasets: facets, colours
@@ -241,9 +142,9 @@ def rate_distortion(df):
     else:   # the methods' legend under the panels; a single method's colour bar beside them
         size = (RD_PANEL_WIDTH * ncols + (0 if several else 0.7),
                 RD_PANEL_HEIGHT * nrows + 0.6 + (0.22 * math.ceil((len(methods) + 2) / 2) if several else 0))
-    with _style() as sns:
+    with figure_style() as sns:
         styles = _method_styles(sns, methods)
-        fig = _new_figure(*size)
+        fig = new_figure(*size)
         grid = fig.subplots(nrows, ncols, squeeze=False)
         axes = [grid[k // ncols][k % ncols] for k in range(len(facets))]
         for k in range(len(facets), nrows * ncols):
@@ -417,11 +318,11 @@ def metric_vs_strength(df, metrics: Sequence[str]):
     # method starting on a new row, so the figure keeps a page's width however many metrics
     ncols = min(FACET_COLUMNS, len(columns))
     rows_per_method = math.ceil(len(columns) / ncols)
-    with _style() as sns:
+    with figure_style() as sns:
         styles = _method_styles(sns, methods)
         dataset_colours = _dataset_colours(sns)
         nrows = rows_per_method * len(methods)
-        fig = _new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.9)
+        fig = new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.9)
         panels = fig.subplots(nrows, ncols, squeeze=False)
         grid = [[panels[i * rows_per_method + j // ncols][j % ncols] for j in range(len(columns))]
                 for i in range(len(methods))]
@@ -494,7 +395,7 @@ def metric_vs_strength(df, metrics: Sequence[str]):
         n_text = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
         what = ("one seed per setting" if n.max() == 1
                 else f"mean ± 1 std over {n_text} seeds (dots: single runs)")
-        fig.suptitle(f"Scores against regularisation strength: {what}\n" + _data_caption(runs))
+        fig.suptitle(f"Scores against regularisation strength: {what}\n" + data_caption(runs))
         _name_left_out(fig, [c.split(".", 1)[0] for c in columns])
     fig.metrics_drawn = [c.split(".", 1)[0] for c in columns]
     return fig
@@ -526,267 +427,6 @@ def _line_name(values: dict, extra: Sequence[str], several: bool) -> str:
     return ", ".join(parts)
 
 
-# --------------------------------------------------------------------------- runs: model, data
-def _run_title(run_name: str, data_label: str) -> str:
-    return f"{run_name} · data: {data_label}"
-
-
-# --------------------------------------------------------------------------- traversal
-# In display space (what imshow is given): grey images are drawn inverted (the object dark
-# on white, as papers print dSprites), colour images as they are; white gaps and blanks,
-# light grey separators between cells.
-_WHITE, _SEPARATOR = 1.0, 0.88
-
-
-def _display(image) -> np.ndarray:
-    """One (C, 64, 64) image in [0, 1] (or a grey (64, 64) one) as (64, 64, C) display
-    values: grey inverted, colour unchanged."""
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim == 2:
-        image = image[None]
-    if image.shape[0] == 1:
-        return 1.0 - image.transpose(1, 2, 0)
-    return np.clip(image.transpose(1, 2, 0), 0.0, 1.0)
-
-
-def _show(ax, montage):
-    """imshow of a (H, W, C) display montage: grey (C = 1) with the grey colour map (the
-    array drawn is 2-D), colour as RGB."""
-    if montage.shape[-1] == 1:
-        return ax.imshow(montage[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    return ax.imshow(montage, interpolation="nearest")
-
-
-def traversal(t):
-    """Latent traversals as computed by :func:`disentangle.evaluation.figure_data.traversals`
-    (``t``): rows are dimensions sorted by their KL (most informative first) and labelled
-    with it; one panel per base image, the base image and its reconstruction at the left.
-    Colour images (C = 3) are drawn in colour, grey ones (C = 1) in grey.
-    ``fig.traversal_info`` holds what was drawn: dimension order, KL per dimension, image
-    indices, sweep values."""
-    order, kl, values, n_images, steps = t.order, t.kl.kl, t.values, len(t.indices), len(t.values)
-    channels = _display(t.originals[0]).shape[-1]
-    with _style():
-        cell = 0.34  # inches per 64x64 image: small multiples stay legible, 3 panels fit a page width
-        fig = _new_figure(1.1 + n_images * (steps + 2.3) * cell, 0.9 + len(order) * cell * 1.05)
-        axes = fig.subplots(1, n_images, squeeze=False)[0]
-        gap = 6
-        blank = np.full((64, 64, channels), _WHITE)
-        for b, ax in enumerate(axes):
-            # base image and its reconstruction in the first two columns, a gap, then the sweep
-            rows = []
-            for r in range(len(order)):
-                left = ([_display(t.originals[b]), _display(t.reconstructions[b])] if r == 0 else [blank, blank])
-                cells = []
-                for image in t.grids[b][r]:
-                    cells += [_display(image), np.full((64, 1, channels), _SEPARATOR)]
-                row = np.concatenate(left + [np.full((64, gap, channels), _WHITE)] + cells[:-1], axis=1)
-                rows.append(np.pad(row, ((0, gap // 2), (0, 0), (0, 0)), constant_values=_SEPARATOR))
-            im = _show(ax, np.concatenate(rows, axis=0))
-            im.set_gid(f"traversal:{b}")
-            row_h = 64 + gap // 2
-            ax.set_yticks([r * row_h + 32 for r in range(len(order))])
-            ax.set_yticklabels([f"z{int(d)}  KL {kl[d]:.2f}" for d in order] if b == 0 else [])
-            x0 = 2 * 64 + gap
-            ax.set_xticks([32, 96] + [x0 + 32 + 65 * k for k in range(steps)])
-            ax.set_xticklabels(["input", "recon."] + [f"{v:+.1f}".replace("-", "\u2212") for v in values], fontsize=6)
-            ax.tick_params(length=0)
-            ax.grid(False)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            ax.set_title(f"image {int(t.indices[b])}", fontsize=8)
-        fig.suptitle(f"Latent traversals, z_d ∈ [−{t.span:g}, {t.span:g}] prior std; rows sorted by KL (nats, "
-                     f"mean over {t.kl.description})\n{_run_title(t.run_name, t.data_label)}", fontsize=9)
-    fig.traversal_info = {"order": order, "kl": kl, "indices": t.indices, "values": values}
-    return fig
-
-
-GIF_FRAME_MS = 250   # per traversal value: a ±3 sweep of 9 values loops in about 2 s
-GIF_SCALE = 2        # pixels per image pixel (64x64 cells are small on a screen)
-
-
-def traversal_frames(t, scale: int = GIF_SCALE) -> list[np.ndarray]:
-    """The animated traversal's frames, one per sweep value: uint8 (H, W, C) images, each
-    the grid of latents (rows, sorted by KL as in :func:`traversal`) × base images
-    (columns) at that value, grey inverted as in the figure, 2-pixel separators."""
-    rows, n_images, steps = len(t.order), len(t.indices), len(t.values)
-    channels = _display(t.originals[0]).shape[-1]
-    sep = 2
-    height, width = rows * 64 + (rows - 1) * sep, n_images * 64 + (n_images - 1) * sep
-    frames = []
-    for k in range(steps):
-        frame = np.full((height, width, channels), _SEPARATOR)
-        for r in range(rows):
-            for b in range(n_images):
-                y, x = r * (64 + sep), b * (64 + sep)
-                frame[y:y + 64, x:x + 64] = _display(t.grids[b][r][k])
-        frame = np.rint(frame * 255.0).astype(np.uint8)
-        frames.append(frame.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else frame)
-    return frames
-
-
-def save_traversal_gif(t, out: str | os.PathLike, duration_ms: int = GIF_FRAME_MS,
-                       scale: int = GIF_SCALE) -> Path:
-    """Write :func:`traversal_frames` as an animated GIF that loops forever (Pillow),
-    atomically; ``duration_ms`` per frame. Colour frames get an adaptive 256-colour
-    palette each; the GIF writer merges consecutive identical frames (summing their
-    durations), so a traversal that changes nothing has fewer frames."""
-    from PIL import Image
-
-    from disentangle.io import atomic_path
-    out = Path(out)
-    if out.suffix.lower() != ".gif":
-        raise UserError(f"{out}: a traversal GIF's name must end in .gif")
-    if isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 20:
-        raise UserError(f"GIF frame duration must be an integer of at least 20 ms, got {duration_ms!r}")
-    images = []
-    for frame in traversal_frames(t, scale):
-        if frame.shape[-1] == 1:
-            images.append(Image.fromarray(frame[..., 0], mode="L"))
-        else:
-            images.append(Image.fromarray(frame, mode="RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=256))
-    with atomic_path(out) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
-    return out
-
-
-# --------------------------------------------------------------------------- reconstructions
-def reconstructions(r):
-    """Originals (top row) over reconstructions from the posterior mean (bottom row), as
-    computed by :func:`disentangle.evaluation.figure_data.reconstructions` (``r``); each
-    reconstruction is labelled with its distortion −log p(x|z) (nats; for a Gaussian
-    decoder a density). Colour images are drawn in colour, grey ones in grey (inverted).
-    ``fig.reconstruction_info`` holds the image indices and their distortions."""
-    n_images = len(r.indices)
-    with _style():
-        fig = _new_figure(0.95 * n_images + 0.9, 2.6)
-        axes = fig.subplots(2, n_images, squeeze=False)
-        for k in range(n_images):
-            for row, img in enumerate((r.originals[k], r.reconstructions[k])):
-                ax = axes[row][k]
-                im = _show(ax, _display(img))
-                im.set_gid(f"{'original' if row == 0 else 'reconstruction'}:{k}")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.grid(False)
-                for spine in ax.spines.values():
-                    spine.set_edgecolor("0.7")
-            axes[1][k].set_xlabel(f"{r.distortion[k]:.1f}", fontsize=7)
-        axes[0][0].set_ylabel("input", fontsize=8)
-        axes[1][0].set_ylabel("recon.", fontsize=8)
-        fig.suptitle("Reconstructions from the posterior mean; below: −log p(x|z) (nats)"
-                     + (f", {r.likelihood} decoder: a density" if r.likelihood == "gaussian" else ""),
-                     fontsize=9)
-        fig.supxlabel(_run_title(r.run_name, r.data_label), fontsize=8)
-    fig.reconstruction_info = {"indices": r.indices, "distortion": r.distortion}
-    return fig
-
-
-# --------------------------------------------------------------------------- training curves
-def training(run_dirs: Iterable[str | os.PathLike]):
-    """Training curves against step: loss, reconstruction and total KL (with the capacity
-    target C for beta-b runs), one line per run; then per-dimension KL, one panel per run
-    (legend sorted by final KL)."""
-    import pandas as pd
-    from matplotlib.ticker import FuncFormatter
-
-    from disentangle.results import data_label
-    from disentangle.rundir import RunDir
-
-    run_dirs = [Path(r) for r in run_dirs]
-    if not run_dirs:
-        raise UserError("training: name at least one run directory")
-    logs, labels = [], []
-    for r in run_dirs:
-        logs.append(RunDir(r).read_train_log())
-        try:
-            labels.append(data_label(RunDir(r).training_data()))
-        except UserError:
-            labels.append("unknown")
-    n = len(run_dirs)
-    ncols = 3
-    nrows = 1 + math.ceil(n / ncols)
-    with _style() as sns:
-        fig = _new_figure(11.0, 3.0 * nrows + 0.4)
-        grid = fig.subplots(nrows, ncols, squeeze=False)
-        palette = sns.color_palette("colorblind", n)
-        top = {"loss": grid[0][0], "reconstruction": grid[0][1], "kl": grid[0][2]}
-        for k, (r, log) in enumerate(zip(run_dirs, logs)):
-            for col, ax in top.items():
-                if col in log.columns:
-                    line, = ax.plot(log["step"], log[col], color=palette[k], label=r.name, linewidth=1.2)
-                    line.set_gid(f"{col}:{r.name}")
-            if "capacity" in log.columns and (pd.to_numeric(log["capacity"], errors="coerce").fillna(0) > 0).any():
-                cap, = top["kl"].plot(log["step"], log["capacity"], color=palette[k], linestyle="--", linewidth=1,
-                                      label=f"{r.name}: capacity C")
-                cap.set_gid(f"capacity:{r.name}")
-        titles = {"loss": ("training loss", "loss (nats per image)"),
-                  "reconstruction": ("reconstruction", "−log p(x|z) (nats per image)"),
-                  "kl": ("KL(q(z|x) ‖ p(z)), total", "KL (nats per image)")}
-        # early losses are an order of magnitude above late ones: a log scale keeps both
-        # readable; loss and reconstruction share the choice so the panels compare
-        values = pd.concat([lg[c] for lg in logs for c in ("loss", "reconstruction") if c in lg.columns])
-        log_scale = bool(len(values)) and bool((values > 0).all()) and values.max() > 10 * values.min()
-        for col, ax in top.items():
-            title, ylabel = titles[col]
-            ax.set_title(title)
-            ax.set_xlabel("step")
-            ax.set_ylabel(ylabel)
-            if col != "kl" and log_scale:
-                ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 200, not 2×10²
-                ax.yaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
-            sns.despine(ax=ax)
-        top["kl"].legend(fontsize=7, loc="best")
-        for k, (r, log) in enumerate(zip(run_dirs, logs)):
-            ax = grid[1 + k // ncols][k % ncols]
-            dims = sorted((c for c in log.columns if _is_kl_dim(c)), key=lambda c: int(c.split("_")[-1]))
-            final = {c: float(log[c].iloc[-1]) for c in dims}
-            dim_palette = sns.color_palette("husl", len(dims)) if dims else []
-            for c, color in zip(sorted(dims, key=lambda c: -final[c]), dim_palette):
-                line, = ax.plot(log["step"], log[c], color=color, linewidth=1.0,
-                                label=f"z{c.split('_')[-1]} ({final[c]:.2f})")
-                line.set_gid(f"{c}:{r.name}")
-            ax.set_title(f"KL per dimension: {r.name}" + (f"\ndata: {labels[k]}" if len(set(labels)) > 1 else ""),
-                         fontsize=9)
-            ax.set_xlabel("step")
-            ax.set_ylabel("KL (nats)")
-            if dims:
-                ax.legend(fontsize=6, ncol=2, loc="best", title="dim (final KL, nats)", title_fontsize=6)
-            sns.despine(ax=ax)
-        for k in range(n, (nrows - 1) * ncols):
-            grid[1 + k // ncols][k % ncols].set_visible(False)
-        fig.suptitle("Training curves · " + _data_caption(labels))
-    return fig
-
-
-def _label_2_and_5(value: float, _pos=None) -> str:
-    # minor ticks of a log axis: label 2x and 5x only, the others would overlap
-    if value <= 0:
-        return ""
-    lead = round(value / 10 ** math.floor(math.log10(value)))
-    return f"{value:g}" if lead in (2, 5) else ""
-
-
-def _is_kl_dim(column: str) -> bool:
-    head, _, tail = column.rpartition("_")
-    return head in ("kl", "kl_dim") and tail.isdigit()
-
-
-# --------------------------------------------------------------------------- one call per CLI command
-def default_out(target: str | os.PathLike, name: str) -> Path:
-    """Where a figure goes when --out is not given: <results or run dir>/figures/<name>."""
-    return Path(target) / "figures" / name
-
-
-def default_training_out(run_dirs: Sequence[str | os.PathLike]) -> Path:
-    """One run: <run>/figures/training.png; several: <their common parent>/figures/training.png."""
-    paths = [Path(r).resolve() for r in run_dirs]
-    if len(paths) == 1:
-        return default_out(paths[0], "training.png")
-    return default_out(Path(os.path.commonpath(paths)), "training.png")
-
-
 # --------------------------------------------------------------------------- the study's classic figures (Locatello et al. 2019)
 def metric_correlation(df, columns: Sequence[str] | None = None):
     """Spearman rank correlation between the metrics over all runs of a study, one heatmap
@@ -803,8 +443,8 @@ def metric_correlation(df, columns: Sequence[str] | None = None):
     ncols = min(len(matrices), FACET_COLUMNS if side <= 3.5 else 2)
     nrows = math.ceil(len(matrices) / ncols)
     named = DATASET in df.columns
-    with _style() as sns:
-        fig = _new_figure(side * ncols + 0.8, (side + 0.2) * nrows + 0.3)
+    with figure_style() as sns:
+        fig = new_figure(side * ncols + 0.8, (side + 0.2) * nrows + 0.3)
         grid = fig.subplots(nrows, ncols, squeeze=False)
         axes = [grid[j // ncols][j % ncols] for j in range(len(matrices))]
         for j in range(len(matrices), nrows * ncols):
@@ -855,7 +495,7 @@ def metric_distribution(df, columns: Sequence[str] | None = None):
     names = [method_label(m) for m in methods]
     ncols = min(FACET_COLUMNS, len(columns))
     nrows = math.ceil(len(columns) / ncols)
-    with _style() as sns:
+    with figure_style() as sns:
         styles = _method_styles(sns, methods)
         datasets = _datasets(runs)
         by_dataset = len(datasets) > 1
@@ -868,7 +508,7 @@ def metric_distribution(df, columns: Sequence[str] | None = None):
         else:
             hue, hue_order = "method_name", names
             palette = {method_label(m): styles[m][0] for m in methods}
-        fig = _new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.8)
+        fig = new_figure(FACET_WIDTH * ncols, FACET_HEIGHT * nrows + 0.8)
         panels = fig.subplots(nrows, ncols, squeeze=False)
         for j, col in enumerate(columns):
             ax = panels[j // ncols][j % ncols]
@@ -900,7 +540,7 @@ def metric_distribution(df, columns: Sequence[str] | None = None):
             legend.set_gid("datasets")
         n = runs.groupby("method").size()
         fig.suptitle("Distribution of each metric per method over all runs (every strength and seed): "
-                     + ", ".join(f"{method_label(m)} n = {n[m]}" for m in methods) + "\n" + _data_caption(runs),
+                     + ", ".join(f"{method_label(m)} n = {n[m]}" for m in methods) + "\n" + data_caption(runs),
                      fontsize=9)
         _name_left_out(fig, [c.split(".", 1)[0] for c in columns])
     fig.metrics_drawn = [c.split(".", 1)[0] for c in columns]
