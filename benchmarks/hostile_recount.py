@@ -10,6 +10,8 @@ Each case is classified as
   silent        exit 0 where the input should have been refused
   lost file     a file the command was not told to write changed or vanished (counted
                 beside the above: a refusal that still lost a file counts here too)
+  written       a refusal left a new file behind (study.json, a lock, a log): shown as
+                +path beside the lost ones and counted apart
 
 Not part of the test suite (minutes of CPU). Run:
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/hostile_recount.py [--only NAME] [--keep DIR]
@@ -39,7 +41,9 @@ RUN_ARGS = ["--steps", "20", "--batch-size", "16", "--latent-dim", "6", "--beta"
 def cli(*args, cwd, timeout=300, stdout=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "disentangle", *map(str, args)]
-    if stdout == "closed":
+    if stdout == "no-slurm":   # stdout as usual, on a PATH without sbatch/squeue/sinfo
+        cmd = ["/usr/bin/env", f"PATH={Path(sys.executable).parent}", *cmd]
+    elif stdout == "closed":
         cmd = ["bash", "-c", 'exec "$@" >&-', "_", *cmd]
     elif stdout == "full":
         cmd = ["bash", "-c", 'exec "$@" >/dev/full', "_", *cmd]
@@ -292,6 +296,53 @@ def cases():
         (w / "run" / "scores.json").write_text(json.dumps(scores))
     add("report: a scores entry's values a string (warned)", ["report", ".", "--format", "csv"], expect="ok",
         setup=damaged_entry)
+    # sweeps and studies (issue 22, sections 2, 3 and 5)
+    small = 'steps = 2\nbatch_size = 8\nlatent_dim = 3\n'
+
+    def spec(fixed="", evaluate='[evaluate]\nmetrics = ["mig"]\n', name="s.toml"):
+        return lambda w: (w / name).write_text(f"[fixed]\n{small}{fixed}[grid]\nbeta = [1]\nseed = [0]\n{evaluate}")
+    sweep = ["sweep", "--results", "r", "--spec", "s.toml", "--no-report"]
+    add("sweep: spec's data/device/threads, no options", sweep, expect="ok", allowed=["r"],
+        setup=spec('data = "tiny.h5"\ndevice = "cpu"\nthreads = 1\n'))
+    add("sweep: spec data vs --data", [*sweep, "--data", "codes.npz"], setup=spec('data = "tiny.h5"\n'))
+    add("sweep: spec device vs --device", [*sweep, *data, "--device", "auto"], setup=spec('device = "cpu"\n'))
+    add("sweep: spec threads vs --threads-per-job", [*sweep, *data, "--threads-per-job", "2"],
+        setup=spec("threads = 1\n"))
+    bad_eval = '[evaluate]\nmetrics = ["beta_vae"]\n[evaluate.params.beta_vae]\nnum_train = {}\nnum_eval = 50\n'
+
+    def failed_then_fixed(w):
+        spec(evaluate=bad_eval.format(1))(w)
+        cli(*sweep, *data, "--threads-per-job", "1", cwd=w)
+        spec(evaluate=bad_eval.format(50))(w)
+    add("sweep: option-caused failure, option corrected (retried)", [*sweep, *data, "--threads-per-job", "1"],
+        expect="ok", setup=failed_then_fixed, allowed=["r"])
+    add("sweep --executor slurm without Slurm", ["sweep", "--results", "r", "--beta", "1", "--steps", "2", *data,
+                                                 *mig, "--executor", "slurm"], stdout="no-slurm")
+    run_name = "beta-vae_b1_s0"
+    add("sweep: a user's file where a run directory goes", ["sweep", "--results", "mine", "--beta", "1",
+                                                            "--steps", "2", *data, *mig],
+        setup=lambda w: (w / "mine" / run_name).write_text("my notes"))
+    add("sweep: a user's folder where a run directory goes", ["sweep", "--results", "r", "--beta", "1",
+                                                              "--steps", "2", *data, *mig],
+        setup=lambda w: ((w / "r" / run_name).mkdir(parents=True), (w / "r" / run_name / "n.txt").write_text("x")))
+
+    def study_with_copy(relabel=False, no_model=False):
+        def setup(w):
+            shutil.copytree(w / "run", w / "st" / "run_s0")
+            shutil.copytree(w / "run", w / "st" / "run_s0_copy")
+            if relabel or no_model:
+                path = w / "st" / "run_s0_copy" / "config.json"
+                saved = json.loads(path.read_text())
+                saved["config"]["seed"] = 1
+                path.write_text(json.dumps(saved))
+            if no_model:
+                (w / "st" / "run_s0_copy" / "model.pt").unlink()
+        return setup
+    add("evaluate-study: cp -r run_s0 run_s0_copy", ["evaluate-study", "st", *data], setup=study_with_copy())
+    add("evaluate-study: a copy relabelled seed 1", ["evaluate-study", "st", *data],
+        setup=study_with_copy(relabel=True))
+    add("evaluate-study: a run without model.pt", ["evaluate-study", "st", *data],
+        setup=study_with_copy(no_model=True))
     return C
 
 
@@ -318,7 +369,7 @@ def main() -> int:
     if not base.exists():
         build_base(base)
     counts = {k: 0 for k in ("clear error", "ok", "traceback", "crash", "silent")}
-    lost_total, rows = 0, []
+    lost_total, wrote_total, rows = 0, 0, []
     for number, (name, setup, argv, expect, allowed, stdout) in enumerate(cases()):
         if args.only and args.only not in name:
             continue
@@ -336,8 +387,12 @@ def main() -> int:
                       if after.get(p) != h and not any(p == a or p.startswith(a + "/") for a in allowed)
                       and not (Path(p).name in ("sweep.lock", ".scores.lock") and not h.startswith("link:")))
         verdict = classify(rc, output, expect)
+        # a refusal writes nothing: a file it left (study.json, a lock) counts as written
+        wrote = sorted(p for p in after if p not in before) if verdict == "clear error" else []
+        wrote_total += bool(wrote)
+        lost += [f"+{p}" for p in wrote]
         counts[verdict] += 1
-        lost_total += bool(lost)
+        lost_total += bool(lost) and len(lost) > len(wrote)
         last = next((ln for ln in reversed(output.splitlines()) if ln.strip()), "")
         rows.append((verdict, name, lost, last[:150]))
         print(f"{verdict:12s} {'LOST ' + ','.join(lost) if lost else '':20s} {name}: {last[:150]}", flush=True)
@@ -345,7 +400,7 @@ def main() -> int:
             shutil.rmtree(w, ignore_errors=True)
     print()
     print(f"{sum(counts.values())} inputs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-          + f"; lost files in {lost_total}")
+          + f"; lost files in {lost_total}; files written by a refusal in {wrote_total}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0

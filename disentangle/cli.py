@@ -658,13 +658,16 @@ def plot_training(runs, out, dpi):
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None, help="Training preset (see train).")
 @click.option("--metric", "metrics", multiple=True, help="Metrics to evaluate (repeatable; default all, info included).")
 @click.option("--eval-seed", type=int, default=None, help="Seed of the metrics' sampling (default 0).")
-@click.option("--data", type=click.Path(dir_okay=False), default=None, help="Dataset file (default: the dataset rule).")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Dataset file (default: the spec's data, else the dataset rule).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Device of every run (a spec's device holds unless this is given; both must agree).")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="local: runs at once, each in its own process.")
 @click.option("--threads-per-job", type=click.IntRange(1), default=None,
-              help="Threads of each run (local default: cores // jobs; slurm: --cpus-per-task).")
+              help="Threads of each run (default: the spec's threads, else cores // jobs locally, "
+                   "--cpus-per-task on slurm).")
 @click.option("--retry-failed", is_flag=True, help="Run failed runs again (default: report them, skip them).")
 @click.option("--partition", default=None, help="slurm: partition.")
 @click.option("--time", "time_limit", default="120", show_default=True,
@@ -706,7 +709,12 @@ def sweep_cmd(ctx, results, spec, objective, seeds, preset, metrics, eval_seed, 
             for key, text in axes.items() if text is not None}
     grid["seed"] = seeds and sw.parse_values(seeds, "--seeds", int)
     study = study.with_overrides(grid=grid, fixed={"preset": preset}, metrics=metrics, eval_seed=eval_seed)
+    # an option left at its default never replaces what the spec fixes (and one given
+    # explicitly must agree with it: a conflict is refused in one line)
+    if ctx.get_parameter_source("device") == click.core.ParameterSource.DEFAULT:
+        device = None
     if dry_run:
+        sw.check_execution_settings(study, {"data": data, "device": device, "threads": threads_per_job})
         for run in sw.expand(study):
             click.echo(run.name)
         return
@@ -834,9 +842,7 @@ def evaluate_study_cmd(results, metric, seed, data, device, threads, param_texts
         params[key] = value
     out = evaluate_study(results, metric=metric, seed=seed, data=data, device=device, params=params,
                          threads=threads, echo=echo_stderr)
-    if not out:
-        raise UserError(f"{results}: no configuration has two or more runs (seeds) to compare")
-    click.echo(study_table(out))
+    click.echo(study_table(out))   # (evaluate_study refuses a study with nothing to compare, naming why)
 
 
 # --------------------------------------------------------------------------- import

@@ -14,7 +14,9 @@ Files::
     codes.h5         encoder mean / log-variance of every dataset image
     scores.json      one entry per metric (merged under a lock)
     status.json      {"state": running | finished | failed, "reason", "step", "updated",
-                      "runtime": {device, threads, pid, host}, "model_sha256"}
+                      "runtime": {device, threads, pid, host}, "model_sha256",
+                      "failure": {"error", "options", "options_sha256"} (a failed run's
+                      record: what it ran with, so a sweep with other options retries it)}
     sweep.lock       held (fcntl.flock, :class:`RunLock`) by the process training or evaluating it
 
 Run state (one decision, :meth:`RunDir.state`, for the sweep runner, its executor and
@@ -266,9 +268,52 @@ class RunDir:
         status.update({"state": state, "reason": reason,
                        "step": int(status.get("step", 0) or 0) if step is None else int(step),
                        "updated": _now()})
+        status.pop("failure", None)   # a failure record describes the failure being written, no other
         status.update(fields)
         write_json_atomic(self.status_path, status)
         return status
+
+    # ----------------------------------------------------------------- failure record
+    def record_failure(self, reason: str, options: Mapping[str, Any] | None = None,
+                       error: str | None = None, **fields: Any) -> dict:
+        """Mark the run failed with ``reason`` and what accompanied the failure: the
+        options it ran with (``options``: the effective configuration and evaluation
+        options, as JSON-able values; recorded with their sha256) and the error class.
+        A sweep retries a failed run by itself when it is started with other options
+        (:meth:`failure_options_changed`), never with the same ones."""
+        record = {"error": error}
+        if options is not None:
+            record.update(options_sha256=options_digest(options), options=json_ready(options))
+        return self.write_status("failed", reason=reason, failure=record, **fields)
+
+    def failure_record(self, status: dict | None = None) -> dict | None:
+        """The failure record of a failed run (:meth:`record_failure`), or None (not
+        failed, or failed before failures recorded their options)."""
+        status = self.status() if status is None else status
+        record = (status or {}).get("failure") if (status or {}).get("state") == "failed" else None
+        return record if isinstance(record, dict) and isinstance(record.get("options_sha256"), str) else None
+
+    def failure_options_changed(self, options: Mapping[str, Any],
+                                status: dict | None = None) -> list[str] | None:
+        """For a failed run: the options that differ now from those it failed with
+        (dotted names, e.g. ``config.threads``, ``eval_params``); [] when they are the
+        same; None when the failure recorded no options (it is then retried only when
+        asked)."""
+        record = self.failure_record(status)
+        if record is None:
+            return None
+        if record["options_sha256"] == options_digest(options):
+            return []
+        before = record.get("options") if isinstance(record.get("options"), dict) else {}
+        now = json_ready(options)
+        changed = []
+        for key in sorted(set(before) | set(now)):
+            a, b = before.get(key), now.get(key)
+            if isinstance(a, dict) and isinstance(b, dict) and key == "config":
+                changed += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            elif a != b:
+                changed.append(key)
+        return changed or ["options"]
 
     def training_finished(self, status: dict | None = None) -> bool:
         """Training is finished: status.json says so and model.pt is there."""
@@ -533,6 +578,20 @@ class RunDir:
 # and lock, a failure status, progress; stale temporaries of a killed write)
 # (checkpoint.pt: training checks it is one of ours, of this configuration, before writing)
 _LEFTOVERS = (LOCK_FILE, LOG_FILE, SCORES_LOCK_FILE, PROGRESS_FILE, CHECKPOINT_FILE)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON values (what a status.json round trip gives back)."""
+    import json
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def options_digest(options: Mapping[str, Any]) -> str:
+    """sha256 of the options' canonical JSON (keys sorted; 1 and 1.0 as JSON writes them)."""
+    import hashlib
+    import json
+    text = json.dumps(json_ready(options), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _leftover(path: Path) -> bool:

@@ -15,23 +15,41 @@ from disentangle.rundir import RunDir
 from disentangle.evaluation.study_metrics import configuration_key, evaluate_study, group_runs
 
 
-def _copy_run(src, dst, **config_changes):
+def _copy_run(src, dst, flip: int | None = None, **config_changes):
+    """A copy of run ``src``; ``flip``: a latent dimension whose sign the copy's model
+    reverses (its mean head's row and the decoder's input column: the same model up to
+    the sign of one code, so every score that ignores signs, UDR's included, is the same,
+    while model.pt is another file, as another seed's would be)."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("scores.json"))
     path = dst / "config.json"
     saved = json.loads(path.read_text())
     saved["config"].update(config_changes)
     path.write_text(json.dumps(saved))
+    if flip is not None:
+        import torch
+
+        from disentangle.io import file_sha256
+        state = torch.load(dst / "model.pt", weights_only=True)
+        state["encoder.head.weight"][flip] *= -1
+        state["encoder.head.bias"][flip] *= -1
+        state["decoder.stem.0.weight"][:, flip] *= -1
+        torch.save(state, dst / "model.pt")
+        status = json.loads((dst / "status.json").read_text())
+        status["model_sha256"] = file_sha256(dst / "model.pt")
+        (dst / "status.json").write_text(json.dumps(status))
+        (dst / "codes.h5").unlink(missing_ok=True)
     return dst
 
 
 @pytest.fixture
 def study(tiny_trained_run, tmp_path):
-    """Three seeds of one configuration (copies of one trained model; seed and the
-    execution fields relabelled) and one run of another configuration."""
+    """Three seeds of one configuration (copies of one trained model, two with the sign of
+    one code reversed; seed and the execution fields relabelled) and one run of another
+    configuration."""
     root = tmp_path / "study"
     runs = [_copy_run(tiny_trained_run, root / "b4-s0"),
-            _copy_run(tiny_trained_run, root / "b4-s1", seed=1, threads=2),
-            _copy_run(tiny_trained_run, root / "b4-s2", seed=2, device="cuda"),
+            _copy_run(tiny_trained_run, root / "b4-s1", flip=0, seed=1, threads=2),
+            _copy_run(tiny_trained_run, root / "b4-s2", flip=1, seed=2, device="cuda"),
             _copy_run(tiny_trained_run, root / "b8-s0", beta=8.0)]
     return root, runs
 

@@ -8,6 +8,10 @@ tables. Each run gets a ``"udr"`` entry in its scores.json with the fields every
 entry has (evaluate.py's docstring), plus ``"group"``: the runs it was compared with.
 A configuration with a single finished run has nothing to compare with, and a run
 without model.pt (unfinished, failed) is left out; both are reported, no entry written.
+When no configuration has two finished runs, the UserError names the runs left out and
+why. Two runs of one configuration with one seed (a copied run directory) or with
+byte-identical model.pt files are refused before any work, naming both directories
+(:func:`check_distinct_seeds`): they would count one seed twice.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
+from disentangle.io import MODEL_FILE
 
 def configuration_key(run_dir: Path) -> str:
     """The run's configuration without seed and execution fields, as canonical JSON."""
@@ -71,15 +76,24 @@ def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: in
     if not runs:
         raise UserError(f"{root}: holds no run directory (no config.json found)")
     device = resolve_device(device)
-    finished = []
+    finished, left_out = [], []
     for run in runs:            # a study may hold unfinished or failed runs: leave them out
         try:
             RunDir(run).require_model()
         except UserError as exc:
             say(f"{exc}; left out of {metric}")
+            left_out.append(f"{run} has no {MODEL_FILE}")
             continue
         finished.append(run)
     opened = {run: RunDir(run) for run in finished}
+    groups = [members for members in group_runs(finished).values() if len(members) >= 2]
+    for members in groups:      # before any work: every run of a group is a distinct seed
+        check_distinct_seeds([opened[run] for run in members], root)
+    if not groups:
+        why = f"; left out: {', '.join(left_out[:3])}" + (f" and {len(left_out) - 3} more" if len(left_out) > 3
+                                                          else "") if left_out else ""
+        raise UserError(f"{root}: no configuration has two or more finished runs (seeds) to compare "
+                        f"({len(finished)} finished run(s) in {len(group_runs(finished))} configuration(s)){why}")
     cache = DataCache()
     out: dict[Path, dict] = {}
     with thread_limit(threads):
@@ -90,6 +104,28 @@ def evaluate_study(results_dir: str | os.PathLike, metric: str = "udr", seed: in
             group = [opened[run] for run in members]
             out.update(_score_group(spec, group, root, recorded, seed, data, cache, device, progress, say))
     return out
+
+
+def check_distinct_seeds(group: list, root: Path) -> None:
+    """UDR compares independently trained seeds: two runs of one configuration with one
+    seed (a copied run directory), or with byte-identical model.pt files, are one seed
+    counted twice. Refused in one line naming both directories (nothing is written), so
+    the number of seeds a score reports is true."""
+    seen_seed: dict = {}
+    seen_sha: dict[str, object] = {}
+    for run in group:
+        seed = run.config().get("seed")
+        sha = run.model_sha256()
+        same_seed, same_model = seen_seed.get(json.dumps(seed)), seen_sha.get(sha)
+        other = same_seed or same_model
+        if other is not None:
+            why = " and ".join(([f"the same seed ({seed})"] if same_seed is other else [])
+                               + ([f"identical model.pt (sha256 {sha[:12]}...)"] if same_model is other else []))
+            raise UserError(f"{other.path} and {run.path}: one configuration with {why}, a copied run counted "
+                            f"as a second seed; UDR needs distinct seeds: move one of them out of {root} "
+                            f"(nothing was written)")
+        seen_seed[json.dumps(seed)] = run
+        seen_sha[sha] = run
 
 
 def _score_group(spec, group: list, root: Path, recorded: dict, seed: int, data, cache, device: str,

@@ -19,8 +19,12 @@ The results directory::
 
 Every run is independent and idempotent: a finished and evaluated run is skipped, an
 interrupted one resumes from its checkpoint (``disentangle.train.train`` does that), a
-failed one is retried only when asked (``retry_failed``). A failure is written to the
-run's status.json with its reason and never stops the other runs. A run is worked on by
+failed one is retried when asked (``retry_failed``) or when the options it failed with
+(recorded with the failure, :meth:`disentangle.rundir.RunDir.record_failure`) have
+changed. A failure is written to the run's status.json with its reason and never stops
+the other runs. A spec's fixed data, device and threads hold unless the caller gives them
+(a disagreement is refused); Slurm's availability and every run directory's place are
+checked before study.json is written. A run is worked on by
 at most one process at a time: the one holding its lock; any other skips it as
 "running elsewhere". So two sweeps on one directory (the same command started twice, or
 a local sweep beside a Slurm one) share the work instead of duplicating it.
@@ -50,7 +54,7 @@ from disentangle.rundir import RUN_STATES as STATES
 from disentangle.rundir import RunLock, is_locked
 from disentangle.sweep.execute import execute_run, outcome_line, record_death
 from disentangle.sweep.grid import (MAX_RUNS, RunSpec, Study, check_eval_seed, check_evaluation_options,
-                                    expand, load_spec, parse_values, swept_axes)
+                                    check_execution_settings, expand, load_spec, parse_values, swept_axes)
 from disentangle.sweep.local import cpu_count, run_local
 from disentangle.sweep.runner import SweepResult, run_sweep
 from disentangle.sweep.slurm import SlurmOptions, SlurmRun, parse_time, run_slurm, slurm_available, squeue_states
@@ -78,6 +82,7 @@ __all__ = [
     "SweepResult",
     "check_eval_seed",
     "check_evaluation_options",
+    "check_execution_settings",
     "cpu_count",
     "exception_reason",
     "execute_run",

@@ -14,7 +14,42 @@ from disentangle.devices import resolve_device
 from disentangle.errors import exception_reason
 from disentangle.progress import RunProgress, report, reporting
 from disentangle.rundir import RunDir, RunLock
-from disentangle.sweep.state import metric_names, try_write_status
+from disentangle.sweep.state import metric_names
+
+
+def job_options(job: dict) -> dict:
+    """What a run of a sweep runs with (its failure record keeps it): the full training
+    configuration (data file, device and threads included), the data's checksum and the
+    evaluation options."""
+    return {"config": job["config"], "data_sha256": job.get("data_sha256"), "metrics": list(job["metrics"]),
+            "eval_seed": job.get("eval_seed", 0), "eval_params": job.get("eval_params") or {}}
+
+
+def retry_decision(run: RunDir, job: dict, status: dict | None) -> tuple[bool, str]:
+    """For a failed run: (retry it?, why, in a few words). Retried when asked
+    (``retry_failed``) or when the options differ from those it failed with (a corrected
+    option is retried by itself); with the same options, or when its failure recorded
+    none, it is skipped until --retry-failed."""
+    if job.get("retry_failed"):
+        return True, "--retry-failed"
+    changed = run.failure_options_changed(job_options(job), status)
+    if changed is None:
+        return False, "not retried (--retry-failed retries it)"
+    if not changed:
+        return False, "not retried: it failed with these same options (--retry-failed retries it)"
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return True, f"options changed since it failed ({shown})"
+
+
+def _record_failure(run: RunDir, job: dict, reason: str, exc: BaseException | str | None) -> None:
+    """The failure with its options, where the disk still allows it (a full disk may be
+    the failure itself)."""
+    import contextlib
+
+    from disentangle.errors import UserError
+    error = exc if isinstance(exc, str) or exc is None else type(exc).__name__
+    with contextlib.suppress(UserError, OSError):
+        run.record_failure(reason, job_options(job), error)
 
 
 def execute_run(job: dict, echo: Callable[[str], None] = print) -> dict:
@@ -53,9 +88,13 @@ def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> 
     names = metric_names(job["metrics"])
     status = run.status()
     state = run.state(names, status=status, check_lock=False)   # we hold the lock
-    if state == "failed" and not job.get("retry_failed"):
-        return finish("failed", "not retried (--retry-failed retries it)", status.get("reason"))
     actions = []
+    if state == "failed":
+        retry, why = retry_decision(run, job, status)
+        if not retry:
+            return finish("failed", why, status.get("reason"))
+        if not job.get("retry_failed"):
+            actions.append(why)
     reason = str((status or {}).get("reason") or "")
     if state == "failed" and reason.startswith("evaluation failed") and run.model_path.is_file():
         # training had finished: only the evaluation is retried
@@ -80,12 +119,13 @@ def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> 
         try:
             train(TrainConfig.from_dict(job["config"]), run_dir)
         except TrainingDiverged as exc:
-            return finish("failed", actions[0], exception_reason(exc))  # train() recorded it
+            _record_failure(run, job, (run.status() or {}).get("reason") or exception_reason(exc), exc)
+            return finish("failed", ", ".join(actions), exception_reason(exc))
         except Exception as exc:
             reason = f"training failed: {exception_reason(exc)}"
             if run.has_config() or run_dir.is_dir():
-                try_write_status(run, "failed", reason)
-            return finish("failed", actions[0], reason)
+                _record_failure(run, job, reason, exc)
+            return finish("failed", ", ".join(actions), reason)
     todo = run.missing_metrics(names)
     if todo:
         try:
@@ -100,7 +140,7 @@ def _train_and_evaluate(job: dict, run: RunDir, finish: Callable[..., dict]) -> 
                 raise RuntimeError(f"scores.json lacks {', '.join(still)} after evaluation")
         except Exception as exc:
             reason = f"evaluation failed: {exception_reason(exc)}"
-            try_write_status(run, "failed", reason)
+            _record_failure(run, job, reason, exc)
             return finish("failed", ", ".join(actions + ["evaluation"]), reason)
         actions.append(f"evaluated ({', '.join(todo)})")
     return finish("done", ", ".join(actions) or "already done")
@@ -118,7 +158,7 @@ def record_death(job: dict, reason: str) -> dict:
         status = run.status() or {}
         reason = f"{reason} at step {int(status.get('step', 0) or 0)}"
         if run.state(metric_names(job["metrics"]), status=status, check_lock=False) != "done":   # we hold the lock
-            run.write_status("failed", reason=reason)
+            run.record_failure(reason, job_options(job), "killed")
             return {"name": job["name"], "result": "failed", "action": "killed", "reason": reason}
         return {"name": job["name"], "result": "done", "action": "finished before its worker died",
                 "reason": None}

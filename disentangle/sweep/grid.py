@@ -248,7 +248,8 @@ def check_evaluation_options(study: Study) -> None:
 def expand(study: Study, data: str | None = None, device: str | None = None,
            threads: int | None = None) -> list[RunSpec]:
     """Every combination of the grid (of each block's grid, block after block) as a
-    validated run configuration, named by its settings. Order: seed outermost, across
+    validated run configuration, named by its settings. ``data``, ``device`` and
+    ``threads``, when given (not None), replace what the spec sets for every run. Order: seed outermost, across
     blocks too (a study that stops early has covered its other axes for the first
     seeds), then the blocks in turn, within one the settings in the configuration's
     order, the method innermost (:func:`disentangle.config.grid_axis_order`). Run
@@ -285,9 +286,11 @@ def expand(study: Study, data: str | None = None, device: str | None = None,
         where = f"{study.source}: {label}" if label else study.source
         fixed = dict(fixed)
         preset = fixed.pop("preset", None)
+        # an execution setting given here replaces the spec's (resolve_execution checks
+        # first that they agree); None leaves the spec's value, else the field's default
+        given = {k: v for k, v in (("data", data), ("device", device), ("threads", threads)) if v is not None}
         try:
-            cfg = TrainConfig.from_preset(preset, **{**fixed, **point, "data": data, "device": device,
-                                                     "threads": threads})
+            cfg = TrainConfig.from_preset(preset, **{**fixed, **point, **given})
             cfg.validate()
         except ParameterError as exc:
             raise exc.within(where) from None
@@ -376,6 +379,48 @@ def _value_key(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(float(value))
     return json.dumps(value, sort_keys=True)
+
+
+# The execution settings a sweep's command line also gives (--data, --device,
+# --threads-per-job): its value, the spec's, or the default, never silently one over another.
+COMMAND_LINE_SETTINGS = {"data": "--data", "device": "--device", "threads": "--threads-per-job"}
+
+
+def spec_settings(study: Study, key: str) -> list[tuple[str, Any]]:
+    """(where, value) of every place the study fixes ``key``: "[fixed]" and each block
+    that sets it ("block N")."""
+    found = [("[fixed]", study.fixed[key])] if key in study.fixed else []
+    found += [(f"block {n}", block[key]) for n, block in enumerate(study.blocks, 1)
+              if key in block and not isinstance(block[key], (list, tuple))]
+    return found
+
+
+def _same_setting(key: str, a: Any, b: Any) -> bool:
+    if key == "data" and a is not None and b is not None:
+        # one file however it is spelled (relative, absolute, through a link)
+        return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
+    if key == "device" and isinstance(a, str) and isinstance(b, str):
+        return a.lower() == b.lower()
+    return a == b
+
+
+def check_execution_settings(study: Study, given: dict[str, Any]) -> None:
+    """A setting both the spec fixes and the command line gives explicitly (``given``:
+    key -> value, only the options the user typed) must agree: one line naming both,
+    before anything is written. (A command-line DEFAULT never replaces the spec's value:
+    the caller passes only explicit options here and to :func:`expand`.)"""
+    for key, value in given.items():
+        if value is None:
+            continue
+        for where, spec_value in spec_settings(study, key):
+            if not _same_setting(key, spec_value, value):
+                flag = COMMAND_LINE_SETTINGS.get(key, flag_name(key))
+                raise UserError(f"{study.source}: {where} {key} = {spec_value!r}, but {flag} {value}; "
+                                f"give one of them (or the same value in both)")
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
 
 
 def swept_axes(study: Study) -> list[str]:

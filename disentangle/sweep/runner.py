@@ -14,7 +14,8 @@ from disentangle.devices import resolve_device
 from disentangle.errors import ParameterError, UserError
 from disentangle.io import write_json_atomic
 from disentangle.rundir import RunDir
-from disentangle.sweep.grid import RunSpec, Study, check_eval_seed, check_evaluation_options, expand, swept_axes
+from disentangle.sweep.grid import (RunSpec, Study, check_eval_seed, check_evaluation_options,
+                                    check_execution_settings, expand, swept_axes)
 from disentangle.sweep.local import cpu_count, run_local
 from disentangle.sweep.slurm import SlurmOptions, run_slurm
 from disentangle.sweep.state import STUDY_FILE, STUDY_FORMAT, metric_names, read_json_or_none, study_lock, utc_now
@@ -34,39 +35,61 @@ class SweepResult:
         return sum(1 for o in self.outcomes if o["result"] == result)
 
 
-def _pin_data(runs: list[RunSpec], data: str | None) -> tuple[list[RunSpec], dict[str, tuple[Path, str | None]]]:
-    """The runs with their dataset's file filled in (``data``, else each dataset's path
-    rule) and {dataset name: (file, content_sha256)}. ``--data`` names one file, so a
-    study over several datasets (other than dSprites and its variants, which share the
-    dSprites file) is refused with it."""
+def _pin_data(runs: list[RunSpec], data: str | None,
+              source: str = "command line") -> tuple[list[RunSpec], dict[tuple, tuple[Path, str | None]]]:
+    """The runs with their dataset's file filled in (the file each run was given, by
+    ``--data`` or the spec's ``data``, else its dataset's path rule) and {(dataset name,
+    file given): (file, content_sha256)}. One file serves one dataset (dSprites and its
+    variants share the dSprites file), so a file given for several datasets is refused."""
     from disentangle.config import DEFAULT_DATASET
     from disentangle.data.datasets import DSprites, dataset_class, locate
-    names = list(dict.fromkeys(run.config.get("dataset", DEFAULT_DATASET) for run in runs))
-    if data is not None and len({issubclass(dataset_class(n, data), DSprites) or n for n in names}) > 1:
-        raise ParameterError("data", f"names one file, but the study covers the datasets {', '.join(names)}; "
-                             f"leave it out (each dataset's file is found by its rule) or sweep one dataset",
-                             value=data)
-    files = {}
-    for name in names:
+    given_for: dict = {}
+    for run in runs:
+        given_for.setdefault(run.config.get("data"), []).append(run.config.get("dataset", DEFAULT_DATASET))
+    for given, names in given_for.items():
+        names = list(dict.fromkeys(names))
+        if given is not None and len({issubclass(dataset_class(n, given), DSprites) or n for n in names}) > 1:
+            message = (f"names one file, but the study covers the datasets {', '.join(names)}; leave it out "
+                       f"(each dataset's file is found by its rule) or sweep one dataset")
+            if data is not None:
+                raise ParameterError("data", message, value=data)
+            raise UserError(f"{source}: data {given!r} {message}")
+    files: dict[tuple, tuple[Path, str | None]] = {}
+    for run in runs:
+        key = (run.config.get("dataset", DEFAULT_DATASET), run.config.get("data"))
+        if key in files:
+            continue
         try:
-            files[name] = locate(name, data)
+            files[key] = locate(*key)
         except ParameterError:
             raise
         except UserError as exc:
-            raise UserError(f"dataset {name}: {exc}") from None
-    pinned = [dataclasses.replace(run, config={**run.config, "data": str(files[run.config.get(
-        "dataset", DEFAULT_DATASET)][0])}) for run in runs]
+            raise UserError(f"dataset {key[0]}: {exc}") from None
+    pinned = [dataclasses.replace(run, config={**run.config, "data": str(files[(
+        run.config.get("dataset", DEFAULT_DATASET), run.config.get("data"))][0])}) for run in runs]
     return pinned, files
 
 
 def _preflight(runs: list[RunSpec], results_dir: Path, data_shas: dict[str, str | None]) -> None:
     """Refuse before anything starts when a run directory of this name holds another
-    configuration or other data: names show only the swept settings, so a second sweep
-    with, say, other --steps into the same directory would otherwise mix studies."""
+    configuration or other data (``data_shas``: run name -> the content checksum of the
+    file it is to use), or is not a run directory at all (a user's file or folder in its
+    place): names show only the swept settings, so a second sweep with, say, other
+    --steps into the same directory would otherwise mix studies."""
     from disentangle.config import differing_keys
     problems = []
     for run in runs:
         run_dir = RunDir(results_dir / run.name)
+        try:
+            run_dir.refuse_foreign("results")
+        except ParameterError as exc:
+            # (its own "nothing was written" is said once, at the end)
+            what = exc.message.split("; nothing was written")[0]
+            problems.append(f"{run_dir.path}: {what} (the run {run.name} of this study goes there)")
+            continue
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
         if not run_dir.has_config():
             continue
         try:
@@ -80,13 +103,14 @@ def _preflight(runs: list[RunSpec], results_dir: Path, data_shas: dict[str, str 
                               for k in diff)
             problems.append(f"{results_dir / run.name} holds other settings ({shown})")
         sha = (saved.get("data") or {}).get("content_sha256")
-        data_sha = data_shas.get(run.config.get("dataset", "dsprites"))
+        data_sha = data_shas.get(run.name)
         if data_sha and sha and sha != data_sha:
             problems.append(f"{results_dir / run.name} was trained on other data (sha256 {sha[:12]}...)")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ParameterError("results", f"{'; '.join(problems[:3])}{more}; use another results directory "
-                             f"for a study with other fixed settings", value=results_dir)
+        raise ParameterError("results", f"{'; '.join(problems[:3])}{more}; nothing was written; use another "
+                             f"results directory for a study with other fixed settings, or move the "
+                             f"files in the way aside", value=results_dir)
 
 
 def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor: dict) -> None:
@@ -110,7 +134,7 @@ def _record_study(results_dir: Path, study: Study, runs: list[RunSpec], executor
         write_json_atomic(results_dir / STUDY_FILE, record)
 
 
-def _check_options(study: Study, executor: str, jobs: int, threads_per_job: int | None, device: str) -> None:
+def _check_options(study: Study, executor: str, jobs: int, threads_per_job: int | None) -> None:
     """Options every run would fail on: refused before any run starts (and so never
     recorded as a run's failure, which a corrected rerun would then skip)."""
     if executor not in ("local", "slurm"):
@@ -122,50 +146,84 @@ def _check_options(study: Study, executor: str, jobs: int, threads_per_job: int 
     check_eval_seed(study.eval_seed, "--eval-seed" if study.source == "command line"
                     else f"{study.source}: [evaluate] seed (or --eval-seed)")
     check_evaluation_options(study)
-    if executor == "local" and device not in (None, "auto"):
-        resolve_device(device)
+
+
+def _check_devices(runs: list[RunSpec], study: Study, device: str | None) -> None:
+    """Each device the runs will use exists here (local executor; a Slurm node is another
+    machine): a GPU asked for on a machine without one stops the sweep before it starts."""
+    for value in dict.fromkeys(str(run.config.get("device") or "auto") for run in runs):
+        if value == "auto":
+            continue
+        try:
+            resolve_device(value)
+        except ParameterError as exc:
+            if device is None:   # the spec's value
+                raise UserError(f"{study.source}: device {value!r}: {exc.message}") from None
+            raise
 
 
 def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "local", jobs: int = 1,
               threads_per_job: int | None = None, retry_failed: bool = False, data: str | None = None,
-              device: str = "auto", slurm: SlurmOptions | None = None, report: bool = True,
+              device: str | None = None, slurm: SlurmOptions | None = None, report: bool = True,
               echo: Callable[[str], None] = print, progress_every: float = 30.0) -> SweepResult:
     """Expand, train, evaluate and report a study in ``results_dir``. Idempotent; see the
-    module docstring. Raises UserError only for problems found before any run starts."""
+    module docstring. Raises UserError only for problems found before any run starts;
+    nothing is written before those checks (study.json included).
+
+    ``data``, ``device``, ``threads_per_job``: given explicitly (not None), they apply to
+    every run and must agree with what the spec fixes (one line naming both otherwise);
+    None leaves the spec's value, else the default (the dataset's path rule, auto,
+    cores // jobs locally or --cpus-per-task on Slurm)."""
     results_dir = Path(results_dir)
-    _check_options(study, executor, jobs, threads_per_job, device)
+    _check_options(study, executor, jobs, threads_per_job)
+    check_execution_settings(study, {"data": data, "device": device, "threads": threads_per_job})
     slurm = slurm or SlurmOptions()
-    if executor == "slurm":
-        threads = threads_per_job or slurm.cpus_per_task
-    else:
-        threads = threads_per_job or max(1, cpu_count() // jobs)
-    runs = expand(study, data=None, device=device, threads=threads)
+    default_threads = slurm.cpus_per_task if executor == "slurm" else max(1, cpu_count() // jobs)
+    runs = expand(study, data=data, device=device, threads=threads_per_job)
+    runs = [run if run.config.get("threads") is not None
+            else dataclasses.replace(run, config={**run.config, "threads": default_threads}) for run in runs]
+    threads_used = sorted({int(run.config["threads"]) for run in runs})
+    threads = threads_used[0] if len(threads_used) == 1 else threads_used
+    if executor == "local":
+        _check_devices(runs, study, device)
     # one file per dataset of the study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories) and by its content checksum
-    runs, data_files = _pin_data(runs, data)
+    runs, data_files = _pin_data(runs, data, study.source)
+    if executor == "slurm":
+        # before anything is written: a sweep that cannot submit leaves no study.json behind
+        from disentangle.sweep.slurm import slurm_available
+        ok, why = slurm_available()
+        if not ok:
+            raise ParameterError("executor", why, value="slurm")
+    run_shas = _run_shas(runs, data_files)
+    _preflight(runs, results_dir, run_shas)
     from disentangle.io import check_writable
     check_writable(results_dir / STUDY_FILE)
-    _preflight(runs, results_dir, {name: sha for name, (_, sha) in data_files.items()})
-    shown = {name: str(path) for name, (path, _) in data_files.items()}
+    shown = {f"{name}" + (f" ({given})" if given and len(data_files) > 1 else ""): str(path)
+             for (name, given), (path, _) in data_files.items()}
     _record_study(results_dir, study, runs,
                   {"executor": executor, "jobs": jobs, "threads_per_job": threads,
                    "retry_failed": retry_failed,
                    "data": next(iter(shown.values())) if len(shown) == 1 else shown,
                    **({"unverified_data": True} if unverified_accepted() else {})})
 
-    outcomes, todo = _plan(runs, results_dir, study, retry_failed)
+    outcomes, todo = _plan(runs, results_dir, study, retry_failed, run_shas)
     echo(f"sweep {results_dir}: {len(runs)} run(s); {len(todo)} to do, "
          f"{sum(o['result'] == 'done' for o in outcomes)} done, "
          f"{sum(o['result'] == 'failed' for o in outcomes)} failed earlier"
          + (" (not retried; --retry-failed)" if any(o['result'] == 'failed' for o in outcomes) else ""))
     for outcome in outcomes:
         if outcome["result"] == "failed":
-            echo(f"  failed  {outcome['name']}: {outcome['reason']}")
+            echo(f"  failed  {outcome['name']}: {outcome['reason']} ({outcome['action']})")
+    for job in todo:
+        if job.get("retry_note"):
+            echo(f"  retry   {job['name']}: {job['retry_note']}")
     result = SweepResult(results_dir, runs, outcomes)
     if todo:
         if executor == "local":
             n = min(jobs, len(todo))
-            echo(f"  local executor: {n} process(es) at once, {threads} thread(s) each "
+            shown_threads = threads if isinstance(threads, int) else "/".join(map(str, threads))
+            echo(f"  local executor: {n} process(es) at once, {shown_threads} thread(s) each "
                  f"({cpu_count()} core(s) here)")
             outcomes.extend(run_local(todo, n, echo, progress_every))
         else:
@@ -184,28 +242,43 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     return result
 
 
-def _plan(runs: list[RunSpec], results_dir: Path, study: Study, retry_failed: bool) -> tuple[list[dict], list[dict]]:
+def _run_shas(runs: list[RunSpec], data_files: dict[tuple, tuple[Path, str | None]]) -> dict[str, str | None]:
+    """run name -> content checksum of the (pinned) file it uses."""
+    by_path = {str(path): sha for path, sha in data_files.values()}
+    return {run.name: by_path.get(run.config.get("data")) for run in runs}
+
+
+def _plan(runs: list[RunSpec], results_dir: Path, study: Study, retry_failed: bool,
+          run_shas: dict[str, str | None]) -> tuple[list[dict], list[dict]]:
     """(outcomes of the runs with nothing to do, jobs of the runs to execute), by each
     run's RunDir.state. Decided before taking any lock: a run being worked on elsewhere
-    goes to the executor, which reports it busy."""
+    goes to the executor, which reports it busy. A failed run is retried when asked, or
+    when its options differ from those it failed with (:func:`retry_decision`)."""
+    from disentangle.sweep.execute import retry_decision
     names = metric_names(study.metrics)
     outcomes: list[dict] = []
     todo: list[dict] = []
     for run in runs:
-        run_dir = results_dir / run.name
-        status = RunDir(run_dir).status()
-        state = RunDir(run_dir).state(names, status=status, check_lock=False)
+        run_dir = RunDir(results_dir / run.name)
+        job = {"name": run.name, "run_dir": str(run_dir.path.resolve()), "config": run.config,
+               "data_sha256": run_shas.get(run.name), "metrics": list(study.metrics),
+               "eval_seed": study.eval_seed, "eval_params": study.eval_params, "retry_failed": retry_failed,
+               # --unverified-data travels with each job (spawned workers, Slurm tasks)
+               "unverified_data": unverified_accepted()}
+        status = run_dir.status()
+        state = run_dir.state(names, status=status, check_lock=False)
         if state == "done":
             outcomes.append({"name": run.name, "result": "done", "action": "already done", "reason": None})
-        elif state == "failed" and not retry_failed:
-            outcomes.append({"name": run.name, "result": "failed",
-                             "action": "not retried (--retry-failed retries it)", "reason": status.get("reason")})
-        else:
-            todo.append({"name": run.name, "run_dir": str(run_dir.resolve()), "config": run.config,
-                         "metrics": list(study.metrics), "eval_seed": study.eval_seed,
-                         "eval_params": study.eval_params, "retry_failed": retry_failed,
-                         # --unverified-data travels with each job (spawned workers, Slurm tasks)
-                         "unverified_data": unverified_accepted()})
+            continue
+        if state == "failed":
+            retry, why = retry_decision(run_dir, job, status)
+            if not retry:
+                outcomes.append({"name": run.name, "result": "failed", "action": why,
+                                 "reason": status.get("reason")})
+                continue
+            if not retry_failed:
+                job["retry_note"] = why
+        todo.append(job)
     return outcomes, todo
 
 

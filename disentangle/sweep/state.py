@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from disentangle.errors import UserError
 from disentangle.io import read_json
 from disentangle.rundir import RunDir
 
@@ -71,12 +70,6 @@ def run_phase(run_dir: str | os.PathLike, steps: int | None = None) -> str:
 def running_progress(jobs: Iterable[dict]) -> str:
     """'name phase, name phase' for running ``jobs`` (the sweeps' progress lines)."""
     return ", ".join(f"{job['name']} {run_phase(job['run_dir'], job['config'].get('steps'))}" for job in jobs)
-
-
-def try_write_status(run: RunDir, state: str, reason: str | None) -> None:
-    """RunDir.write_status where the disk still allows it (a full disk is the failure itself)."""
-    with contextlib.suppress(UserError, OSError):
-        run.write_status(state, reason=reason)
 
 
 def study_runs(results_dir: Path) -> tuple[list[str], dict]:
