@@ -258,7 +258,7 @@ def _empty_npy(path):
 @pytest.mark.parametrize("make, suffix, says", [
     (_bomb, ".npz", "declares 400,000 columns"), (_stuffed, ".npz", "crafted"),
     (_short_member, ".npz", "truncated"), (_bad_crc, ".npz", "CRC"),
-    (_truncated_npy, ".npy", "truncated"), (_empty_npy, ".npy", "empty file"),
+    (_truncated_npy, ".npy", "truncated"), (_empty_npy, ".npy", "an empty file: 0 bytes"),
 ])
 def test_a_crafted_or_damaged_codes_file_is_one_line(tmp_path, tiny_data_path, make, suffix, says):
     codes = tmp_path / f"codes{suffix}"

@@ -97,7 +97,7 @@ def _load_arrays(path: Path, num_images: int, data_path) -> tuple[np.ndarray, np
     if not path.is_file():
         raise UserError(f"{path}: no such codes file")
     if path.stat().st_size == 0:
-        raise UserError(f"{path}: an empty file (0 bytes), not a codes array")
+        raise UserError(f"{path}: unreadable codes file (an empty file: 0 bytes)")
     try:
         if suffix == ".npy":
             with open(path, "rb") as fh:
