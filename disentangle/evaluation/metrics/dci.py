@@ -29,8 +29,9 @@ def check_params(params: dict) -> None:
                              "(pip install lightgbm), or choose dci.backend sklearn-gbt", value="lightgbm")
 
 # Seconds per tree and per (tree x code column x training point) of each backend, measured
-# on the 1,536-image test grid (2,400 trees) on the 2-core development machine (one thread;
-# docs/metrics.md, "Bounds"): time ~ trees x (PER_TREE + PER_CELL x columns x num_train).
+# on the 1,536-image test grid (2,400 trees) on the 2-core development machine, one thread
+# (docs/metrics.md, "Checked before any work, and bounded"):
+# time ~ trees x (PER_TREE + PER_CELL x columns x num_train).
 SECONDS_PER_TREE = {"lightgbm": 4e-3, "sklearn-gbt": 1e-3}
 SECONDS_PER_CELL = {"lightgbm": 4e-8, "sklearn-gbt": 7.6e-7}
 
@@ -127,7 +128,7 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int, advance=lambda trees: Non
         # usable feature), so every stage's one leaf moves the prior scores by sum(y - p)
         # = 0 -- the reference's model is the prior: zero importances, the prior's class
         advance(trees * GBT_STAGES)
-        return (np.zeros(x_train.shape[1]),) + _prior_predictions(classes, score_train, score_test)
+        return (np.zeros(x_train.shape[1]),) + _predicted_classes(classes, score_train, score_test)
     params = _lightgbm_params(rows, trees, seed)
     booster = lightgbm.Booster(params, lightgbm.Dataset(x_train, label=y, params=params))
     newton_factor = (num_classes - 1) / num_classes if trees > 1 else 1.0
@@ -150,11 +151,11 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int, advance=lambda trees: Non
             break
     gain = np.abs(np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64))
     importance = gain / gain.sum() if gain.sum() > 0 else gain
-    return (importance,) + _prior_predictions(classes, score_train, score_test)
+    return (importance,) + _predicted_classes(classes, score_train, score_test)
 
 
-def _prior_predictions(classes, score_train, score_test):
-    """The predicted classes of raw scores: the sign of one column (binary), else argmax."""
+def _predicted_classes(classes, score_train, score_test):
+    """The classes raw scores predict: the sign of one column (binary), else the argmax."""
     if score_train.shape[1] == 1:
         return (classes[(score_train[:, 0] > 0).astype(np.int64)],
                 classes[(score_test[:, 0] > 0).astype(np.int64)])
