@@ -47,6 +47,8 @@ def cli(*args, cwd, timeout=300, stdout=None):
         cmd = ["bash", "-c", 'exec "$@" >&-', "_", *cmd]
     elif stdout == "full":
         cmd = ["bash", "-c", 'exec "$@" >/dev/full', "_", *cmd]
+    elif stdout == "warnings-error":   # not a stdout mode: the run with every warning an error
+        env["PYTHONWARNINGS"] = "error"
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         return proc.returncode, proc.stdout + proc.stderr
@@ -160,6 +162,31 @@ def _forged_image_set(w):
         del f["images"]
         f.create_dataset("images", shape=(73_728_000, 64, 64, 3), dtype=np.uint8, chunks=(1, 64, 64, 3))
     _h5_edit(w / "forged.h5", forge)
+def _npz_member(path, header_shape, payload: bytes):
+    """An .npz whose codes member has this header and these bytes after it."""
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("codes.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": header_shape})
+            fh.write(payload)
+
+
+def _bad_crc(path):
+    np.savez(path, codes=np.random.default_rng(0).normal(size=(N_IMAGES, 4)).astype(np.float32))
+    raw = bytearray(path.read_bytes())
+    raw[300] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _exp_codes(w):
+    """Codes on wildly different scales: modularity/explicitness' LogisticRegression stops
+    at its 100 iterations (a ConvergenceWarning)."""
+    import h5py
+    with h5py.File(w / "tiny.h5", "r") as f:
+        classes = np.asarray(f["latents_classes"], dtype=np.float64)
+    classes = classes[:, 1:] if classes.shape[1] == 6 else classes
+    noise = np.random.default_rng(0).normal(size=(len(classes), 5)) * 5
+    np.save(w / "exp.npy", np.exp(np.concatenate([classes * 3, noise], axis=1)).astype(np.float32))
 
 
 def cases():
@@ -343,6 +370,41 @@ def cases():
         setup=study_with_copy(relabel=True))
     add("evaluate-study: a run without model.pt", ["evaluate-study", "st", *data],
         setup=study_with_copy(no_model=True))
+    # the evaluation items (tests/test_hostile_eval.py): checked with the data in hand, before encoding
+    add("evaluate --param beta_vae.num_train=1", ["evaluate", "run", *data, "--param", "beta_vae.num_train=1"])
+    add("evaluate --param infomec.num_train=5", ["evaluate", "run", *data, "--param", "infomec.num_train=5"])
+    add("evaluate --param unsupervised.num_train=4 (6 latents)", ["evaluate", "run", *data, "--param",
+                                                                   "unsupervised.num_train=4"])
+    add("evaluate --param mig.x=1", ["evaluate", "run", *data, "--param", "mig.x=1"])
+    one = ["--keep", "shape=0", "--keep", "scale=0", "--keep", "orientation=0", "--keep", "pos_x=0",
+           "--keep", "pos_y=0"]
+    add("score on a one-image dataset", ["score", "one.npy", "--out", "s", "--data", "one.h5", "--metric", "all"],
+        setup=lambda w: (cli("data", "render", "--out", "one.h5", *one, cwd=w),
+                         np.save(w / "one.npy", np.zeros((1, 4), "f4"))))
+    add("evaluate: codes.h5 a directory", ["evaluate", "run", *mig, *data],
+        setup=lambda w: (w / "run" / "codes.h5").mkdir())
+    add("evaluate: scores.json a FIFO", ["evaluate", "run", *mig, *data],
+        setup=lambda w: os.mkfifo(w / "run" / "scores.json"))
+    add("evaluate: scores.json -> notes.txt", ["evaluate", "run", *mig, *data],
+        setup=lambda w: os.symlink("../notes.txt", w / "run" / "scores.json"))
+    add("score 3,000 columns --metric dci", ["score", "wide.npy", "--out", "s", *data, "--metric", "dci"],
+        setup=lambda w: np.save(w / "wide.npy", np.zeros((N_IMAGES, 3000), "f4")))
+    add("npz member declaring (1536, 400000)", ["score", "bomb.npz", "--out", "s", *data, *mig],
+        setup=lambda w: _npz_member(w / "bomb.npz", (N_IMAGES, 400_000), b"\0" * 64))
+    add("npz member: 64 MB of zeros behind a (1536, 4) header", ["score", "stuffed.npz", "--out", "s", *data, *mig],
+        setup=lambda w: _npz_member(w / "stuffed.npz", (N_IMAGES, 4), b"\0" * (N_IMAGES * 16 + (64 << 20))))
+    add("npz member truncated", ["score", "short.npz", "--out", "s", *data, *mig],
+        setup=lambda w: _npz_member(w / "short.npz", (N_IMAGES, 4), b"\0" * 100))
+    add("npz with a bad CRC", ["score", "crc.npz", "--out", "s", *data, *mig], setup=lambda w: _bad_crc(w / "crc.npz"))
+    add("PYTHONWARNINGS=error score (a ConvergenceWarning)", ["score", "exp.npy", "--out", "s", *data, "--metric",
+                                                              "modularity_explicitness"],
+        expect="ok", setup=_exp_codes, stdout="warnings-error")
+    add("PYTHONWARNINGS=error evaluate --metric all", ["evaluate", "run", *data, "--metric", "all", "--param",
+                                                       "dci_es.num_trees=10"],
+        expect="ok", stdout="warnings-error", allowed=["run/codes.h5", "run/scores.json"])
+    add("all-constant codes --metric all", ["score", "const.npy", "--out", "s", *data, "--metric", "all",
+                                            "--param", "dci_es.num_trees=5"],
+        expect="ok", setup=lambda w: np.save(w / "const.npy", np.zeros((N_IMAGES, 4), "f4")))
     return C
 
 

@@ -36,6 +36,7 @@ import glob
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -137,6 +138,13 @@ def _split_params(metrics: list[str], params: Mapping[str, Mapping] | None) -> d
     """Each metric's overrides. Overrides for a known metric that is not being evaluated
     are ignored (one params dict can serve several calls); an unknown name is a typo."""
     params = dict(params or {})
+    for name in params:
+        spec = METRICS.get(name)
+        if spec is not None and spec.kind == "study":
+            raise ParameterError("param", f"{name} is a study-level metric: `disentangle evaluate-study` computes "
+                                 f"it over the seeds of each configuration (its parameters: "
+                                 f"{', '.join(f'{name}.{k}' for k in spec.defaults)})",
+                                 value=f"{name}.{', '.join(sorted(params[name] or {})) or '...'}")
     unknown = sorted(set(params) - set(run_level()))
     if unknown:
         raise ParameterError("param", f"given for unknown metric(s): {', '.join(unknown)} "
@@ -158,15 +166,28 @@ class EvaluationPlan:
     overrides: dict[str, dict]
     recorded: dict[str, dict]
     seed: int
+    # seconds a metric is expected to take on this data, where its entry can tell
+    estimates: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def data_summary(dataset, code_dim: int | None = None, seed: int = 0):
+    """What the registry's data checks see of ``dataset`` (see
+    :class:`~disentangle.evaluation.metrics.utils.DataSummary`)."""
+    from disentangle.evaluation.metrics import DataSummary
+    return DataSummary(num_images=int(dataset.num_images), ground_truth=getattr(dataset, "ground_truth", None),
+                       code_dim=None if code_dim is None else int(code_dim), seed=int(seed),
+                       label=dataset_label(dataset))
 
 
 def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
                      params: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
-                     threads: int | None = None, dataset=None) -> EvaluationPlan:
+                     threads: int | None = None, dataset=None, code_dim: int | None = None) -> EvaluationPlan:
     """Check every option and every parameter of every selected metric (names, types,
     ranges, allowed values) without touching any run; UserError naming the first bad one.
     :func:`evaluate_runs` and the sweep call it before any work starts. With ``dataset``
-    the metrics must apply to it (``all``: those that do; see :func:`metric_names`)."""
+    the metrics must apply to it (``all``: those that do; see :func:`metric_names`), and
+    each metric's sizes must work on it and on ``code_dim`` code columns (when known):
+    the registry's :meth:`~disentangle.evaluation.metrics.MetricSpec.check_inputs`."""
     names = metric_names(metrics, dataset=dataset)
     overrides = _split_params(names, params)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -174,7 +195,36 @@ def check_evaluation(metrics: Iterable[str] = ("all",), seed: int = 0,
     _positive_int_or_none(batch_size, "batch_size")
     _positive_int_or_none(threads, "threads")
     recorded = {m: get_metric(m).record_params(overrides[m]) for m in names}
-    return EvaluationPlan(names, overrides, recorded, int(seed))
+    estimates: dict[str, float] = {}
+    if dataset is not None:
+        summary = data_summary(dataset, code_dim, seed)
+        for m in names:
+            spec = get_metric(m)
+            params = spec.params(overrides[m])
+            spec.check_inputs(params, summary)
+            seconds = spec.estimate(params, summary) if spec.estimate is not None else None
+            if seconds is not None:
+                estimates[m] = float(seconds)
+    return EvaluationPlan(names, overrides, recorded, int(seed), estimates)
+
+
+def _latent_dim(run: RunDir) -> int | None:
+    """The run's code width from its configuration (None when it does not say)."""
+    try:
+        value = run.config().get("latent_dim")
+    except (UserError, AttributeError):
+        return None
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None
+
+
+def check_run_files(run: RunDir) -> None:
+    """Before any work: the files evaluation writes in ``run`` (codes.h5, scores.json and
+    its lock) must be absent or regular files -- a directory, FIFO or device in their
+    place, or a symbolic link, is refused in one line naming the path, instead of after
+    the encoding and the first metric (a link is never read through or replaced)."""
+    from disentangle.io import CODES_FILE, SCORES_FILE, SCORES_LOCK_FILE, refuse_non_regular
+    for name in (CODES_FILE, SCORES_FILE, SCORES_LOCK_FILE):
+        refuse_non_regular(run.path / name, links=False)
 
 
 def _clean_temps_if_idle(run_dir: Path) -> None:
@@ -228,8 +278,11 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     # check every option and parameter before the (possibly long) work starts
     check_evaluation(metrics, seed, params, batch_size, threads)
     dataset, data_info = _evaluation_data(run, data, _data_cache, say)
-    # the metrics that apply to this dataset (a set without factors refuses factor metrics)
-    plan = check_evaluation(metrics, seed, params, batch_size, threads, dataset=dataset)
+    # the metrics that apply to this dataset (a set without factors refuses factor metrics),
+    # and every size they draw checked against it and the code width
+    plan = check_evaluation(metrics, seed, params, batch_size, threads, dataset=dataset,
+                            code_dim=_latent_dim(run))
+    check_run_files(run)
     _clean_temps_if_idle(run_dir)
     names, seed = plan.names, plan.seed
     specs = {m: get_metric(m) for m in names}
@@ -272,6 +325,20 @@ def evaluate_run(run_dir: "RunDir | str | os.PathLike", metrics: Iterable[str] =
     return results
 
 
+# a metric expected to take at least this long is announced with its estimate
+LONG_METRIC_SECONDS = 60.0
+
+
+def warning_notes(caught) -> list[str]:
+    """Recorded warnings -> one line each, "Category: first line (xN)", repeats counted."""
+    counts: dict[str, int] = {}
+    for w in caught:
+        text = str(w.message).strip().splitlines()
+        line = f"{w.category.__name__}: {text[0] if text else ''}".rstrip(": ")
+        counts[line] = counts.get(line, 0) + 1
+    return [line if n == 1 else f"{line} (x{n})" for line, n in counts.items()]
+
+
 def run_metrics(run: RunDir, plan: EvaluationPlan, inputs: Mapping[str, Callable[[], object]],
                 say: Callable[[str], None], provenance: Callable[[object], dict]) -> dict:
     """Score ``plan``'s metrics on ``inputs`` (what a registry entry's ``needs`` names,
@@ -285,14 +352,28 @@ def run_metrics(run: RunDir, plan: EvaluationPlan, inputs: Mapping[str, Callable
         report(f"metric {name}", k, len(plan.names), "metrics")
         spec = get_metric(name)
         rng = np.random.default_rng(plan.seed)
+        expected = plan.estimates.get(name)
+        if expected is not None and expected >= LONG_METRIC_SECONDS:
+            say(f"{run.path}: {name}: estimated {expected / 60:.0f} min on one thread (measured rates, "
+                f"docs/metrics.md); progress per factor on a terminal and in a sweep's log")
         t0 = time.perf_counter()
-        values = spec(*(inputs[k]() for k in spec.needs), rng, **plan.overrides[name])
+        # a metric's warnings (a solver that stops at its protocol's iteration cap, ...)
+        # are recorded with its score, whatever the caller's warning filters say: with
+        # PYTHONWARNINGS=error they would otherwise abort a score the protocol defines
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = spec(*(inputs[k]() for k in spec.needs), rng, **plan.overrides[name])
         seconds = time.perf_counter() - t0
+        notes = warning_notes(caught)
         source = provenance(spec)
         entry = {"values": values, "params": plan.recorded[name], "seed": plan.seed,
                  "seconds": round(seconds, 4), "data": source.pop("data"), "codes": source.pop("codes"),
                  **source, "package": package_version(),
                  "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        if notes:
+            entry["warnings"] = notes
+        for note in notes:
+            say(f"{run.path}: {name}: note: {note}")
         run.merge_scores({name: entry})
         results[name] = entry
         shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in spec.headline_keys)
@@ -312,7 +393,8 @@ def evaluate_runs(run_dirs: Iterable[str | os.PathLike], data=None, **kwargs) ->
     # every run's dataset must have what its metrics need (factors) before any run starts
     for run in runs:
         check_evaluation(kwargs.get("metrics", ("all",)), kwargs.get("seed", 0), kwargs.get("params"),
-                         dataset=run.dataset(data, cache))
+                         dataset=run.dataset(data, cache), code_dim=_latent_dim(run))
+        check_run_files(run)
     return {run.path: evaluate_run(run, data=data, _data_cache=cache, **kwargs) for run in runs}
 
 

@@ -68,6 +68,18 @@ def _check_declared(path: Path, name: str, shape, dtype, num_images: int, data_p
                         f"of memory available")
 
 
+def _check_stored_size(path: Path, name: str, stored: int, header_end: int, shape, dtype) -> None:
+    """The bytes an array's file (an .npy, or an .npz member as its zip directory declares
+    it uncompressed) holds must be its header plus the array its header declares: fewer
+    is a truncated file, more a crafted one (a few MB of deflated zeros can unpack to GBs)
+    -- refused before any of it is read."""
+    need = header_end + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if stored != need:
+        what = "truncated" if stored < need else "damaged or crafted"
+        raise UserError(f"{path}: {name} holds {stored:,} bytes, its header's {tuple(shape)} {np.dtype(dtype)} "
+                        f"array needs {need:,} ({what} file)")
+
+
 def _npy_header(fh):
     version = np.lib.format.read_magic(fh)
     reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
@@ -84,11 +96,15 @@ def _load_arrays(path: Path, num_images: int, data_path) -> tuple[np.ndarray, np
     suffix = path.suffix.lower()
     if not path.is_file():
         raise UserError(f"{path}: no such codes file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: unreadable codes file (an empty file: 0 bytes)")
     try:
         if suffix == ".npy":
             with open(path, "rb") as fh:
                 shape, dtype = _npy_header(fh)
+                header_end = fh.tell()
             _check_declared(path, "codes", shape, dtype, num_images, data_path)
+            _check_stored_size(path, "codes", path.stat().st_size, header_end, shape, dtype)
             return np.load(path, allow_pickle=False), None
         if suffix == ".npz":
             with zipfile.ZipFile(path) as zf:
@@ -101,7 +117,10 @@ def _load_arrays(path: Path, num_images: int, data_path) -> tuple[np.ndarray, np
                     if name in members:
                         with zf.open(members[name]) as fh:
                             shape, dtype = _npy_header(fh)
+                            header_end = fh.tell()
                         _check_declared(path, name, shape, dtype, num_images, data_path)
+                        _check_stored_size(path, name, zf.getinfo(members[name]).file_size, header_end,
+                                           shape, dtype)
             with np.load(path, allow_pickle=False) as z:
                 return z[key], (z[LOGVAR_KEY] if LOGVAR_KEY in z.files else None)
         if suffix in (".h5", ".hdf5"):
@@ -293,7 +312,8 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
             raise _refusal(name, has_logvar)
     # a dataset without factors: `all` is what applies, a named factor metric is refused
     names = metric_names(requested, available=allowed, dataset=dataset)
-    plan = check_evaluation(names, seed, params)
+    # every size the metrics draw, checked against the dataset and the code width
+    plan = check_evaluation(names, seed, params, dataset=dataset, code_dim=int(mean.shape[1]))
     skipped = [m for m in run_level() if m not in allowed and "all" in requested
                and (has_factors or not METRICS[m].needs_factors)]
     if skipped:

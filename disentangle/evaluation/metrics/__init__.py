@@ -19,6 +19,14 @@ so evaluate, report, plots, sweep and the LaTeX writer hold no per-metric tables
 - ``defaults`` and ``check``: the protocol parameters (PROTOCOLS.md) and a function that
   checks a complete parameter dict, raising ParameterError naming ``metric.param``;
   :meth:`MetricSpec.params` runs it, so every value is checked before any work starts.
+- ``check_data``: ``check_data(params, summary)`` with the dataset in hand (a
+  :class:`~disentangle.evaluation.metrics.utils.DataSummary`: image count, factor grid,
+  code width when known, seed), raising ParameterError naming ``metric.param`` or a
+  UserError naming the dataset when the protocol's sizes cannot work on it (a factor with
+  one value, too few points for two classes, a code too narrow or too wide);
+  :meth:`MetricSpec.check_inputs` runs it (after the factor check every factor metric
+  shares) before any image is encoded. ``estimate``: optional seconds the metric will
+  take on that data, told to the user up front when long (DCI on wide codes).
 - ``headline_keys``: the scores a table shows by default, the first standing for the
   metric in figures; ``labels`` (axis/legend text) and ``latex`` (table headers) per key.
 - ``kind``: "disentanglement", "study" or "information"; :func:`display_order` lists the metrics
@@ -51,12 +59,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from disentangle.errors import UserError
+from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation import information
 from disentangle.evaluation.metrics import beta_vae, dci, factor_vae, mig, sap
 from disentangle.evaluation.metrics import (dci_es, infomec, irs, modularity_explicitness, udr,
                                             unsupervised)
-from disentangle.evaluation.metrics.utils import sklearn_version
+from disentangle.evaluation.metrics.utils import DataSummary, require_varying_factor, sklearn_version
 
 # What an entry's ``needs`` may name (see the module docstring).
 INPUTS = ("codes", "ground_truth", "codes_table", "model", "dataset", "group_means", "group_kls")
@@ -93,6 +101,9 @@ class MetricSpec:
     warnings: Callable[[Mapping[str, Any]], list[str]] = field(default=lambda values: [])
     subsumed_by: str | None = None
     optional: tuple[str, ...] = ()
+    # with the dataset in hand, before any work (see the module docstring)
+    check_data: Callable[[dict, DataSummary], Any] | None = None
+    estimate: Callable[[dict, DataSummary], "float | None"] | None = None
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.needs + self.optional if n not in INPUTS]
@@ -118,13 +129,22 @@ class MetricSpec:
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
-            raise UserError(f"metric {self.name!r} has no parameter(s) {unknown}; "
-                            f"known: {sorted(self.defaults)}")
+            raise ParameterError(f"{self.name}.{unknown[0]}", f"{self.name} has no parameter {unknown[0]!r}; "
+                                 f"its parameters: {', '.join(self.defaults)}")
         params = {**self.defaults, **overrides}
         self.check(params)
         from disentangle.evaluation.metrics.utils import check_sample_bounds
         check_sample_bounds(self.name, params)
         return params
+
+    def check_inputs(self, params: Mapping[str, Any], summary: DataSummary) -> None:
+        """``params`` (complete, checked by :meth:`params`) against the data the metric
+        will get: a factor metric needs a factor with two values, then the entry's own
+        :attr:`check_data`. ParameterError / UserError before any work."""
+        if self.needs_factors:
+            require_varying_factor(self.name, summary)
+        if self.check_data is not None:
+            self.check_data(dict(params), summary)
 
     def record_params(self, overrides: Mapping[str, Any] | None = None) -> dict:
         """What to store as the score's "params": :meth:`params` plus :attr:`provenance`."""
@@ -199,7 +219,7 @@ def _dci_provenance(params: dict) -> dict:
 METRICS: dict[str, MetricSpec] = {
     "beta_vae": MetricSpec(
         name="beta_vae", fn=beta_vae.beta_vae_score, defaults=dict(beta_vae.DEFAULTS),
-        check=beta_vae.check_params, headline_keys=("eval_accuracy",),
+        check=beta_vae.check_params, check_data=beta_vae.check_data, headline_keys=("eval_accuracy",),
         labels={"eval_accuracy": "β-VAE metric (eval accuracy)"},
         latex={"eval_accuracy": r"$\beta$-VAE score"},
         description="β-VAE metric (Higgins et al. 2017): logistic regression predicts the "
@@ -215,6 +235,7 @@ METRICS: dict[str, MetricSpec] = {
         provenance=lambda params: {"classifier": "majority vote"}, warnings=_factor_vae_warnings),
     "mig": MetricSpec(
         name="mig", fn=mig.mig_score, defaults=dict(mig.DEFAULTS), check=mig.check_params,
+        check_data=mig.check_data,
         headline_keys=("discrete_mig",), labels={"discrete_mig": "MIG"}, latex={"discrete_mig": "MIG"},
         description="Mutual Information Gap (Chen et al. 2018) as disentanglement_lib computes "
                     "it: 20-bin histogram of the codes, plug-in MI, normalised by H(factor)",
@@ -222,6 +243,7 @@ METRICS: dict[str, MetricSpec] = {
         warnings=_factors_dropped_warning),
     "dci": MetricSpec(
         name="dci", fn=dci.dci_score, defaults=dict(dci.DEFAULTS), check=dci.check_params,
+        check_data=dci.check_data, estimate=dci.estimate_seconds,
         headline_keys=("disentanglement", "completeness", "informativeness_test"),
         labels={"disentanglement": "DCI disentanglement", "completeness": "DCI completeness",
                 "informativeness_test": "DCI informativeness (test)"},
@@ -231,6 +253,7 @@ METRICS: dict[str, MetricSpec] = {
         provenance=_dci_provenance, warnings=_factors_dropped_warning),
     "sap": MetricSpec(
         name="sap", fn=sap.sap_score, defaults=dict(sap.DEFAULTS), check=sap.check_params,
+        check_data=sap.check_data,
         headline_keys=("sap_score",), labels={"sap_score": "SAP score"}, latex={"sap_score": "SAP"},
         description="SAP score (Kumar et al. 2018): gap between the two code dimensions that "
                     "best predict each factor alone (LinearSVC accuracy)",
@@ -243,6 +266,7 @@ METRICS: dict[str, MetricSpec] = {
     "modularity_explicitness": MetricSpec(
         name="modularity_explicitness", fn=modularity_explicitness.modularity_explicitness,
         defaults=dict(modularity_explicitness.DEFAULTS), check=modularity_explicitness.check_params,
+        check_data=modularity_explicitness.check_data,
         headline_keys=modularity_explicitness.HEADLINE, labels=modularity_explicitness.LABELS,
         latex={"modularity_score": "Modularity", "explicitness_score_test": "Explicitness"},
         description="Modularity & explicitness (Ridgeway & Mozer 2018) as dlib: 20-bin MI "
@@ -250,7 +274,8 @@ METRICS: dict[str, MetricSpec] = {
         provenance=_logistic_regression_provenance),
     "unsupervised": MetricSpec(
         name="unsupervised", fn=unsupervised.unsupervised_scores, defaults=dict(unsupervised.DEFAULTS),
-        check=unsupervised.check_params, headline_keys=unsupervised.HEADLINE, labels=unsupervised.LABELS,
+        check=unsupervised.check_params, check_data=unsupervised.check_data,
+        headline_keys=unsupervised.HEADLINE, labels=unsupervised.LABELS,
         optional=("ground_truth",),
         latex={"gaussian_total_correlation": "Gaussian TC", "mutual_info_score": "mean MI"},
         description="dlib's unsupervised scores: Gaussian total / Wasserstein correlation of "
@@ -262,6 +287,7 @@ METRICS: dict[str, MetricSpec] = {
                     "of code deviation at fixed factor vs the dimension's max deviation"),
     "dci_es": MetricSpec(
         name="dci_es", fn=dci_es.dci_es_score, defaults=dict(dci_es.DEFAULTS), check=dci_es.check_params,
+        check_data=dci_es.check_data,
         headline_keys=dci_es.HEADLINE, labels=dci_es.LABELS,
         latex={"explicitness": "DCI-ES E", "size": "DCI-ES S"},
         description="DCI-ES (Eastwood et al. 2023): explicitness = 1 - area under the "
@@ -275,6 +301,7 @@ METRICS: dict[str, MetricSpec] = {
             + ", capacity = max_depth", "sklearn_version": sklearn_version()}),
     "infomec": MetricSpec(
         name="infomec", fn=infomec.infomec_score, defaults=dict(infomec.DEFAULTS), check=infomec.check_params,
+        check_data=infomec.check_data,
         headline_keys=infomec.HEADLINE, labels=infomec.LABELS,
         latex={"infom": "InfoM", "infoc": "InfoC", "infoe": "InfoE"},
         description="InfoMEC (Hsu et al. 2023): InfoM / InfoC from kNN-normalised MI after "
@@ -394,5 +421,5 @@ def score_metrics() -> list[str]:
     return [m for m in display_order() if METRICS[m].kind != "information"]
 
 
-__all__ = ["FLAG_MARK", "INPUTS", "KINDS", "METRICS", "MetricSpec", "applicable", "display_order", "flag_footnote", "get_metric",
+__all__ = ["DataSummary", "FLAG_MARK", "INPUTS", "KINDS", "METRICS", "MetricSpec", "applicable", "display_order", "flag_footnote", "get_metric",
            "metrics_of_kind", "score_metrics", "run_level", "study_level"]

@@ -5,8 +5,8 @@ import warnings
 
 import numpy as np
 
-from disentangle.errors import UserError
-from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, gather,
+from disentangle.errors import ParameterError, UserError
+from disentangle.evaluation.metrics.utils import (DataSummary, check_codes, check_positive_ints, gather,
                                                   index_of_columns, random_state_int, require_int,
                                                   sample_factor_columns)
 
@@ -17,6 +17,30 @@ def check_params(params: dict) -> None:
     """Every parameter's value (ParameterError naming ``beta_vae.KEY``)."""
     for key in ("batch_size", "num_train", "num_eval"):
         require_int("beta_vae", params, key)
+
+
+# a draw of at most this many labels is replayed (more: a single label has probability
+# K**(1 - n) <= 2**-64)
+_REPLAY_LABELS = 65
+
+
+def check_data(params: dict, summary: DataSummary) -> None:
+    """With the dataset in hand: two factors to tell apart, and num_train's labels (the
+    first draw of the metric's Generator, replayed when few) holding two factors."""
+    factors = len(summary.factor_sizes)
+    if summary.ground_truth is not None and factors < 2:
+        raise UserError(f"beta_vae needs at least 2 factors (it predicts which one was held fixed); "
+                        f"{summary.label} has {factors} ({summary.sizes_text()})")
+    n = params["num_train"]
+    if n < 2:
+        raise ParameterError("beta_vae.num_train", "at least 2 points (the classifier needs two held-fixed "
+                             "factors to tell apart)", value=repr(n))
+    if summary.ground_truth is not None and n <= _REPLAY_LABELS:
+        labels = np.random.default_rng(summary.seed).integers(0, factors, size=n)
+        if np.unique(labels).size < 2:
+            raise ParameterError("beta_vae.num_train", f"with seed {summary.seed} all {n} points hold factor "
+                                 f"{summary.factor_names[labels[0]]} fixed: the classifier needs two; use more "
+                                 f"points", value=repr(n))
 
 
 def _points(codes, ground_truth, num_points: int, batch_size: int, rng: np.random.Generator):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
-from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints,
-                                                  random_state_int, require_choice, require_int,
-                                                  sample_points)
+from disentangle.evaluation.metrics.utils import (DataSummary, check_codes, check_positive_ints,
+                                                  random_state_int, require_choice, require_factor_sample,
+                                                  require_int, require_number, sample_points)
 
 BACKENDS = ("lightgbm", "sklearn-gbt")
-DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16, "backend": "lightgbm"}
+# max_minutes: not a protocol parameter but a guard (it changes no score): the estimated
+# time (:func:`estimate_seconds`) above which DCI is refused before any work
+DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16, "backend": "lightgbm",
+            "max_minutes": 30.0}
 
 
 def check_params(params: dict) -> None:
@@ -20,9 +23,48 @@ def check_params(params: dict) -> None:
     for key in ("num_train", "num_test", "batch_size"):
         require_int("dci", params, key)
     require_choice("dci", params, "backend", BACKENDS)
+    require_number("dci", params, "max_minutes", low=0.0, strict=True)
     if params["backend"] == "lightgbm" and importlib.util.find_spec("lightgbm") is None:
         raise ParameterError("dci.backend", "the lightgbm package is not installed "
                              "(pip install lightgbm), or choose dci.backend sklearn-gbt", value="lightgbm")
+
+# Seconds per tree and per (tree x code column x training point) of each backend, measured
+# on the 1,536-image test grid (2,400 trees) on the 2-core development machine, one thread
+# (docs/metrics.md, "Checked before any work, and bounded"):
+# time ~ trees x (PER_TREE + PER_CELL x columns x num_train).
+SECONDS_PER_TREE = {"lightgbm": 4e-3, "sklearn-gbt": 1e-3}
+SECONDS_PER_CELL = {"lightgbm": 4e-8, "sklearn-gbt": 7.6e-7}
+
+
+def num_trees(factor_sizes) -> int:
+    """Trees the boosting grows over all factors: per stage one per class (one for a
+    binary factor, none for a constant one), times the stages."""
+    return GBT_STAGES * sum(1 if s == 2 else s for s in factor_sizes if s >= 2)
+
+
+def estimate_seconds(params: dict, summary: DataSummary) -> float | None:
+    """DCI's time on one thread, from the code width, the factor sizes and num_train
+    (None when the code width is not known yet)."""
+    if summary.code_dim is None or summary.ground_truth is None:
+        return None
+    trees = num_trees(summary.factor_sizes)
+    backend = params["backend"]
+    return trees * (SECONDS_PER_TREE[backend]
+                    + SECONDS_PER_CELL[backend] * summary.code_dim * int(params["num_train"]))
+
+
+def check_data(params: dict, summary: DataSummary) -> None:
+    """With the dataset in hand: a factor with two values in the training draw, and the
+    estimated time within ``max_minutes`` (codes with thousands of columns take hours)."""
+    require_factor_sample("dci", params, summary)
+    seconds = estimate_seconds(params, summary)
+    if seconds is not None and seconds > 60 * params["max_minutes"]:
+        raise ParameterError(
+            "dci.max_minutes", f"DCI on {summary.code_dim:,} code columns x {num_trees(summary.factor_sizes):,} "
+            f"trees x {params['num_train']:,} training points is estimated at {seconds / 60:,.0f} minutes "
+            f"(backend {params['backend']}, one thread); set dci.max_minutes above that to run it, or lower "
+            f"dci.num_train", value=repr(params["max_minutes"]), mentions=("dci.max_minutes", "dci.num_train"))
+
 
 # Hyper-parameters of the reference, sklearn.ensemble.GradientBoostingClassifier() with all
 # defaults, which the fast backend mirrors: 100 stages, learning rate 0.1, depth-3 trees,
@@ -30,15 +72,22 @@ def check_params(params: dict) -> None:
 GBT_STAGES, GBT_LEARNING_RATE, GBT_DEPTH = 100, 0.1, 3
 
 
-def _fit_sklearn_gbt(x_train, y_train, x_test, seed: int):
-    """The reference: GradientBoostingClassifier() and its impurity-based importances."""
+def _fit_sklearn_gbt(x_train, y_train, x_test, seed: int, advance=lambda trees: None):
+    """The reference: GradientBoostingClassifier() and its impurity-based importances.
+    ``advance(trees)`` is told each stage's trees (sklearn's ``monitor`` hook, which
+    stops nothing when it returns False)."""
     from sklearn.ensemble import GradientBoostingClassifier
     model = GradientBoostingClassifier(random_state=seed)
-    model.fit(x_train, y_train)
+    per_stage = 1 if np.unique(y_train).size == 2 else np.unique(y_train).size
+
+    def monitor(*_):
+        advance(per_stage)
+        return False          # never stop early (a bar's update may return True)
+    model.fit(x_train, y_train, monitor=monitor)
     return np.abs(model.feature_importances_), model.predict(x_train), model.predict(x_test)
 
 
-def _fit_lightgbm(x_train, y_train, x_test, seed: int):
+def _fit_lightgbm(x_train, y_train, x_test, seed: int, advance=lambda trees: None):
     """The reference's gradient boosting, with LightGBM growing the trees.
 
     What makes the trees the reference's (not just "a GBT with the same settings"):
@@ -74,6 +123,12 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int):
         init = np.log(prior)
     score_train = np.tile(init, (rows, 1))
     score_test = np.tile(init, (test_rows, 1))
+    if not np.any(np.ptp(x_train, axis=0) > 0):
+        # no code column varies: no tree can split (LightGBM refuses a dataset without a
+        # usable feature), so every stage's one leaf moves the prior scores by sum(y - p)
+        # = 0 -- the reference's model is the prior: zero importances, the prior's class
+        advance(trees * GBT_STAGES)
+        return (np.zeros(x_train.shape[1]),) + _predicted_classes(classes, score_train, score_test)
     params = _lightgbm_params(rows, trees, seed)
     booster = lightgbm.Booster(params, lightgbm.Dataset(x_train, label=y, params=params))
     newton_factor = (num_classes - 1) / num_classes if trees > 1 else 1.0
@@ -90,14 +145,21 @@ def _fit_lightgbm(x_train, y_train, x_test, seed: int):
         finished = booster.update(fobj=residual_gradients)
         _add_newton_leaves(booster, stage, x_train, x_test, target, current["p"], newton_factor,
                            score_train, score_test)
+        advance(trees)
         if finished:          # no tree could split any more: later stages would add nothing
+            advance(trees * (GBT_STAGES - stage - 1))
             break
     gain = np.abs(np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64))
     importance = gain / gain.sum() if gain.sum() > 0 else gain
-    if trees == 1:
-        return (importance, classes[(score_train[:, 0] > 0).astype(np.int64)],
+    return (importance,) + _predicted_classes(classes, score_train, score_test)
+
+
+def _predicted_classes(classes, score_train, score_test):
+    """The classes raw scores predict: the sign of one column (binary), else the argmax."""
+    if score_train.shape[1] == 1:
+        return (classes[(score_train[:, 0] > 0).astype(np.int64)],
                 classes[(score_test[:, 0] > 0).astype(np.int64)])
-    return importance, classes[np.argmax(score_train, axis=1)], classes[np.argmax(score_test, axis=1)]
+    return classes[np.argmax(score_train, axis=1)], classes[np.argmax(score_test, axis=1)]
 
 
 def _lightgbm_params(rows: int, trees: int, seed: int) -> dict:
@@ -178,7 +240,7 @@ def completeness(importance: np.ndarray) -> float:
 
 def dci_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int = 10_000,
               num_test: int = 5_000, batch_size: int = 16,
-              backend: str = "lightgbm") -> dict[str, float]:
+              backend: str = "lightgbm", max_minutes: float = 30.0) -> dict[str, float]:
     """DCI: per factor, a gradient-boosted tree classifier predicts the factor's class from
     the raw codes; its feature importances form a (D, K) matrix, from which
     ``disentanglement`` (headline) and ``completeness`` follow (dlib's formulas);
@@ -203,8 +265,17 @@ def dci_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int =
     leaves it unset, so its tie-breaking is not reproducible); a factor that takes a
     single value in the training sample (no classifier can be fitted: dlib crashes) is
     dropped and counted in ``num_factors_dropped``; D = 1 or K = 1 give 1.0 for the
-    trivially perfect score instead of a 0/0 entropy base.
+    trivially perfect score instead of a 0/0 entropy base. Codes none of whose columns
+    vary in the training sample give the reference's prior model (zero importances: D = C
+    = 0 as dlib's formulas give them, accuracy of the most frequent class) with either
+    backend (LightGBM itself refuses such data).
+
+    ``max_minutes`` is a guard, not a protocol parameter: the registry refuses, before
+    any work, codes whose :func:`estimate_seconds` exceeds it; the function itself only
+    shows its progress (a bar per factor on a terminal, the sweep's progress lines).
     """
+    from disentangle.progress import bar, report
+    del max_minutes
     check_positive_ints(num_train=num_train, num_test=num_test)
     if backend not in _FITTERS:
         raise UserError(f"dci: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
@@ -213,14 +284,19 @@ def dci_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int =
     x_test, y_test = sample_points(codes, ground_truth, num_test, rng)
     fit = _FITTERS[backend]
     columns, train_acc, test_acc = [], [], []
+    sizes = [np.unique(y_train[:, k]).size for k in range(ground_truth.num_factors)]
+    progress = bar(num_trees(sizes), "dci", "tree")
     for k in range(ground_truth.num_factors):
         seed = random_state_int(rng)
-        if np.unique(y_train[:, k]).size < 2:
+        if sizes[k] < 2:
             continue
-        importance, pred_train, pred_test = fit(x_train, y_train[:, k], x_test, seed)
+        report(f"metric dci: factor {ground_truth.factor_names[k]}", k, ground_truth.num_factors, "factors")
+        progress.set_description(f"dci {ground_truth.factor_names[k]}")
+        importance, pred_train, pred_test = fit(x_train, y_train[:, k], x_test, seed, progress.update)
         columns.append(importance)
         train_acc.append(np.mean(pred_train == y_train[:, k]))
         test_acc.append(np.mean(pred_test == y_test[:, k]))
+    progress.close()
     if not columns:
         raise UserError("dci: every factor took a single value in the sample; nothing to score")
     importance = np.stack(columns, axis=1).reshape(dims, len(columns))

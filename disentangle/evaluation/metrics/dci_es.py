@@ -56,6 +56,12 @@ def check_params(params) -> None:
         raise ParameterError(f"{NAME}.targets", f"must be one of {', '.join(TARGETS)}", value=repr(targets))
 
 
+def check_data(params: dict, summary) -> None:
+    """With the dataset in hand: a factor with two values in the training draw."""
+    from disentangle.evaluation.metrics.utils import require_factor_sample
+    require_factor_sample(NAME, params, summary)
+
+
 def categorical_factors(ground_truth) -> tuple[str, ...]:
     """The factors "mixed" classifies: the ground truth's own ``categorical_factors`` when
     it declares them, else those of :data:`REFERENCE_CATEGORICAL` it has."""

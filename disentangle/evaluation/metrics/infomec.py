@@ -28,6 +28,18 @@ def check_params(params) -> None:
         raise ParameterError(f"{NAME}.prune_fraction", "must be a number in [0, 1)", value=repr(frac))
 
 
+def check_data(params: dict, summary) -> None:
+    """With the dataset in hand: a factor with two values in the draw, and more points
+    than the largest factor has values, so every factor has a value drawn twice (sklearn's
+    kNN estimator of I(z; factor) needs two points of one class)."""
+    from disentangle.evaluation.metrics.utils import require_factor_sample
+    require_factor_sample(NAME, params, summary)
+    largest = max(summary.factor_sizes, default=0)
+    if summary.ground_truth is not None and params["num_train"] <= largest:
+        raise ParameterError(f"{NAME}.num_train", f"more than the largest factor's {largest} values (a kNN "
+                             f"estimate needs a value drawn twice)", value=repr(params["num_train"]))
+
+
 def _standardise(z: np.ndarray) -> np.ndarray:
     """sklearn's StandardScaler: a constant column's scale is 1 (it becomes 0)."""
     std = z.std(axis=0)

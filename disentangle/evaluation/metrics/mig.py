@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, entropy_discrete,
+from disentangle.evaluation.metrics.utils import (DataSummary, check_codes, check_positive_ints, entropy_discrete,
                                                   histogram_discretize, mutual_info_matrix,
                                                   require_int, sample_points)
 
@@ -16,6 +16,13 @@ def check_params(params: dict) -> None:
     """Every parameter's value (ParameterError naming ``mig.KEY``)."""
     for key in ("num_train", "batch_size", "num_bins"):
         require_int("mig", params, key)
+
+
+def check_data(params: dict, summary: DataSummary) -> None:
+    """With the dataset in hand: two code dimensions and a factor with two values in the draw."""
+    from disentangle.evaluation.metrics.utils import require_code_dims, require_factor_sample
+    require_code_dims("mig", summary, 2, "the gap between the two most informative")
+    require_factor_sample("mig", params, summary)
 
 
 def mig_score(codes, ground_truth, rng: np.random.Generator, *, num_train: int = 10_000,

@@ -27,6 +27,12 @@ def check_params(params) -> None:
         raise ParameterError(f"{NAME}.num_bins", "must be at least 2", value=repr(params['num_bins']))
 
 
+def check_data(params: dict, summary) -> None:
+    """With the dataset in hand: a factor with two values in the training draw."""
+    from disentangle.evaluation.metrics.utils import require_factor_sample
+    require_factor_sample(NAME, params, summary)
+
+
 def modularity(mutual_information: np.ndarray) -> float:
     """dlib's modularity of a (D, K) MI matrix: per code dimension, 1 - (sum m^2 - max m^2)
     / (max m^2 (K - 1)); a dimension whose MI is all 0 scores 0 (and stays in the mean).

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from disentangle.errors import UserError
-from disentangle.evaluation.metrics.utils import (check_codes, check_positive_ints, require_bool,
+from disentangle.evaluation.metrics.utils import (DataSummary, check_codes, check_positive_ints, require_bool,
                                                   require_int, sample_points)
 
 DEFAULTS = {"num_train": 10_000, "num_test": 5_000, "batch_size": 16,
@@ -18,6 +18,13 @@ def check_params(params: dict) -> None:
     for key in ("num_train", "num_test", "batch_size"):
         require_int("sap", params, key)
     require_bool("sap", params, "continuous_factors")
+
+
+def check_data(params: dict, summary: DataSummary) -> None:
+    """With the dataset in hand: two code dimensions and a factor with two values in the draw."""
+    from disentangle.evaluation.metrics.utils import require_code_dims, require_factor_sample
+    require_code_dims("sap", summary, 2, "the gap between the two best")
+    require_factor_sample("sap", params, summary)
 
 
 def _score_matrix_discrete(z_train, y_train, z_test, y_test) -> np.ndarray:

@@ -31,6 +31,21 @@ def check_params(params) -> None:
         raise ParameterError(f"{NAME}.num_train", "must be at least 2 (a covariance)", value=repr(params['num_train']))
 
 
+def check_data(params: dict, summary) -> None:
+    """With the dataset in hand: a covariance of D code dimensions needs D + 1 points and
+    D + 1 distinct images; fewer give a singular matrix (an infinite total correlation, or
+    a huge finite one from round-off)."""
+    dims = summary.code_dim
+    if dims is None:
+        return
+    if params["num_train"] <= dims:
+        raise ParameterError(f"{NAME}.num_train", f"more than the {dims} code dimensions (a {dims}-dimensional "
+                             f"covariance)", value=repr(params["num_train"]))
+    if 1 < summary.num_images <= dims:
+        raise UserError(f"{NAME}: {summary.label} has {summary.num_images:,} images, too few for the "
+                        f"covariance of {dims} code dimensions (at least {dims + 1})")
+
+
 def gaussian_total_correlation(cov: np.ndarray) -> float:
     """KL between N(0, C) and the product of its marginals: ½ (Σ log C_ii − log det C).
 

@@ -9,6 +9,8 @@ depend on the Generator alone, never on code values, so both paths see the same 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from disentangle.errors import ParameterError, UserError
@@ -262,3 +264,72 @@ def require_bool(metric: str, params: dict, key: str) -> None:
     value = params[key]
     if not isinstance(value, (bool, np.bool_)):
         raise param_error(metric, key, value, "true or false")
+
+
+# --------------------------------------------------------------------------- checks with the data in hand
+# A registry entry's ``check_data(params, summary)`` runs after the parameter checks above,
+# once the dataset is open and before any image is encoded or any metric scored: what a
+# protocol's sizes need of the dataset (factor counts and sizes, the code width). Every
+# protocol here draws its points WITH replacement (PROTOCOLS.md), so no count is bounded by
+# the number of images; what a count needs is enough distinct values in its draw.
+@dataclasses.dataclass(frozen=True)
+class DataSummary:
+    """What a metric will be given, known before the work: the dataset's image count and
+    ground-truth grid (None without factors), its name for messages, the code width
+    (None when unknown yet) and the evaluation seed (every metric's Generator is
+    ``default_rng(seed)``, so a check may replay a protocol's first draw exactly)."""
+
+    num_images: int
+    ground_truth: object = None
+    code_dim: int | None = None
+    seed: int = 0
+    label: str = "the dataset"
+
+    @property
+    def factor_sizes(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.ground_truth.factor_sizes) if self.ground_truth is not None else ()
+
+    @property
+    def factor_names(self) -> tuple[str, ...]:
+        return tuple(self.ground_truth.factor_names) if self.ground_truth is not None else ()
+
+    def sizes_text(self) -> str:
+        return ", ".join(f"{n}={s}" for n, s in zip(self.factor_names, self.factor_sizes))
+
+
+# a draw of at most this many points is replayed to see whether it leaves a factor with
+# two values; beyond it a factor with two or more values is single-valued in the draw with
+# probability below 2**-1000
+REPLAY_MAX_POINTS = 1000
+
+
+def require_varying_factor(metric: str, summary: DataSummary) -> None:
+    """UserError unless some factor of the dataset takes two or more values (a factor
+    metric scores how codes follow factors; a grid of one value per factor has nothing)."""
+    if summary.ground_truth is not None and not any(s >= 2 for s in summary.factor_sizes):
+        raise UserError(f"{metric}: every factor of {summary.label} takes a single value "
+                        f"({summary.sizes_text()}; {summary.num_images:,} image(s)): nothing to score")
+
+
+def require_code_dims(metric: str, summary: DataSummary, low: int, why: str) -> None:
+    if summary.code_dim is not None and summary.code_dim < low:
+        raise UserError(f"{metric} needs at least {low} code dimensions ({why}); the codes have {summary.code_dim}")
+
+
+def require_factor_sample(metric: str, params: dict, summary: DataSummary, key: str = "num_train") -> None:
+    """For the metrics whose first draw is ``ground_truth.sample_classes(params[key], rng)``
+    (:func:`sample_points`) and which drop factors single-valued in it: ParameterError
+    naming ``metric.key`` unless some factor takes two values in that draw. Small draws
+    are replayed with the metric's own Generator, so the answer is the metric's."""
+    n = params[key]
+    if summary.ground_truth is None or not _is_int(n):
+        return
+    if n < 2:
+        raise ParameterError(f"{metric}.{key}", "at least 2 points (a factor needs two values in the "
+                             "sample to be scored)", value=repr(n))
+    if n <= REPLAY_MAX_POINTS:
+        classes = summary.ground_truth.sample_classes(int(n), np.random.default_rng(summary.seed))
+        if all(np.unique(classes[:, k]).size < 2 for k in range(classes.shape[1])):
+            raise ParameterError(f"{metric}.{key}", f"with seed {summary.seed} these {n} points hold "
+                                 f"every factor at a single value: nothing to score; use more points",
+                                 value=repr(n))
