@@ -39,7 +39,6 @@ cache is bounded), see benchmarks/bench_data_stream.py and docs/datasets.md.
 from __future__ import annotations
 
 import abc
-import hashlib
 import importlib
 import json
 import os
@@ -363,9 +362,25 @@ class ImageFile(Dataset):
         # a file without a recorded checksum (accepted with --unverified-data) is identified
         # by its images as read, and every record says nobody vouched for them
         self.content_check = None if recorded else trust.UNVERIFIED
-        self.content_sha256 = recorded or trust.computed_checksum(self.path, self._image_blocks)
-        if verify:
-            self.verify()
+        # the images match their checksum before any use (hashed once per file state: trust.py)
+        self.content_sha256, self._hashed_at_open = self._check_content(recorded, fresh=verify)
+
+    def _check_content(self, recorded: str | None, fresh: bool) -> tuple[str, bool]:
+        try:
+            sha, hashed = trust.check_content(self.path, recorded, self._image_blocks, DatasetError,
+                                              recreate=f"re-create it with {self.recreate_command()}",
+                                              total_bytes=int(self._images.size), fresh=fresh)
+        except DatasetError:
+            self.close()
+            raise
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise DatasetError(f"{self.path}: unreadable dataset file ({exc})") from None
+        return (recorded or sha), hashed
+
+    def recreate_command(self) -> str:
+        """How the user makes this file again (named in a refusal)."""
+        return f"`disentangle data fetch {self.name}`"
 
     def _configure(self, attrs: dict) -> None:
         """Hook for classes whose name or channel count is read from the file (image folders)."""
@@ -417,21 +432,19 @@ class ImageFile(Dataset):
         return [s.decode() if isinstance(s, bytes) else str(s) for s in self._file["source_names"][...]]
 
     def _image_blocks(self):
-        step = 4096
+        """/images in index order, in blocks of about 64 MB (what content_sha256 hashes)."""
+        step = max(1, (64 << 20) // (IMAGE_SIZE * IMAGE_SIZE * self.channels))
         for i in range(0, self.num_images, step):
             yield self._images[i:i + step]
 
     def verify(self) -> None:
-        """Hash /images in index order against content_sha256 (reads the whole file). A
-        file accepted unverified has no recorded checksum to compare with."""
-        if self.content_check == trust.UNVERIFIED:
+        """Hash /images in index order against content_sha256, reading the whole file
+        (`data info`), unless this open just did. A file accepted unverified has no
+        recorded checksum to compare with."""
+        if self.content_check == trust.UNVERIFIED or self._hashed_at_open:
             return
-        sha = hashlib.sha256()
-        for block in self._image_blocks():
-            sha.update(np.ascontiguousarray(block).tobytes())
-        if sha.hexdigest() != self.attrs.get("content_sha256"):
-            raise DatasetError(f"{self.path}: images do not match the file's content_sha256; the file is "
-                               f"damaged or was edited: fetch it again")
+        self._check_content(self.content_sha256, fresh=True)
+        self._hashed_at_open = True
 
     @property
     def provenance(self) -> dict:
@@ -520,7 +533,7 @@ def write_image_file(out, name: str, ground_truth: GroundTruth | None, channels:
     if source_names is not None and len(source_names) != n:
         raise ValueError(f"write_image_file: {len(source_names)} source names for {n} images")
     check_writable(out, need_bytes=int(n * IMAGE_SIZE * IMAGE_SIZE * channels * 1.02) + (1 << 20))
-    sha = hashlib.sha256()
+    sha = trust.ContentDigest()
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             ds = f.create_dataset("images", shape=(n, IMAGE_SIZE, IMAGE_SIZE, channels), dtype=np.uint8,
@@ -531,7 +544,7 @@ def write_image_file(out, name: str, ground_truth: GroundTruth | None, channels:
                 if chunk.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, channels) or i + len(chunk) > n:
                     raise DatasetError(f"{out}: converter produced images of shape {chunk.shape} at {i}")
                 ds[i:i + len(chunk)] = chunk
-                sha.update(chunk.tobytes())
+                sha.update(chunk)
                 i += len(chunk)
                 if progress is not None:
                     progress(len(chunk))
