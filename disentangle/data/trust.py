@@ -225,6 +225,9 @@ def check_content(path: Path, recorded: str | None, blocks: Callable[[], Iterabl
     a recorded checksum (accepted unverified) gets its computed one: its identity in every
     record. ``recreate``: how the user makes the file again."""
     sha, hashed = hash_content(path, blocks, total_bytes, fresh)
+    if recorded is not None and sha != recorded and not hashed:
+        # a remembered mismatch is re-checked: a damaged cache never refuses a good file
+        sha, hashed = hash_content(path, blocks, total_bytes, fresh=True)
     if recorded is not None and sha != recorded:
         raise error(f"{path}: {what} the file's content_sha256 ({sha[:12]}... vs {recorded[:12]}... "
                     f"recorded); the file is damaged or was edited: {recreate}")
