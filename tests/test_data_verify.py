@@ -233,3 +233,18 @@ def test_dsprites_uses_the_same_cache(tiny_data_path, hashed):
     assert hashed[0] == 0
     DSpritesData(tiny_data_path, verify=True)   # `data info`: in full
     assert hashed[0] == 1536 * 512
+
+
+def test_the_raw_block_reader_yields_the_images_bytes_in_index_order(tmp_path):
+    """The fast reader (chunk bytes straight from the file) and HDF5's reads agree."""
+    path = _image_set(tmp_path)
+    ds = open_file(path)
+    try:
+        runs = ds._raw_runs(block_bytes=5 * 64 * 64 * 3)
+        assert runs is not None and len(runs) >= 5   # split into blocks of 5 images
+        raw = b"".join(np.asarray(b).tobytes() for b in ds._image_blocks())
+        assert raw == ds._images[...].tobytes()
+        ds._raw = False                                  # the HDF5 path
+        assert b"".join(np.asarray(b).tobytes() for b in ds._image_blocks()) == raw
+    finally:
+        ds.close()

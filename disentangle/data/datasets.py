@@ -432,10 +432,49 @@ class ImageFile(Dataset):
         return [s.decode() if isinstance(s, bytes) else str(s) for s in self._file["source_names"][...]]
 
     def _image_blocks(self):
-        """/images in index order, in blocks of about 64 MB (what content_sha256 hashes)."""
-        step = max(1, (64 << 20) // (IMAGE_SIZE * IMAGE_SIZE * self.channels))
-        for i in range(0, self.num_images, step):
-            yield self._images[i:i + step]
+        """/images in index order, in blocks of about 64 MB (what content_sha256 hashes):
+        1-D uint8 byte runs read straight from the file where the one-image chunks lie in
+        index order, back to back (as the writer lays them out: 3x faster than HDF5's
+        per-chunk reads, see docs/performance.md), else arrays read through HDF5."""
+        runs = self._raw_runs() if self._raw else None
+        if runs is None:
+            step = max(1, (64 << 20) // (IMAGE_SIZE * IMAGE_SIZE * self.channels))
+            for i in range(0, self.num_images, step):
+                yield self._images[i:i + step]
+            return
+        with open(self.path, "rb") as fh:
+            for offset, length in runs:
+                fh.seek(offset)
+                data = fh.read(length)
+                if len(data) != length:
+                    raise DatasetError(f"{self.path}: images end before their last chunk (truncated file)")
+                yield np.frombuffer(data, np.uint8)
+
+    def _raw_runs(self, block_bytes: int = 64 << 20) -> list[tuple[int, int]] | None:
+        """(file offset, length) of the image chunks in index order, merged where adjacent,
+        each at most ``block_bytes``; None where HDF5 does not list them (older h5py) or a
+        chunk is filtered or of another size."""
+        n, image_bytes = self.num_images, IMAGE_SIZE * IMAGE_SIZE * self.channels
+        offsets = np.full(n, -1, np.int64)
+        odd = []
+
+        def seen(info):
+            if info.size != image_bytes or info.filter_mask != 0:
+                odd.append(info)
+            offsets[info.chunk_offset[0]] = info.byte_offset
+        try:
+            self._images.id.chunk_iter(seen)
+        except (AttributeError, RuntimeError, OSError, ValueError):
+            return None
+        if odd or (offsets < 0).any():
+            return None
+        runs: list[tuple[int, int]] = []
+        starts = np.flatnonzero(np.diff(offsets, prepend=-image_bytes) != image_bytes)
+        for a, b in zip(starts, np.append(starts[1:], n)):
+            per_block = max(1, block_bytes // image_bytes)
+            for i in range(int(a), int(b), per_block):
+                runs.append((int(offsets[i]), (min(int(b), i + per_block) - i) * image_bytes))
+        return runs
 
     def verify(self) -> None:
         """Hash /images in index order against content_sha256, reading the whole file
