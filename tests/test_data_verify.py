@@ -248,3 +248,20 @@ def test_the_raw_block_reader_yields_the_images_bytes_in_index_order(tmp_path):
         assert b"".join(np.asarray(b).tobytes() for b in ds._image_blocks()) == raw
     finally:
         ds.close()
+
+
+def test_a_sweep_checks_the_file_once_before_its_runs(tmp_path, hashed):
+    """locate (what the sweep calls before starting runs) checks an image set's images, so
+    the workers it starts find the verdict; a damaged file stops the sweep before any run."""
+    from disentangle.data.datasets import locate
+    path = _image_set(tmp_path)
+    hashed[0] = 0
+    assert locate("mpi3d-toy", path)[1] == h5py.File(path, "r").attrs["content_sha256"]
+    assert hashed[0] == 24 * 64 * 64 * 3
+    trust._HASHED.clear()
+    assert not open_file(path)._hashed_at_open
+    _flip_bit(path)
+    line = _one_line(_invoke("sweep", "--results", tmp_path / "study", "--dataset", "mpi3d-toy", "--data", path,
+                             "--beta", "1", "--seeds", "0", "--steps", "3", "--device", "cpu"))
+    assert "images do not match the file's content_sha256" in line, line
+    assert not (tmp_path / "study").exists() or not any((tmp_path / "study").rglob("config.json"))

@@ -107,10 +107,14 @@ def open_dataset(name: str, path: str | os.PathLike | None = None, **options) ->
 
 
 def locate(name: str, path: str | os.PathLike | None = None) -> tuple[Path, str | None]:
-    """(the file dataset ``name`` is read from, its content_sha256) without loading its
-    images: ``path`` or the dataset's path rule. A file without a recorded checksum is
-    refused unless accepted unverified (:func:`disentangle.data.trust.accept_unverified`). The dSprites variants read the dSprites
-    file and share its checksum (their identity adds the variant and its seed)."""
+    """(the file dataset ``name`` is read from, its content_sha256): ``path`` or the
+    dataset's path rule. An image-set file is opened, so its images are checked against
+    their checksum here, once (a sweep's parent): the runs find the verdict in the cache
+    (:func:`disentangle.data.trust.check_content`); the dSprites file is not loaded (each
+    process checks it at load). A file without a recorded checksum is refused unless
+    accepted unverified (:func:`disentangle.data.trust.accept_unverified`). The dSprites
+    variants read the dSprites file and share its checksum (their identity adds the
+    variant and its seed)."""
     import h5py
     cls = dataset_class(name, path)
     if getattr(cls, "named_by_file", False):
@@ -122,6 +126,14 @@ def locate(name: str, path: str | os.PathLike | None = None) -> tuple[Path, str 
     resolved = cls.resolve_path(path).resolve()
     if not resolved.is_file():
         raise DatasetError(f"{resolved}: no such {name} dataset file")
+    if issubclass(cls, ImageFile):
+        # opened, so its images are checked here once (a sweep's parent): the runs it starts
+        # find the verdict in the cache instead of each hashing the file
+        ds = cls.open(resolved)
+        try:
+            return resolved, ds.attrs.get("content_sha256")
+        finally:
+            ds.close()
     try:
         with h5py.File(resolved, "r") as f:
             attrs = trust.plain_attrs(resolved, f.attrs, DatasetError)
