@@ -265,3 +265,24 @@ def test_a_sweep_checks_the_file_once_before_its_runs(tmp_path, hashed):
                              "--beta", "1", "--seeds", "0", "--steps", "3", "--device", "cpu"))
     assert "images do not match the file's content_sha256" in line, line
     assert not (tmp_path / "study").exists() or not any((tmp_path / "study").rglob("config.json"))
+
+
+def test_a_large_file_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
+    import io
+
+    from disentangle import progress
+    path = _image_set(tmp_path)
+    err = io.StringIO()
+    monkeypatch.setattr(progress, "on_terminal", lambda stream=None: True)
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setattr(trust, "_BAR_MIN_BYTES", 1)     # this tiny file counts as large
+    reported = []
+    with progress.reporting(lambda *entry: reported.append(entry)):
+        open_file(path).close()
+    assert "checking m.h5" in err.getvalue() and "100%" in err.getvalue(), err.getvalue()
+    assert reported[-1] == ("checking data", 24 * 64 * 64 * 3, 24 * 64 * 64 * 3, "bytes")
+    monkeypatch.setattr(trust, "_BAR_MIN_BYTES", 1 << 40)   # a small file: no bar
+    err.truncate(0)
+    trust._HASHED.clear()
+    open_file(path).verify()
+    assert "checking" not in err.getvalue()
