@@ -189,6 +189,19 @@ def _exp_codes(w):
     np.save(w / "exp.npy", np.exp(np.concatenate([classes * 3, noise], axis=1)).astype(np.float32))
 
 
+def _flipped_image_set(w):
+    """An image set (shapes3d, 8 images) with one bit flipped in /images, content_sha256 intact."""
+    from disentangle.data.datasets import write_image_file
+    from disentangle.data.ground_truth import GroundTruth
+    gt = GroundTruth(("floor_hue", "wall_hue", "object_hue"), tuple(np.linspace(0, 1, s) for s in (2, 2, 2)))
+    images = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    write_image_file(w / "flipped.h5", "shapes3d", gt, 3, [images], {"source": "official"})
+
+    def flip(f):
+        f["images"][5, 10, 20, 1] ^= 4
+    _h5_edit(w / "flipped.h5", flip)
+
+
 def cases():
     """(name, setup(workspace) or None, argv, expect, allowed-to-change paths, stdout mode)."""
     data = ["--data", "tiny.h5"]
@@ -260,6 +273,13 @@ def cases():
         setup=_tiny_edit(_flip_nan("latents_values", 7, 2)))
     add("image set declaring 73.7 M images", ["train", "--out", "new", "--dataset", "shapes3d", "--data",
                                               "forged.h5", "--steps", "3"], setup=_forged_image_set)
+    flipped = ["--dataset", "shapes3d", "--data", "flipped.h5"]
+    add("image set: a bit flipped in /images, checksum intact", ["train", "--out", "new", *flipped, "--steps", "3"],
+        setup=_flipped_image_set)
+    add("score: image set with a bit flipped in /images", ["score", "codes8.npz", "--out", "s", *flipped, *mig],
+        setup=lambda w: (_flipped_image_set(w), np.savez(w / "codes8.npz", codes=np.zeros((8, 4), "f4"))))
+    add("train --unverified-data: image set with a bit flipped", ["train", "--out", "new", *flipped, "--steps", "3",
+                                                                  "--unverified-data"], setup=_flipped_image_set)
     for s in ("steps=-5", "architecture=resnet9000", "latent_dim=5", "beta=nan"):
         add(f"score --setting {s}", ["score", "codes.npz", "--out", "s", *data, *mig, "--setting", s])
     add("train --out ''", ["train", "--out", "", *data, "--steps", "3"])

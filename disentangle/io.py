@@ -46,6 +46,7 @@ PROGRESS_FILE = "progress.json"
 LOG_FILE = "sweep.log"
 LOCK_FILE = "sweep.lock"
 SCORES_LOCK_FILE = ".scores.lock"
+CACHE_ENV_VAR = "DISENTANGLE_CACHE"
 
 
 # errno values that mean "this path cannot be written here", as opposed to a bug
@@ -214,6 +215,18 @@ def clean_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
             except OSError:
                 continue
     return removed
+
+
+def cache_dir() -> Path:
+    """The toolkit's cache folder (H(X) of datasets, verdicts of dataset content checks):
+    ``$DISENTANGLE_CACHE`` if set, else ``$XDG_CACHE_HOME/disentangle``, else
+    ``~/.cache/disentangle``. Whatever is in it is only ever a shortcut: a missing,
+    unreadable or damaged cache file costs a recomputation, never a wrong result."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "disentangle"
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:

@@ -19,11 +19,23 @@ TINY_GRID = {"scale": [0, 5], "orientation": [0, 5, 10, 15], "pos_x": range(0, 3
 def pytest_configure(config):
     # one thread per process in tests (the other core may be busy)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # the toolkit's cache (H(X), dataset content verdicts) in a folder of this session, not
+    # the user's ~/.cache (subprocesses of the CLI inherit it)
+    if not os.environ.get("DISENTANGLE_CACHE"):
+        import tempfile
+        os.environ["DISENTANGLE_CACHE"] = config._disentangle_cache = tempfile.mkdtemp(
+            prefix="disentangle-test-cache-")
     try:
         import torch
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_disentangle_cache", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ Finding the dataset (:func:`resolve_data_path`): an explicit path, else the
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -66,7 +65,7 @@ class DSpritesData:
     record about the data they used.
     """
 
-    def __init__(self, path: str | os.PathLike, load_images: bool = True):
+    def __init__(self, path: str | os.PathLike, load_images: bool = True, verify: bool = False):
         import h5py
         self.path = Path(path)
         if not self.path.is_file():
@@ -91,19 +90,24 @@ class DSpritesData:
                 if load_images:
                     trust.fits_memory(self.path, "images_packed", n * PACKED_BYTES, n, DataError)
                 self.packed = images[...] if load_images else None
-                if self.packed is not None and recorded:
-                    _verify_content(self.path, self.packed, recorded)
+                computed = None
+                if self.packed is not None:
+                    # the images match their checksum before any use (hashed once per file
+                    # state, remembered across processes: trust.check_content); a file
+                    # without one (accepted with --unverified-data): its images as read,
+                    # hashed, are its identity, and every record says nobody vouched for them
+                    computed, _ = trust.check_content(
+                        self.path, recorded, lambda: iter((self.packed,)), DataError,
+                        what="images_packed does not match", recreate="render or fetch it again",
+                        fresh=verify)
         except DataError:
             raise
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{self.path}: unreadable dataset file ({exc})") from None
         self.attrs = attrs
         self.source = attrs["source"]
-        # a file without a recorded checksum (accepted with --unverified-data): its images
-        # as read, hashed, are its identity, and every record says nobody vouched for them
         self.content_check = None if recorded else trust.UNVERIFIED
-        self.content_sha256 = recorded if recorded or self.packed is None else \
-            trust.computed_checksum(self.path, lambda: iter((self.packed,)))
+        self.content_sha256 = recorded or computed
 
     @property
     def num_images(self) -> int:
@@ -181,27 +185,6 @@ def _check_latents(path: Path, f, gt: GroundTruth) -> None:
                           gt.num_images, DataError)
 
 
-# verdicts of content checks, by (path, size, mtime): one hash per file and process
-_VERIFIED: dict[tuple, str] = {}
-
-
-def _verify_content(path: Path, packed: np.ndarray, expected) -> None:
-    """Refuse a file whose images do not hash to its recorded content_sha256 (a flipped
-    bit, a foreign edit): runs record that checksum as the data they used."""
-    if not expected:
-        return  # a file without one was refused at open, or accepted unverified (trust.py)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if _VERIFIED.get(key) == expected:
-        return
-    actual = hashlib.sha256(np.ascontiguousarray(packed)).hexdigest()
-    if actual != expected:
-        raise DataError(f"{path}: images_packed does not match the file's content_sha256 "
-                        f"({actual[:12]}... vs {str(expected)[:12]}... recorded); the file is damaged "
-                        f"or was edited: render or fetch it again")
-    _VERIFIED[key] = str(expected)
-
-
 def resolve_data_path(explicit: str | os.PathLike | None = None) -> Path:
     """The dataset rule: explicit path, else $DISENTANGLE_DATA, else data/dsprites.h5
     (official), else data/dsprites-rendered.h5."""
@@ -234,14 +217,14 @@ def _write_dataset_file(out: str | os.PathLike, ground_truth: GroundTruth, packe
                          for k in range(ground_truth.num_factors)], axis=1)
     latents_classes = np.concatenate([np.zeros((n, 1), np.int64), official], axis=1)
     latents_values = np.concatenate([np.ones((n, 1)), ground_truth.values_of(classes)], axis=1)
-    sha = hashlib.sha256()
+    sha = trust.ContentDigest()
     with atomic_h5(out) as f:
         ds = f.create_dataset("images_packed", shape=(n, PACKED_BYTES), dtype=np.uint8,
                               chunks=(min(n, _CHUNK_ROWS), PACKED_BYTES), compression="lzf")
         i = 0
         for chunk in packed_chunks:
             ds[i:i + len(chunk)] = chunk
-            sha.update(np.ascontiguousarray(chunk).tobytes())
+            sha.update(chunk)
             i += len(chunk)
         if i != n:
             raise DataError(f"{out}: wrote {i} images, expected {n}")
@@ -442,7 +425,7 @@ def dataset_info(path: str | os.PathLike) -> dict:
     """Summary of a dataset file; its images are read once to verify content_sha256
     (a damaged file is refused in one line, as train and evaluate refuse it; a file without
     one is shown as unverified where the caller accepted that, see :mod:`~disentangle.data.trust`)."""
-    d = DSpritesData(path)
+    d = DSpritesData(path, verify=True)
     info = {"path": str(d.path), "source": d.source_label, "num_images": d.num_images,
             "factors": dict(zip(d.ground_truth.factor_names, d.ground_truth.factor_sizes)),
             "content_sha256": d.content_sha256,

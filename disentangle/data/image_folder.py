@@ -376,6 +376,11 @@ class ImageFolder(ImageFile):
             raise DatasetError(f"{path}: holds image set {ds.name!r}, not {name!r}")
         return ds
 
+    def recreate_command(self) -> str:
+        source = self.attrs.get("source_path") if hasattr(self, "attrs") else None
+        import shlex
+        return f"`disentangle data import-folder {shlex.quote(source) if source else 'PATH'} --name {self.name}`"
+
     @property
     def provenance(self) -> dict:
         prov = super().provenance

@@ -16,6 +16,16 @@ and the toolkit's image-set file (:class:`disentangle.data.datasets.ImageFile`).
   images), and what is loaded whole must fit the memory available, all before anything is
   read. Each failure is one line naming the file and the attribute or array.
 
+- Its images, against that checksum (:func:`check_content`), before their first use. The
+  checksum is :class:`ContentDigest` (sha256 of the image array's bytes in index order),
+  the one definition the converters record and every check recomputes. Hashing a large
+  file costs seconds to minutes (MPI3D: 12.7 GB), so the result is remembered, in the
+  process and in the toolkit's cache folder (:func:`disentangle.io.cache_dir`,
+  ``verified/``), by the file's state: resolved path, device, inode, size and mtime_ns. A
+  later open of the same state (another process, a sweep worker, a Slurm task seeing the
+  same cache) skips the hash; any change to the file re-hashes it. A cache file that is
+  missing, damaged or not ours only costs a re-hash.
+
 Every check raises ``error`` (the caller's UserError subclass, so callers keep their own
 error type).
 """
@@ -25,9 +35,11 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
+import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,9 +49,19 @@ UNVERIFIED = "unverified"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _ROW_BLOCK = 65536
 
+CONTENT_CACHE_FORMAT = "disentangle-content-1"
+_CACHE_FOLDER = "verified"
+# states remembered per dataset path: a file seen from several hosts of a cluster can show
+# a different st_dev on each (NFS), and each host's state must stay a hit
+_CACHE_STATES = 16
+# hash in blocks of about this many bytes (a bounded read; the hash, not the read, dominates)
+_HASH_BLOCK_BYTES = 64 << 20
+# a terminal progress bar for files at least this large (a small file's bar is noise)
+_BAR_MIN_BYTES = 256 << 20
+
 _accepting_unverified = False
-# sha256 of files read without a recorded checksum, by (path, size, mtime): one hash per file and process
-_COMPUTED: dict[tuple, str] = {}
+# content sha256 of dataset files by file state (see file_state), this process
+_HASHED: dict[tuple, str] = {}
 # files whose per-image factor arrays were found equal to their grid, by (path, size, mtime)
 _ROWS_CHECKED: set[tuple] = set()
 
@@ -84,16 +106,132 @@ def recorded_checksum(path: Path, attrs: dict, error: type[UserError]) -> str | 
     return sha
 
 
-def computed_checksum(path: Path, blocks: Callable[[], Iterator[np.ndarray]]) -> str:
-    """sha256 of the arrays ``blocks()`` yields (the images in index order), once per file
-    and process: the identity recorded for a file accepted unverified."""
-    key = file_key(path)
-    if key not in _COMPUTED:
-        sha = hashlib.sha256()
+# --------------------------------------------------------------------------- the content checksum
+class ContentDigest:
+    """``content_sha256``: sha256 of an image array's bytes in index order, C order, as
+    stored (/images of an image-set file, /images_packed of a dSprites file). The one
+    definition: the writers update it block by block as they write, the checks below
+    recompute it the same way."""
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+
+    def update(self, block: np.ndarray) -> None:
+        # a C-contiguous array is hashed through its buffer, without a copy
+        self._sha.update(np.ascontiguousarray(block).data)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def file_state(path: Path) -> tuple:
+    """What identifies a file's content without reading it: (resolved path, device,
+    inode, size, mtime_ns). Rewriting, replacing, truncating or touching the file changes it."""
+    resolved = path.resolve()
+    st = os.stat(resolved)
+    return (str(resolved), int(st.st_dev), int(st.st_ino), int(st.st_size), int(st.st_mtime_ns))
+
+
+_STATE_KEYS = ("path", "device", "inode", "size", "mtime_ns")
+
+
+def _cache_file(resolved: str) -> Path:
+    from disentangle.io import cache_dir
+    return cache_dir() / _CACHE_FOLDER / f"{hashlib.sha256(resolved.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.json"
+
+
+def _cached_states(resolved: str) -> list[dict]:
+    """The states remembered for this path; [] for a missing, unreadable, damaged or
+    foreign cache file (a re-hash is the only cost)."""
+    from disentangle.io import read_json
+    try:
+        saved = read_json(_cache_file(resolved))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(saved, dict) or saved.get("format") != CONTENT_CACHE_FORMAT \
+            or not isinstance(saved.get("states"), list):
+        return []
+    return [e for e in saved["states"] if isinstance(e, dict) and isinstance(e.get("content_sha256"), str)
+            and _SHA256.fullmatch(e["content_sha256"])]
+
+
+def cached_content_sha256(state: tuple) -> str | None:
+    """The content sha256 recorded for this exact file state (this process, then the
+    cache folder), else None."""
+    if state in _HASHED:
+        return _HASHED[state]
+    for entry in _cached_states(state[0]):
+        if tuple(entry.get(k) for k in _STATE_KEYS) == state:
+            _HASHED[state] = entry["content_sha256"]
+            return entry["content_sha256"]
+    return None
+
+
+def _remember(state: tuple, sha: str, seconds: float) -> None:
+    """Record the state's hash, in the process and in the cache folder (atomically: a
+    concurrent writer's file is replaced whole, last writer wins; an unwritable cache only
+    costs the next process a re-hash)."""
+    from disentangle.io import write_json_atomic
+    _HASHED[state] = sha
+    entry = {**dict(zip(_STATE_KEYS, state)), "content_sha256": sha, "hashed_seconds": round(seconds, 3),
+             "hashed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    others = [e for e in _cached_states(state[0]) if tuple(e.get(k) for k in _STATE_KEYS) != state]
+    try:
+        write_json_atomic(_cache_file(state[0]), {"format": CONTENT_CACHE_FORMAT,
+                                                  "states": [entry, *others][:_CACHE_STATES]})
+    except (OSError, UserError):
+        pass
+
+
+def hash_content(path: Path, blocks: Callable[[], Iterable[np.ndarray]], total_bytes: int | None = None,
+                 fresh: bool = False) -> tuple[str, bool]:
+    """(the content sha256 of ``path``'s images, whether they were hashed now).
+    ``blocks()`` yields the image array in index order (see :class:`ContentDigest`). A
+    file state seen before is not hashed again unless ``fresh`` (`data info`). Large files
+    show a progress bar on a terminal and report to the run's progress sink."""
+    from disentangle import progress
+    state = file_state(path)
+    if not fresh:
+        sha = cached_content_sha256(state)
+        if sha is not None:
+            return sha, False
+    start = time.monotonic()
+    digest = ContentDigest()
+    shown = progress.bar(total_bytes, f"checking {path.name}", unit="B") \
+        if total_bytes is not None and total_bytes >= _BAR_MIN_BYTES else None
+    done = 0
+    try:
         for block in blocks():
-            sha.update(np.ascontiguousarray(block).tobytes())
-        _COMPUTED[key] = sha.hexdigest()
-    return _COMPUTED[key]
+            digest.update(block)
+            done += block.nbytes
+            if shown is not None:
+                shown.update(block.nbytes)
+            if total_bytes:
+                progress.report("checking data", done, total_bytes, "bytes")
+    finally:
+        if shown is not None:
+            shown.close()
+    sha = digest.hexdigest()
+    if file_state(path) == state:   # unchanged while read: the verdict holds for this state
+        _remember(state, sha, time.monotonic() - start)
+    return sha, True
+
+
+def check_content(path: Path, recorded: str | None, blocks: Callable[[], Iterable[np.ndarray]],
+                  error: type[UserError], *, what: str = "images do not match", recreate: str = "re-create it",
+                  total_bytes: int | None = None, fresh: bool = False) -> tuple[str, bool]:
+    """The images' content sha256 (from the cache for a file state seen before), refused
+    in one line when it differs from ``recorded``; (checksum, hashed now). A file without
+    a recorded checksum (accepted unverified) gets its computed one: its identity in every
+    record. ``recreate``: how the user makes the file again."""
+    sha, hashed = hash_content(path, blocks, total_bytes, fresh)
+    if recorded is not None and sha != recorded and not hashed:
+        # a remembered mismatch is re-checked: a damaged cache never refuses a good file
+        sha, hashed = hash_content(path, blocks, total_bytes, fresh=True)
+    if recorded is not None and sha != recorded:
+        raise error(f"{path}: {what} the file's content_sha256 ({sha[:12]}... vs {recorded[:12]}... "
+                    f"recorded); the file is damaged or was edited: {recreate}")
+    return sha, hashed
 
 
 # --------------------------------------------------------------------------- attributes

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
 from disentangle.evaluation.information.units import bits
+from disentangle.io import CACHE_ENV_VAR, cache_dir  # noqa: F401  (re-exported; the cache folder's owner is io)
 
 ENTROPY_CACHE_FORMAT = "disentangle-entropy-1"
-CACHE_ENV_VAR = "DISENTANGLE_CACHE"
 
 
 def distinct_image_counts(packed: np.ndarray) -> np.ndarray:
@@ -158,14 +156,6 @@ def entropy_from_counts(counts: np.ndarray) -> float:
     c = c[c > 0]
     n = c.sum()
     return float(math.log(n) - (c * np.log(c)).sum() / n)
-
-
-def cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV_VAR)
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "disentangle"
 
 
 def dataset_entropy(data, cache: bool = True) -> dict:
