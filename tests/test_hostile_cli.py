@@ -46,3 +46,14 @@ def test_the_cli_starts_without_torch():
     out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_without_its_configuration_is_named(tmp_path):
+    import torch
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({}, run / "model.pt")
+    proc = _cli("evaluate", "run", "--metric", "mig", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "Error: run/config.json: no run configuration (is run a run directory?)"
+    assert sorted(p.name for p in run.iterdir()) == ["model.pt"]

@@ -111,21 +111,35 @@ def test_a_spec_and_an_option_that_agree_are_one_setting(tmp_path, tiny_data_pat
 
 
 # ----------------------------------------------------------------------------- 3. failures and their options
-def test_a_failure_caused_by_an_option_is_retried_when_the_option_changes(tmp_path, tiny_data_path):
+def test_a_data_dependent_evaluation_option_stops_the_sweep_before_training(tmp_path, tiny_data_path):
+    results, spec = tmp_path / "r", tmp_path / "s.toml"
+    _spec(spec, evaluate='[evaluate]\nmetrics = ["beta_vae"]\n[evaluate.params.beta_vae]\nnum_train = 1\n')
+    line = _one_line(_invoke("sweep", "--results", results, "--spec", spec, "--data", tiny_data_path, "--no-report"))
+    assert "s.toml: dataset dsprites" in line and "beta_vae.num_train 1: at least 2 points" in line
+    assert not results.exists()
+
+
+def test_a_failure_caused_by_an_option_is_retried_when_the_option_changes(tmp_path, tiny_data_path, monkeypatch):
     results, spec = tmp_path / "r", tmp_path / "s.toml"
     bad = '[evaluate]\nmetrics = ["beta_vae"]\n[evaluate.params.beta_vae]\nnum_train = 1\nnum_eval = 50\n'
     _spec(spec, evaluate=bad)
     args = ("sweep", "--results", results, "--spec", spec, "--data", tiny_data_path, "--threads-per-job", "1",
             "--no-report")
-    first = _invoke(*args)
+    # the sweep now refuses this option before training (the test above); without that check
+    # the worker's evaluation fails on it, which stands for any failure an option causes at run time
+    import disentangle.sweep.runner as runner
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "_check_evaluation_on_data", lambda study, runs: None)
+        first = _invoke(*args)
+        before = _hashes(results / RUN)
+        same = _invoke(*args)
     assert first.exit_code == 1 and "evaluation failed" in first.output, first.output
     status = RunDir(results / RUN).status()
     assert status["state"] == "failed" and status["failure"]["error"]
     assert status["failure"]["options"]["eval_params"] == {"beta_vae": {"num_train": 1, "num_eval": 50}}
     # the same options again: skipped, saying so, nothing of the run touched
-    before = _hashes(results / RUN)
-    same = _invoke(*args)
     assert same.exit_code == 1 and "failed with these same options (--retry-failed retries it)" in same.output
+    assert _hashes(results / RUN) == before
     assert _hashes(results / RUN) == before
     # the corrected option: retried by itself, the evaluation only (training had finished)
     _spec(spec, evaluate=bad.replace("num_train = 1", "num_train = 50"))

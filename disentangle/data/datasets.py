@@ -106,6 +106,17 @@ def open_dataset(name: str, path: str | os.PathLike | None = None, **options) ->
     return cls.open(cls.resolve_path(path), **options)
 
 
+def open_for_checks(name: str, path: str | os.PathLike | None = None) -> "Dataset":
+    """Dataset ``name`` with its ground truth and size but, for dSprites and its variants,
+    without its images in memory: what a sweep's parent needs to check the metrics' sizes
+    against the data before any run starts (the image sets read their images lazily anyway)."""
+    cls = dataset_class(name, path)
+    if issubclass(cls, DSprites):
+        from disentangle.data.dsprites import DSpritesData
+        return cls(path, data=DSpritesData(cls.resolve_path(path), load_images=False))
+    return open_dataset(name, path)
+
+
 def locate(name: str, path: str | os.PathLike | None = None) -> tuple[Path, str | None]:
     """(the file dataset ``name`` is read from, its content_sha256): ``path`` or the
     dataset's path rule. An image-set file is opened, so its images are checked against

@@ -127,9 +127,12 @@ def expand_runs(patterns: Iterable[str]) -> list[Path]:
 
 
 def check_run(run_dir: "RunDir | str | os.PathLike") -> RunDir:
-    """The run directory, opened; UserError unless it holds a trained model."""
+    """The run directory, opened; UserError unless it holds a trained model and its
+    configuration (without config.json the dataset and network are unknown: say so first,
+    not "no dataset found")."""
     run = RunDir.of(run_dir)
     run.require_model()
+    run.saved()
     return run
 
 

@@ -70,6 +70,29 @@ def _pin_data(runs: list[RunSpec], data: str | None,
     return pinned, files
 
 
+def _check_evaluation_on_data(study: Study, runs: list[RunSpec]) -> None:
+    """Each dataset's sizes against the metrics' parameters (``evaluate``'s data checks:
+    factor counts, enough points for a fit), before any run trains -- not after each run's
+    training, where every run of the study would fail alike."""
+    from disentangle.config import DEFAULT_DATASET
+    from disentangle.data.datasets import open_for_checks
+    from disentangle.evaluation.evaluate import check_evaluation
+    widths: dict[tuple, set] = {}
+    for run in runs:
+        key = (run.config.get("dataset", DEFAULT_DATASET), run.config.get("data"))
+        widths.setdefault(key, set()).add(run.config.get("latent_dim"))
+    for (name, path), dims in widths.items():
+        dataset = open_for_checks(name, path)
+        try:
+            for dim in sorted(d for d in dims if isinstance(d, int)):
+                try:
+                    check_evaluation(study.metrics, study.eval_seed, study.eval_params, dataset=dataset, code_dim=dim)
+                except UserError as exc:
+                    raise UserError(f"{study.source}: dataset {name} ({path}): {exc}") from None
+        finally:
+            dataset.close()
+
+
 def _preflight(runs: list[RunSpec], results_dir: Path, data_shas: dict[str, str | None]) -> None:
     """Refuse before anything starts when a run directory of this name holds another
     configuration or other data (``data_shas``: run name -> the content checksum of the
@@ -189,6 +212,7 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     # one file per dataset of the study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories) and by its content checksum
     runs, data_files = _pin_data(runs, data, study.source)
+    _check_evaluation_on_data(study, runs)
     if executor == "slurm":
         # before anything is written: a sweep that cannot submit leaves no study.json behind
         from disentangle.sweep.slurm import slurm_available

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from disentangle.errors import UserError
 from disentangle.evaluation.information.units import bits
 from disentangle.io import CACHE_ENV_VAR, cache_dir  # noqa: F401  (re-exported; the cache folder's owner is io)
 
@@ -202,7 +203,7 @@ def dataset_entropy(data, cache: bool = True) -> dict:
             write_json_atomic(path, {"format": ENTROPY_CACHE_FORMAT, "content_sha256": sha,
                                      "path": str(getattr(data, "path", "")), **result,
                                      "multiplicities": {str(k): v for k, v in result["multiplicities"].items()}})
-        except OSError:
-            pass   # a read-only cache costs only the recomputation
+        except (OSError, UserError):   # WriteError: a read-only or full cache directory
+            pass   # costs only the recomputation
     return {**result, "cached": False}
 
