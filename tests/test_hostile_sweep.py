@@ -238,3 +238,17 @@ def test_evaluate_study_names_a_run_without_its_model(tiny_trained_run, tmp_path
     line = _one_line(_invoke("evaluate-study", root, "--data", tiny_data_path, "--device", "cpu", "--threads", "1"))
     assert f"{other} has no {MODEL_FILE}" in line and "two or more finished runs" in line
     assert _hashes(tmp_path) == before
+
+
+def test_slurm_threads_beyond_cpus_per_task_are_refused_before_anything_is_written(tmp_path, tiny_data_path):
+    # a spec's threads = 4 on 1 CPU per task: four threads sharing one CPU run many times slower
+    spec = _spec(tmp_path / "s.toml", fixed="threads = 4\n")
+    before = _hashes(tmp_path)
+    line = _one_line(_invoke("sweep", "--results", tmp_path / "r", "--spec", spec, "--data", tiny_data_path,
+                             "--executor", "slurm"))
+    assert line == (f"Error: --cpus-per-task 1: runs ask for 4 threads ({spec}: threads), more than the CPUs a "
+                    f"Slurm task gets; raise --cpus-per-task to 4 or ask for fewer threads")
+    line = _one_line(_invoke("sweep", "--results", tmp_path / "r", "--beta", "1", "--steps", "2", "--data",
+                             tiny_data_path, "--executor", "slurm", "--threads-per-job", "2", "--cpus-per-task", "1"))
+    assert "runs ask for 2 threads (--threads-per-job)" in line
+    assert _hashes(tmp_path) == before

@@ -209,6 +209,12 @@ def run_sweep(study: Study, results_dir: str | os.PathLike, *, executor: str = "
     threads = threads_used[0] if len(threads_used) == 1 else threads_used
     if executor == "local":
         _check_devices(runs, study, device)
+    elif threads_used[-1] > slurm.cpus_per_task:
+        # more threads than CPUs per task: the threads share the CPUs, many times slower
+        where = "--threads-per-job" if threads_per_job is not None else f"{study.source}: threads"
+        raise ParameterError("cpus_per_task", f"runs ask for {threads_used[-1]} threads ({where}), more than the "
+                             f"CPUs a Slurm task gets; raise --cpus-per-task to {threads_used[-1]} or ask for "
+                             f"fewer threads", value=slurm.cpus_per_task)
     # one file per dataset of the study, pinned by absolute path (workers and Slurm tasks
     # may start in other directories) and by its content checksum
     runs, data_files = _pin_data(runs, data, study.source)
