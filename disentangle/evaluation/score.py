@@ -331,6 +331,8 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
         config = {"dataset": name, **config}
     from disentangle.io import write_error
     from disentangle.rundir import RunLock
+    if RunDir(run.path).has_config():   # before the lock too: a refusal leaves the directory as it was
+        _refuse_other_codes(RunDir(run.path), sha, config)
     lock = RunLock(run.path)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -346,6 +348,13 @@ def score_codes(codes_path: str | os.PathLike, out: str | os.PathLike, metrics: 
         lock.release()
 
 
+def _refuse_other_codes(run: RunDir, sha: str, config: dict) -> None:
+    previous = run.saved().get("codes") or {}
+    if previous.get("sha256") != sha or run.config() != config:
+        raise ParameterError("out", f"holds the scores of another codes file ({previous.get('path')}) "
+                             f"or other label/settings; choose another directory", value=run.path)
+
+
 def _score_locked(run: RunDir, codes_path: Path, config: dict, record: dict, sha: str, dataset,
                   mean, logvar, plan, say) -> dict:
     """score_codes' writes, under the run lock: two scorings into one directory never mix."""
@@ -353,10 +362,7 @@ def _score_locked(run: RunDir, codes_path: Path, config: dict, record: dict, sha
     from disentangle.io import environment_info
     run = RunDir(run.path)   # config.json afresh: another process may have written it
     if run.has_config():
-        previous = run.saved().get("codes") or {}
-        if previous.get("sha256") != sha or run.config() != config:
-            raise ParameterError("out", f"holds the scores of another codes file ({previous.get('path')}) "
-                                 f"or other label/settings; choose another directory", value=run.path)
+        _refuse_other_codes(run, sha, config)
     else:
         run.write_config({"config": config, "data": dataset.provenance, "package": environment_info(),
                           "codes": record,
