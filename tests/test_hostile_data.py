@@ -15,27 +15,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from disentangle.cli import main as cli
 from disentangle.data import trust
 from disentangle.data.datasets import DatasetError, open_file, write_image_file
 from disentangle.data.dsprites import DataError, DSpritesData
 from disentangle.data.ground_truth import GroundTruth
 from disentangle.io import CODES_FILE, CONFIG_FILE
-
-
-def _one_line(result) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+from cli_checks import invoke as _invoke, one_line as _one_line
 
 
 def _edit(path, fn):

@@ -7,7 +7,6 @@ Each CLI case asserts exit 1, one "Error:" line naming the parameter or file, no
 traceback, and that nothing was written (sha256 of every file before and after)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,42 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from disentangle.cli import main as cli
 from disentangle.data.ground_truth import GroundTruth
 from disentangle.errors import ParameterError, UserError
 from disentangle.evaluation.metrics import METRICS, DataSummary
 from disentangle.io import CODES_FILE, SCORES_FILE, SCORES_LOCK_FILE
+from cli_checks import file_hashes as _hashes, invoke as _invoke, one_line as _one_line
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _one_line(result) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
-def _hashes(root: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_symlink():
-            out[str(p)] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
-        elif p.is_dir():
-            out[str(p)] = "dir"
-        else:
-            out[str(p)] = "special"
-    return out
-
-
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 # ----------------------------------------------------------------------------- 1. sizes vs the dataset

@@ -4,7 +4,6 @@ and asserts the one-line error AND that the user's files are byte-identical afte
 Section 1 first (a user's files are never changed unless named, never through a link)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -13,38 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from disentangle.cli import main as cli
 from disentangle.errors import UserError
 from disentangle.io import CONFIG_FILE, LOCK_FILE, LOG_FILE, SCORES_FILE, STATUS_FILE
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _one_line(result) -> str:
-    """A CLI failure: exit 1, one "Error:" line, no traceback."""
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
+from cli_checks import file_hashes, invoke as _invoke, one_line as _one_line
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    """sha256 of every regular file under ``root`` (links by their target text)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_symlink():
-            out[str(p)] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+    return file_hashes(root, directories=False)
 
 
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train_args(out, data):

@@ -6,49 +6,19 @@ included); evaluate-study never counts a copied run as a second seed, and names 
 leaves out. Each refusal: exit 1, one "Error:" line, no traceback, every file unchanged."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from disentangle.cli import main as cli
 from disentangle.errors import UserError
 from disentangle.io import CODES_FILE, CONFIG_FILE, LOCK_FILE, MODEL_FILE, SCORES_FILE
 from disentangle.rundir import RunDir
+from cli_checks import file_hashes as _hashes, invoke as _invoke, one_line as _one_line
 
 RUN = "beta-vae_b1_s0"
 SMALL = 'steps = 2\nbatch_size = 8\nlatent_dim = 3\ncheckpoint_every = 2\nlog_every = 1\n'
-
-
-def _one_line(result) -> str:
-    """A CLI failure: exit 1, one "Error:" line, no traceback."""
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
-def _hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (links by their target, directories by name)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_symlink():
-            out[str(p)] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[str(p)] = "dir"
-    return out
-
-
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def _spec(path: Path, fixed: str = "", evaluate: str = '[evaluate]\nmetrics = ["mig"]\n') -> Path:
