@@ -106,20 +106,41 @@ class BatchEncoder:
         import torch
 
         from disentangle.data.render import unpack_to_float
-        n = len(packed)
+
+        def padded_batch(start: int):
+            rows = packed[start:start + self.batch_size]
+            m = len(rows)
+            if m < self.batch_size:
+                self._buffer[:m] = rows
+                self._buffer[m:] = 0
+                rows = self._buffer
+            # only the packed bytes travel to the device; unpacked there
+            return unpack_to_float(torch.from_numpy(rows).to(self.device)), m
+        return self._encode_batches(len(packed), padded_batch, progress, want_logvar)
+
+    def encode_tensor(self, x, want_logvar: bool = True):
+        """A float32 tensor (n, C, 64, 64) already on the device -> mean [, logvar], each
+        (n, D) float32 numpy, in padded batches of exactly ``batch_size`` rows."""
+        import torch
+
+        def padded_batch(start: int):
+            rows = x[start:start + self.batch_size]
+            m = int(rows.shape[0])
+            if m < self.batch_size:
+                rows = torch.cat([rows, rows.new_zeros((self.batch_size - m,) + tuple(rows.shape[1:]))])
+            return rows, m
+        return self._encode_batches(int(x.shape[0]), padded_batch, None, want_logvar)
+
+    def _encode_batches(self, n: int, padded_batch, progress, want_logvar: bool):
+        """The encoding loop of both inputs: ``padded_batch(start)`` gives the batch from row
+        ``start`` padded to ``batch_size`` rows (every call the same shape: one compiled
+        graph, identical numbers whatever the position) and how many rows are real."""
+        import torch
         mean = np.empty((n, self.latent_dim), dtype=np.float32)
         logvar = np.empty((n, self.latent_dim), dtype=np.float32) if want_logvar else None
-        bs = self.batch_size
         with torch.inference_mode():
-            for start in range(0, n, bs):
-                rows = packed[start:start + bs]
-                m = len(rows)
-                if m < bs:
-                    self._buffer[:m] = rows
-                    self._buffer[m:] = 0
-                    rows = self._buffer
-                # only the packed bytes travel to the device; unpacked there
-                x = unpack_to_float(torch.from_numpy(rows).to(self.device))
+            for start in range(0, n, self.batch_size):
+                x, m = padded_batch(start)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 mu, lv = self.model.encode(x)
@@ -128,29 +149,6 @@ class BatchEncoder:
                     logvar[start:start + m] = lv[:m].float().cpu().numpy()
                 if progress is not None:
                     progress(m)
-        self.images_encoded += n
-        return (mean, logvar) if want_logvar else mean
-
-    def encode_tensor(self, x, want_logvar: bool = True):
-        """A float32 tensor (n, C, 64, 64) already on the device -> mean [, logvar], each
-        (n, D) float32 numpy, in padded batches of exactly ``batch_size`` rows."""
-        import torch
-        n = int(x.shape[0])
-        mean = np.empty((n, self.latent_dim), dtype=np.float32)
-        logvar = np.empty((n, self.latent_dim), dtype=np.float32) if want_logvar else None
-        bs = self.batch_size
-        with torch.inference_mode():
-            for start in range(0, n, bs):
-                rows = x[start:start + bs]
-                m = int(rows.shape[0])
-                if m < bs:
-                    rows = torch.cat([rows, rows.new_zeros((bs - m,) + tuple(rows.shape[1:]))])
-                if self.channels_last:
-                    rows = rows.contiguous(memory_format=torch.channels_last)
-                mu, lv = self.model.encode(rows)
-                mean[start:start + m] = mu[:m].float().cpu().numpy()
-                if want_logvar:
-                    logvar[start:start + m] = lv[:m].float().cpu().numpy()
         self.images_encoded += n
         return (mean, logvar) if want_logvar else mean
 
