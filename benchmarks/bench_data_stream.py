@@ -40,7 +40,7 @@ def peak_mb() -> float:
 def make_file(path: Path, name: str, sizes, names) -> float:
     import h5py
 
-    from disentangle.data.datasets import IMAGES_FORMAT
+    from disentangle.data.image_file import IMAGES_FORMAT
     from disentangle.data.ground_truth import GroundTruth
     gt = GroundTruth(tuple(names), tuple(np.arange(float(s)) for s in sizes))
     n = gt.num_images

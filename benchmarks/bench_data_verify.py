@@ -36,7 +36,7 @@ import numpy as np
 
 
 def make_file(path: Path, n: int) -> float:
-    from disentangle.data.datasets import write_image_file
+    from disentangle.data.image_file import write_image_file
     from disentangle.data.ground_truth import GroundTruth
     gt = GroundTruth(("a", "b"), (np.arange(100.0), np.arange(float(n // 100))))
     pool = np.random.default_rng(0).integers(0, 256, (1000, 64, 64, 3), dtype=np.uint8)

@@ -151,7 +151,7 @@ def _flip_nan(key, row, col):
 
 def _forged_image_set(w):
     """An image set (shapes3d) whose grid and /images declare 73,728,000 images, in a few kB."""
-    from disentangle.data.datasets import write_image_file
+    from disentangle.data.image_file import write_image_file
     from disentangle.data.ground_truth import GroundTruth
     gt = GroundTruth(("floor_hue", "wall_hue", "object_hue"), tuple(np.linspace(0, 1, s) for s in (2, 2, 2)))
     write_image_file(w / "forged.h5", "shapes3d", gt, 3, [np.zeros((8, 64, 64, 3), np.uint8)], {"source": "official"})
@@ -191,7 +191,7 @@ def _exp_codes(w):
 
 def _flipped_image_set(w):
     """An image set (shapes3d, 8 images) with one bit flipped in /images, content_sha256 intact."""
-    from disentangle.data.datasets import write_image_file
+    from disentangle.data.image_file import write_image_file
     from disentangle.data.ground_truth import GroundTruth
     gt = GroundTruth(("floor_hue", "wall_hue", "object_hue"), tuple(np.linspace(0, 1, s) for s in (2, 2, 2)))
     images = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from disentangle.data import trust
-from disentangle.data.datasets import DatasetError, open_file, write_image_file
+from disentangle.data.datasets import DatasetError, open_file
+from disentangle.data.image_file import write_image_file
 from disentangle.data.dsprites import DataError, DSpritesData
 from disentangle.data.ground_truth import GroundTruth
 from disentangle.io import CODES_FILE, CONFIG_FILE

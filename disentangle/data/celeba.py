@@ -29,7 +29,8 @@ import json
 import re
 from pathlib import Path
 
-from disentangle.data.datasets import DatasetError, ImageFile, data_dir
+from disentangle.data.datasets import DatasetError, data_dir
+from disentangle.data.image_file import ImageFile
 from disentangle.data.image_folder import ImageSource, Preprocess, convert_source
 from disentangle.data.sources import SourceFile, obtain
 

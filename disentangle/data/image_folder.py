@@ -41,8 +41,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from disentangle.data.datasets import (IMAGE_SIZE, IMAGES_FORMAT, REGISTRY, DatasetError, ImageFile,
-                                       data_dir, write_image_file)
+from disentangle.data.datasets import IMAGE_SIZE, REGISTRY, DatasetError, data_dir
+from disentangle.data.image_file import IMAGES_FORMAT, ImageFile, write_image_file
 from disentangle.errors import ParameterError
 
 KIND = "image-folder"

@@ -22,7 +22,8 @@ import zlib
 
 import numpy as np
 
-from disentangle.data.datasets import DatasetError, ImageFile, write_image_file
+from disentangle.data.datasets import DatasetError
+from disentangle.data.image_file import ImageFile, write_image_file
 from disentangle.data.ground_truth import GroundTruth, Nuisance
 from disentangle.data.sources import SourceFile
 

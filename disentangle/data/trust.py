@@ -1,6 +1,6 @@
 """What a dataset file must show before any of it is used (issue 22: never trust what is
 on disk, bound every size). Shared by the dSprites file (:mod:`disentangle.data.dsprites`)
-and the toolkit's image-set file (:class:`disentangle.data.datasets.ImageFile`).
+and the toolkit's image-set file (:class:`disentangle.data.image_file.ImageFile`).
 
 - Its content checksum. A file without ``content_sha256`` cannot be checked against what
   was written (a flipped bit goes unseen), so it is refused, unless the user accepts
