@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -231,7 +232,6 @@ def cache_dir() -> Path:
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes, read in 1 MiB blocks (model files, downloads)."""
-    import hashlib
     h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -286,6 +286,17 @@ def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
 
 
 MAX_JSON_BYTES = 64 << 20   # a run's JSON files are kilobytes; more is not one of ours
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON values (what a JSON file's round trip gives back)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def json_digest(value: Any) -> str:
+    """sha256 of ``value``'s canonical JSON (keys sorted; 1 and 1.0 as JSON writes them)."""
+    text = json.dumps(json_ready(value), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -60,8 +60,8 @@ from disentangle.config import DEFAULT_DATASET
 from disentangle.errors import UserError
 from disentangle.io import (CHECKPOINT_FILE, CODES_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MODEL_FILE,
                             PROGRESS_FILE, SCORES_FILE, SCORES_LOCK_FILE, STATUS_FILE, TRAIN_LOG_FILE,
-                            WriteError, file_sha256, open_in_place, read_json, write_json_atomic,
-                            write_text_atomic)
+                            WriteError, file_sha256, json_digest, json_ready, open_in_place, read_json,
+                            write_json_atomic, write_text_atomic)
 
 # The states of a run, as RunDir.state() decides them (and `sweep status` shows them;
 # "queued" is the scheduler's word, added there).
@@ -283,7 +283,7 @@ class RunDir:
         (:meth:`failure_options_changed`), never with the same ones."""
         record = {"error": error}
         if options is not None:
-            record.update(options_sha256=options_digest(options), options=json_ready(options))
+            record.update(options_sha256=json_digest(options), options=json_ready(options))
         return self.write_status("failed", reason=reason, failure=record, **fields)
 
     def failure_record(self, status: dict | None = None) -> dict | None:
@@ -302,7 +302,7 @@ class RunDir:
         record = self.failure_record(status)
         if record is None:
             return None
-        if record["options_sha256"] == options_digest(options):
+        if record["options_sha256"] == json_digest(options):
             return []
         before = record.get("options") if isinstance(record.get("options"), dict) else {}
         now = json_ready(options)
@@ -578,20 +578,6 @@ class RunDir:
 # and lock, a failure status, progress; stale temporaries of a killed write)
 # (checkpoint.pt: training checks it is one of ours, of this configuration, before writing)
 _LEFTOVERS = (LOCK_FILE, LOG_FILE, SCORES_LOCK_FILE, PROGRESS_FILE, CHECKPOINT_FILE)
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` as plain JSON values (what a status.json round trip gives back)."""
-    import json
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def options_digest(options: Mapping[str, Any]) -> str:
-    """sha256 of the options' canonical JSON (keys sorted; 1 and 1.0 as JSON writes them)."""
-    import hashlib
-    import json
-    text = json.dumps(json_ready(options), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _leftover(path: Path) -> bool:
